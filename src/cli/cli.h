@@ -1,0 +1,12 @@
+/*
+ * cli.h - the subcommands of the clipreel binary. main.c dispatches on argv[1];
+ * each subcommand gets argc/argv with argv[0] = its own name and returns the
+ * process exit status (0 ok, 1 failure, 2 usage error).
+ */
+#ifndef REEL_CLI_CLI_H
+#define REEL_CLI_CLI_H
+
+int reel_cli_export(int argc, char **argv);
+int reel_cli_upscale(int argc, char **argv);
+
+#endif
