@@ -1,0 +1,93 @@
+/*
+ * export.h - the engine's C API: one job in, one finished reel out.
+ *
+ * reel_export_run() probes every source (any problem is reported before a frame
+ * is processed), then runs decode -> transform (rotate, crop, upscale, resize)
+ * -> composite (transitions) -> encode as stages joined by bounded queues, with
+ * the audio timeline rendered alongside, and muxes ONE H.264/AAC MP4 with
+ * chapters, plus a WebVTT chapters file. The output is written under a
+ * temporary name and renamed into place only when complete; on any error or
+ * cancel nothing is left at the output paths.
+ *
+ * Threads: reel_export_run blocks its caller; it starts and joins its own
+ * worker threads. The progress callback is called from those threads, one call
+ * at a time. Several exports may run at once in one process; a ReelUpscaler
+ * passed in is used by one export at a time (the caller serialises).
+ */
+#ifndef REEL_MEDIA_EXPORT_H
+#define REEL_MEDIA_EXPORT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/job.h"
+
+struct ReelUpscaler;
+
+/** Phases, in the order an export goes through them (DESIGN section 3, Progress). */
+typedef enum ReelPhase {
+    REEL_PHASE_QUEUED = 0,
+    REEL_PHASE_DOWNLOADING,
+    REEL_PHASE_LOADING_MODEL,
+    REEL_PHASE_PROCESSING,
+    REEL_PHASE_ENCODING,
+    REEL_PHASE_FINALIZING,
+    REEL_PHASE_UPLOADING,
+    REEL_PHASE_COMPLETE,
+    REEL_PHASE_ERROR,
+    REEL_PHASE_CANCELLED,
+} ReelPhase;
+
+/** "queued", "downloading", ... as the service and --progress json spell them. */
+const char *reel_phase_name(ReelPhase phase);
+
+typedef struct ReelProgress {
+    ReelPhase phase;
+    int clip;              /**< 1-based clip being processed, 0 when none */
+    int total_clips;
+    int64_t frames_done;   /**< output frames of the reel completed */
+    int64_t frames_total;
+    double percent;        /**< 0..100, monotonic over one export */
+    double fps;            /**< output frames per second, recent average */
+    double eta_s;          /**< seconds left, < 0 unknown */
+    const char *message;   /**< human text, may be NULL */
+} ReelProgress;
+
+typedef void (*ReelProgressFn)(void *opaque, const ReelProgress *progress);
+
+typedef struct ReelExportOptions {
+    const char *output_path;   /**< the .mp4 */
+    const char *chapters_path; /**< .vtt; NULL = output path with .mp4 -> .chapters.vtt */
+    const char *model_dir;     /**< NULL: $CLIPREEL_MODELS or "models" */
+    struct ReelUpscaler *upscaler; /**< borrowed, already loaded; NULL: loaded on demand */
+    ReelProgressFn progress;   /**< may be NULL */
+    void *progress_opaque;
+    atomic_int *cancel;        /**< set non-zero to stop; may be NULL */
+    int threads;               /**< 0 = all cores */
+} ReelExportOptions;
+
+/** What an export did, for the CLI summary and the service records. */
+typedef struct ReelExportStats {
+    int64_t frames;
+    double duration_s;        /**< reel duration */
+    int64_t size_bytes;       /**< of the .mp4 */
+    int width, height;
+    int chapters;
+    int upscaled_clips;       /**< clips that went through the model */
+    double phase_s[REEL_PHASE_CANCELLED + 1]; /**< wall seconds spent per phase */
+    double total_s;
+} ReelExportStats;
+
+/**
+ * Run one export. job must be valid (reel_job_parse); the export may complete
+ * it with probe results (reel_job_apply_probe), hence non-const.
+ * @param stats   may be NULL
+ * @param errmsg  REEL_ERRMSG_SIZE bytes, the user-facing reason on failure
+ * @return 0, or a negative error: REEL_ERROR_INVALID_JOB (a clip's source does
+ *         not fit the job), REEL_ERROR_MEDIA (a source can't be read),
+ *         REEL_ERROR_CANCELLED, REEL_ERROR_MODEL, AVERROR/errno codes.
+ */
+int reel_export_run(ReelJob *job, const ReelExportOptions *opt, ReelExportStats *stats,
+                    char *errmsg);
+
+#endif
