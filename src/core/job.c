@@ -751,7 +751,12 @@ static int parse_output(ParseCtx *ctx, json_t *root, ReelJob *job)
     if (found) {
         if (fps < 1 || fps > 240)
             return bad(ctx, "output.fps: %g out of range 1-240", fps);
+        /* 23.976, 29.97 and 59.94 mean the NTSC rates x/1001 */
         AVRational q = av_d2q(fps, 1001000);
+        for (int k = 24; k <= 60; k += k == 24 ? 6 : 30) {
+            if (fabs(fps - k * 1000.0 / 1001) < 0.005)
+                q = (AVRational){k * 1000, 1001};
+        }
         o->fps_num = q.num;
         o->fps_den = q.den;
     }
