@@ -158,7 +158,7 @@ static int get_bool(ParseCtx *ctx, json_t *obj, const char *key, const char *pat
 static int get_int(ParseCtx *ctx, json_t *obj, const char *key, const char *path, int lo,
                    int hi, int *out, int *found)
 {
-    double d;
+    double d = 0.0;
     int ret = get_number(ctx, obj, key, path, &d, found);
 
     if (ret < 0 || !*found)
