@@ -1,0 +1,106 @@
+/*
+ * conv_peak.c - what oneDNN itself reaches on this machine for the upscaler's
+ * dominant layer: a 64->64 3x3 convolution (pad 1) on an H x W map, fp32 or
+ * bf16, layouts chosen by oneDNN (format_tag_any), primitive created once and
+ * run repeatedly. Prints one JSON line: {"layer":..., "gflops":...}. This is the
+ * ceiling the whole network's throughput is compared against (bench/run.sh).
+ *
+ * usage: conv_peak [H W [runs [f32|bf16 [threads]]]]
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <dnnl.h>
+
+#define CHECK(call)                                                                        \
+    do {                                                                                   \
+        dnnl_status_t s_ = (call);                                                         \
+        if (s_ != dnnl_success) {                                                          \
+            fprintf(stderr, "conv_peak: %s failed: %d\n", #call, (int)s_);                 \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    int H = argc > 1 ? atoi(argv[1]) : 270, W = argc > 2 ? atoi(argv[2]) : 480;
+    int runs = argc > 3 ? atoi(argv[3]) : 10;
+    int bf16 = argc > 4 && !strcmp(argv[4], "bf16");
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    dnnl_memory_desc_t src_md, wei_md, bia_md, dst_md;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t conv;
+    dnnl_memory_t src, wei, bia, dst;
+    dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_dims_t sd = {1, 64, H, W}, wd = {64, 64, 3, 3}, bd = {64}, dd = {1, 64, H, W};
+    dnnl_dims_t strides = {1, 1}, pad = {1, 1};
+
+    CHECK(dnnl_engine_create(&eng, dnnl_cpu, 0));
+    CHECK(dnnl_stream_create(&strm, eng, dnnl_stream_default_flags));
+    CHECK(dnnl_memory_desc_init_by_tag(&src_md, 4, sd, dt, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&wei_md, 4, wd, dt, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&bia_md, 1, bd, dnnl_f32, dnnl_a));
+    CHECK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dt, dnnl_format_tag_any));
+    CHECK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                             dnnl_convolution_direct, &src_md, &wei_md, &bia_md,
+                                             &dst_md, strides, pad, pad));
+    CHECK(dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL));
+    CHECK(dnnl_primitive_create(&conv, pd));
+    CHECK(dnnl_memory_create(&src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), eng,
+                             DNNL_MEMORY_ALLOCATE));
+    CHECK(dnnl_memory_create(&wei, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                             eng, DNNL_MEMORY_ALLOCATE));
+    CHECK(dnnl_memory_create(&bia, &bia_md, eng, DNNL_MEMORY_ALLOCATE));
+    CHECK(dnnl_memory_create(&dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), eng,
+                             DNNL_MEMORY_ALLOCATE));
+    /* zero data is fine for timing; denormals can't appear */
+    void *p;
+    const dnnl_memory_desc_t *md;
+    CHECK(dnnl_memory_get_data_handle(src, &p));
+    CHECK(dnnl_memory_get_memory_desc(src, &md));
+    memset(p, 0, dnnl_memory_desc_get_size(md));
+    CHECK(dnnl_memory_get_data_handle(wei, &p));
+    CHECK(dnnl_memory_get_memory_desc(wei, &md));
+    memset(p, 0, dnnl_memory_desc_get_size(md));
+
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei},
+                              {DNNL_ARG_BIAS, bia}, {DNNL_ARG_DST, dst}};
+    CHECK(dnnl_primitive_execute(conv, strm, 4, args)); /* warm-up */
+    CHECK(dnnl_stream_wait(strm));
+    double best = 1e30;
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+        CHECK(dnnl_primitive_execute(conv, strm, 4, args));
+        CHECK(dnnl_stream_wait(strm));
+        double t = now() - t0;
+        if (t < best)
+            best = t;
+    }
+    const char *impl = "";
+    CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+    double flop = 2.0 * 64 * 64 * 9 * (double)H * W;
+    printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"%s\",\"impl\":\"%s\","
+           "\"best_s\":%.6f,\"gflops\":%.1f}\n",
+           H, W, bf16 ? "bf16" : "f32", impl, best, flop / best * 1e-9);
+    dnnl_primitive_destroy(conv);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_memory_destroy(src);
+    dnnl_memory_destroy(wei);
+    dnnl_memory_destroy(bia);
+    dnnl_memory_destroy(dst);
+    dnnl_stream_destroy(strm);
+    dnnl_engine_destroy(eng);
+    return 0;
+}
