@@ -76,6 +76,11 @@
 #define SRC_GAP_S 0.002         /* timestamp jitter tolerated before filling/dropping */
 #define SRC_MAX_DECODE_ERRORS 200 /* consecutive decoder errors before giving up */
 #define TEMPO_FEED 1024         /* source samples per frame fed to atempo */
+/* Source samples fed beyond a segment's count * speed, only while the chain's
+ * output is still short of count: atempo holds back part of its last window
+ * (~20 ms per stage), so feeding exactly count * speed would end every
+ * speed-changed segment with that much silence. 0 = the literal reading. */
+#define TEMPO_LOOKAHEAD_MAX 24000
 
 /* ---- AudioSource: one file as a 48 kHz stereo signal ---------------------- */
 
@@ -611,6 +616,7 @@ typedef struct Tempo {
     AVFrame *out;       /* current output frame of the sink */
     int out_off;        /* samples of out already used */
     int64_t in_pts;     /* samples fed so far */
+    int64_t extra;      /* lookahead samples fed past count * speed */
     int eof_sent;
     int drained;
 } Tempo;
@@ -730,9 +736,11 @@ end:
 }
 
 /*
- * Produce up to n output samples of the chain into l/r, feeding it from src
- * (at most in_left more samples); silence once the chain is drained. Returns
- * the number written (> 0) or an error.
+ * Produce up to n output samples of the chain into l/r, feeding it from src:
+ * the in_left samples of the segment, then (only while output is still needed)
+ * up to TEMPO_LOOKAHEAD_MAX samples that follow them, then end of stream;
+ * silence once the chain is drained. Returns the number written (> 0) or an
+ * error.
  */
 static int tempo_pull(Tempo *t, AudioSource *src, int64_t *in_left, float *l, float *r, int n)
 {
@@ -767,6 +775,13 @@ static int tempo_pull(Tempo *t, AudioSource *src, int64_t *in_left, float *l, fl
             if ((ret = tempo_feed(t, src, m)) < 0)
                 return ret;
             *in_left -= m;
+        } else if (t->extra < TEMPO_LOOKAHEAD_MAX) {
+            int m = TEMPO_LOOKAHEAD_MAX - t->extra > TEMPO_FEED
+                        ? TEMPO_FEED
+                        : (int)(TEMPO_LOOKAHEAD_MAX - t->extra);
+            if ((ret = tempo_feed(t, src, m)) < 0)
+                return ret;
+            t->extra += m;
         } else if (!t->eof_sent) {
             if ((ret = av_buffersrc_add_frame_flags(t->src, NULL, 0)) < 0)
                 return ret;
