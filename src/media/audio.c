@@ -880,7 +880,8 @@ static int clip_next_segment(ClipAudio *ca, double fps)
         ca->seg_end = b;
         if ((ret = source_seek(&ca->src, reel_round_half_up(s->start * REEL_AUDIO_RATE))) < 0)
             return ret;
-        if (fabs(s->speed - 1.0) > 1e-9) {
+        /* (a silent source skips the chain: silence at any tempo is silence) */
+        if (fabs(s->speed - 1.0) > 1e-9 && ca->src.stream >= 0) {
             ca->seg_in_left = reel_round_half_up((double)(b - a) * s->speed);
             if ((ret = tempo_open(&ca->tempo, s->speed)) < 0)
                 return ret;

@@ -502,6 +502,9 @@ static void check_sync(const char *src, int64_t tolerance)
     int64_t want = RATE + 19200 + 9600;
     assert_int_equal(rd.n, RATE + 19200 + 57600); /* 48 frames in clip 1 */
     int64_t got = pulse_at(rd.l, RATE, rd.n);
+    if (getenv("AUDIO_TEST_VERBOSE"))
+        fprintf(stderr, "%s: pulse at %lld, expected %lld\n", src, (long long)got,
+                (long long)want);
     if (llabs(got - want) > tolerance)
         fail_msg("%s: pulse at sample %lld, expected %lld", src, (long long)got, (long long)want);
     render_free(&rd);
@@ -511,8 +514,8 @@ static void test_sync_60fps(void **state)
 {
     (void)state;
     assert_true(fabs(first_video_pts(fix("sync60off.mkv")) - 0.25) < 0.002);
-    check_sync(fix("sync60off.mkv"), 2); /* PCM 44.1 kHz, video starting at 0.25 s */
-    check_sync(fix("sync60.mp4"), 24);   /* AAC: the codec smears the edge a little */
+    check_sync(fix("sync60off.mkv"), 1); /* PCM 44.1 kHz, video starting at 0.25 s */
+    check_sync(fix("sync60.mp4"), 4);    /* AAC: the codec may smear the edge a little */
 }
 
 /* Phase (radians) of a frequency-f sine in x[a, b), measured against sin(w (i - ref)). */
@@ -553,10 +556,12 @@ static void check_step(double speed, double trim_start, int64_t join, int64_t to
     if (fabs(f - 440.0) > 8.0)
         fail_msg("speed %g: %.1f Hz in the segment, expected 440", speed, f);
     /* the next segment starts exactly at the join: 1 kHz in phase with source 1.0 s
-     * (one sample late or early is 7.5 degrees) */
+     * (one sample late or early is 7.5 degrees; AAC at 192 kb/s keeps it within 0.1) */
     a1k = tone_amp(rd.l, join + 48, join + 1008, 1000.0);
     double ph = tone_phase(rd.l, join + 48, join + 1008, 1000.0, join) * 180.0 / M_PI;
-    if (!(a1k > 0.45 && fabs(ph) < 8.0))
+    if (getenv("AUDIO_TEST_VERBOSE"))
+        fprintf(stderr, "speed %g: join phase %.2f deg\n", speed, ph);
+    if (!(a1k > 0.45 && fabs(ph) < 3.0))
         fail_msg("speed %g: after the join 1 kHz %.3f at phase %.1f deg", speed, a1k, ph);
     render_free(&rd);
 }
