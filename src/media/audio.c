@@ -266,7 +266,7 @@ static int source_reserve(AudioSource *s, int more)
     if (drop > 0) {
         if (drop > s->buf_len)
             drop = s->buf_len;
-        for (int c = 0; c < 2; c++)
+        for (int c = 0; c < 2 && s->buf_len > drop; c++)
             memmove(s->buf[c], s->buf[c] + drop, (size_t)(s->buf_len - drop) * sizeof(float));
         s->buf_len -= (int)drop;
         s->buf_pos += drop;
