@@ -977,7 +977,7 @@ int reel_audio_open(ReelAudioReel **out, const ReelJob *job, const ReelLayout *l
     ar->job = job;
     ar->layout = layout;
     for (int k = 0; k < job->nb_clips; k++)
-        ar->origin[k] = video_start_pts ? video_start_pts[k] : 0.0;
+        ar->origin[k] = video_start_pts && isfinite(video_start_pts[k]) ? video_start_pts[k] : 0.0;
 
     /* Every source must open now, so an unreadable file fails the export
      * before any work; they are closed again and reopened in turn. */
@@ -996,53 +996,11 @@ fail:
     return ret;
 }
 
-/* Mix reel samples [pos, pos + n), n <= REEL_CHUNK, into l/r. */
-static int reel_mix_chunk(ReelAudioReel *ar, float *l, float *r, int n)
+/* Close the open clips whose last sample lies before p. */
+static void reel_close_ended(ReelAudioReel *ar, int64_t p)
 {
-    const ReelLayout *lay = ar->layout;
-    int64_t p0 = ar->pos, p1 = ar->pos + n;
-    int ret;
-
-    memset(l, 0, (size_t)n * sizeof(float));
-    memset(r, 0, (size_t)n * sizeof(float));
-
-    /* open the clips that begin inside this chunk */
-    while (ar->next_clip < lay->nb_clips && lay->clips[ar->next_clip].audio_start < p1) {
-        int k = ar->next_clip++;
-        if (lay->clips[k].audio_end <= lay->clips[k].audio_start)
-            continue; /* no samples at all */
-        if (ar->nb_open >= 2)
-            return reel_fail(ar->errmsg, REEL_ERROR_INTERNAL,
-                             "audio: a third clip would overlap at sample %lld",
-                             (long long)p0);
-        if ((ret = clip_open(&ar->open[ar->nb_open], ar, k, ar->errmsg)) < 0)
-            return ret;
-        ar->nb_open++;
-    }
-    for (int i = 0; i < ar->nb_open; i++) {
-        ClipAudio *ca = ar->open[i];
-        int64_t a = ca->place->audio_start > p0 ? ca->place->audio_start : p0;
-        int64_t b = ca->place->audio_end < p1 ? ca->place->audio_end : p1;
-        if (b <= a)
-            continue;
-        if (a != ca->pos)
-            return reel_fail(ar->errmsg, REEL_ERROR_INTERNAL,
-                             "audio: clip %d is at sample %lld, the reel at %lld", ca->index,
-                             (long long)ca->pos, (long long)a);
-        if ((ret = clip_produce(ca, lay->fps, ar->tmp[0], ar->tmp[1], (int)(b - a))) < 0) {
-            char eb[128];
-            return reel_fail(ar->errmsg, ret, "clips[clipIndex=%d] %s: audio failed: %s",
-                             ca->clip->clip_index, ca->clip->source,
-                             reel_strerror(ret, eb, sizeof(eb)));
-        }
-        for (int64_t j = a; j < b; j++) {
-            l[j - p0] += ar->tmp[0][j - a];
-            r[j - p0] += ar->tmp[1][j - a];
-        }
-    }
-    /* close the clips that ended */
     for (int i = 0; i < ar->nb_open;) {
-        if (ar->open[i]->place->audio_end <= p1) {
+        if (ar->open[i]->place->audio_end <= p) {
             clip_close(&ar->open[i]);
             for (int j = i; j + 1 < ar->nb_open; j++)
                 ar->open[j] = ar->open[j + 1];
@@ -1051,6 +1009,62 @@ static int reel_mix_chunk(ReelAudioReel *ar, float *l, float *r, int n)
             i++;
         }
     }
+}
+
+/*
+ * Mix reel samples [pos, pos + n), n <= REEL_CHUNK, into l/r. The chunk is cut
+ * at every clip edge inside it, so the set of open clips is constant over each
+ * piece and is exactly the clips covering it: never more than two, however
+ * short the clips are.
+ */
+static int reel_mix_chunk(ReelAudioReel *ar, float *l, float *r, int n)
+{
+    const ReelLayout *lay = ar->layout;
+    int64_t p0 = ar->pos, p1 = ar->pos + n, p = p0;
+    int ret;
+
+    memset(l, 0, (size_t)n * sizeof(float));
+    memset(r, 0, (size_t)n * sizeof(float));
+    while (p < p1) {
+        int64_t q = p1;
+        reel_close_ended(ar, p);
+        while (ar->next_clip < lay->nb_clips && lay->clips[ar->next_clip].audio_start <= p) {
+            int k = ar->next_clip++;
+            if (lay->clips[k].audio_end <= p)
+                continue; /* no samples at all (defensive: clips have >= 1 frame) */
+            if (ar->nb_open >= 2)
+                return reel_fail(ar->errmsg, REEL_ERROR_INTERNAL,
+                                 "audio: a third clip would overlap at sample %lld",
+                                 (long long)p);
+            if ((ret = clip_open(&ar->open[ar->nb_open], ar, k, ar->errmsg)) < 0)
+                return ret;
+            ar->nb_open++;
+        }
+        if (ar->next_clip < lay->nb_clips && lay->clips[ar->next_clip].audio_start < q)
+            q = lay->clips[ar->next_clip].audio_start;
+        for (int i = 0; i < ar->nb_open; i++)
+            if (ar->open[i]->place->audio_end < q)
+                q = ar->open[i]->place->audio_end;
+        for (int i = 0; i < ar->nb_open; i++) {
+            ClipAudio *ca = ar->open[i];
+            if (p != ca->pos)
+                return reel_fail(ar->errmsg, REEL_ERROR_INTERNAL,
+                                 "audio: clip %d is at sample %lld, the reel at %lld", ca->index,
+                                 (long long)ca->pos, (long long)p);
+            if ((ret = clip_produce(ca, lay->fps, ar->tmp[0], ar->tmp[1], (int)(q - p))) < 0) {
+                char eb[128];
+                return reel_fail(ar->errmsg, ret, "clips[clipIndex=%d] %s: audio failed: %s",
+                                 ca->clip->clip_index, ca->clip->source,
+                                 reel_strerror(ret, eb, sizeof(eb)));
+            }
+            for (int64_t j = p; j < q; j++) {
+                l[j - p0] += ar->tmp[0][j - p];
+                r[j - p0] += ar->tmp[1][j - p];
+            }
+        }
+        p = q;
+    }
+    reel_close_ended(ar, p1);
     ar->pos = p1;
     return 0;
 }

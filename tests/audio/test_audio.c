@@ -614,6 +614,64 @@ static void test_seek_deep_and_back(void **state)
     render_free(&rd);
 }
 
+/* At 1 fps a frame is 48000 samples, so frame rounding makes the next segment
+ * start 0.4 s BEFORE where the previous read ended (beyond the rewind history:
+ * a real seek back) and the content must still come from the right place. */
+static void test_segment_rewind(void **state)
+{
+    (void)state;
+    Render rd;
+    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":4},"
+                                            "\"segments\":{\"boundaries\":[0,1.6,4]}")
+                     "],\"output\":{\"fps\":1}}",
+                     0, fix("clock.mp4")));
+    /* segment 0: 1.6 s -> 2 frames = source [0, 2 s); segment 1: 2.4 s -> frames 2..4,
+     * read from 1.6 s: 400 Hz for 0.4 s, then 500 Hz */
+    assert_int_equal(rd.n, 4 * RATE);
+    double f0 = zc_freq(rd.l, 60000, 90000);           /* source 1.25..1.875: 400 Hz */
+    double f1 = zc_freq(rd.l, 96000 + 960, 96000 + 18240); /* 1.62..1.98: 400 Hz */
+    double f2 = zc_freq(rd.l, 96000 + 20160, 96000 + 66240); /* 2.02..2.98: 500 Hz */
+    if (fabs(f0 - 400) > 10 || fabs(f1 - 400) > 10 || fabs(f2 - 500) > 10)
+        fail_msg("frequencies %.1f %.1f %.1f, expected 400 400 500", f0, f1, f2);
+    render_free(&rd);
+}
+
+/* Clips shorter than a read chunk: many start and end inside one read, and a
+ * dissolve of 2-frame clips gets D = 1: never more than two clips at once. */
+static void test_tiny_clips(void **state)
+{
+    (void)state;
+    for (int t = 0; t < 2; t++) {
+        Render rd;
+        const char *len = t == 0 ? "0.034" : "0.067"; /* 1 frame, 2 frames */
+        char clip[5][512];
+        for (int i = 0; i < 5; i++)
+            snprintf(clip[i], sizeof(clip[i]),
+                     "{\"clipIndex\":%d,\"source\":\"%s\",\"trimRange\":{\"start\":%d,"
+                     "\"end\":%d%s}}",
+                     i, fix(i == 2 ? "noaudio.mp4" : "tone1k.mp4"), i % 2, i % 2, len + 1);
+        render_chunked(&rd, jobf("{\"clips\":[%s,%s,%s,%s,%s],\"transition\":{\"type\":"
+                                 "\"%s\",\"duration\":0.5},\"output\":{\"fps\":30}}",
+                                 clip[0], clip[1], clip[2], clip[3], clip[4],
+                                 t == 0 ? "fade" : "dissolve"),
+                       48000);
+        if (t == 0) {
+            /* 1-frame clips: D = 0, back to back; clip 2 has no audio */
+            assert_int_equal(rd.n, 5 * 1600);
+            assert_true(rms(rd.l, 0, 3200) > 0.3);
+            assert_true(peak(rd.l, 3200, 4800) == 0.0);
+            assert_true(rms(rd.l, 4800, 8000) > 0.3);
+        } else {
+            /* 2-frame clips, D = 1: 10 - 4 frames; clip 2 covers frames 2..4 with
+             * weights 0 and 1/1 ... it only ever overlaps one neighbour at a time */
+            assert_int_equal(rd.layout.clips[1].d_in, 1);
+            assert_int_equal(rd.n, 6 * 1600);
+            assert_true(rms(rd.l, 0, 1600) > 0.3);
+        }
+        render_free(&rd);
+    }
+}
+
 /* A damaged stream mid-way: no error, exact length, the good part plays. */
 static void test_corrupt_stream_is_silence(void **state)
 {
@@ -673,6 +731,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_speed_lengths),
         cmocka_unit_test(test_short_audio_padded),
         cmocka_unit_test(test_seek_deep_and_back),
+        cmocka_unit_test(test_segment_rewind),
+        cmocka_unit_test(test_tiny_clips),
         cmocka_unit_test(test_corrupt_stream_is_silence),
         cmocka_unit_test(test_unreadable_source),
     };
