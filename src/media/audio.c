@@ -68,14 +68,14 @@
 
 #define LOG_COMPONENT "audio"
 
-#define REEL_CHUNK 4096         /* reel samples handled per inner step */
-#define SRC_HISTORY 8192        /* source samples kept behind the cursor for rewinds */
-#define SRC_SKIP_MAX 96000      /* decode forward (rather than seek) up to 2 s */
-#define SRC_PREROLL_S 0.25      /* seek this far before the target: decoder warm-up */
-#define SRC_SLICE_IN 1024       /* input samples resampled per step */
-#define SRC_GAP_S 0.002         /* timestamp jitter tolerated before filling/dropping */
+#define REEL_CHUNK 4096           /* reel samples handled per inner step */
+#define SRC_HISTORY 8192          /* source samples kept behind the cursor for rewinds */
+#define SRC_SKIP_MAX 96000        /* decode forward (rather than seek) up to 2 s */
+#define SRC_PREROLL_S 0.25        /* seek this far before the target: decoder warm-up */
+#define SRC_SLICE_IN 1024         /* input samples resampled per step */
+#define SRC_GAP_S 0.002           /* timestamp jitter tolerated before filling/dropping */
 #define SRC_MAX_DECODE_ERRORS 200 /* consecutive decoder errors before giving up */
-#define TEMPO_FEED 1024         /* source samples per frame fed to atempo */
+#define TEMPO_FEED 1024           /* source samples per frame fed to atempo */
 /* Source samples fed beyond a segment's count * speed, only while the chain's
  * output is still short of count: atempo holds back part of its last window
  * (~20 ms per stage), so feeding exactly count * speed would end every
@@ -85,38 +85,38 @@
 /* ---- AudioSource: one file as a 48 kHz stereo signal ---------------------- */
 
 typedef struct AudioSource {
-    const char *path;        /* borrowed: the clip's source */
-    int clip_index;          /* clipIndex, for messages */
-    double origin;           /* stream seconds of source time 0 (first video frame) */
+    const char *path; /* borrowed: the clip's source */
+    int clip_index;   /* clipIndex, for messages */
+    double origin;    /* stream seconds of source time 0 (first video frame) */
 
     AVFormatContext *fmt;
     AVCodecContext *dec;
     AVPacket *pkt;
-    AVFrame *frame;          /* the decoded frame being resampled */
-    int frame_off;           /* samples of frame already fed to swr */
-    int frame_live;          /* frame holds samples not yet fed */
-    int stream;              /* audio stream index; -1: the source is silent */
+    AVFrame *frame; /* the decoded frame being resampled */
+    int frame_off;  /* samples of frame already fed to swr */
+    int frame_live; /* frame holds samples not yet fed */
+    int stream;     /* audio stream index; -1: the source is silent */
     AVRational tb;
 
-    SwrContext *swr;         /* configured for the current input format */
+    SwrContext *swr; /* configured for the current input format */
     int swr_rate, swr_format;
     AVChannelLayout swr_layout;
-    uint8_t **silence;       /* SRC_SLICE_IN samples of silence in the input format */
-    int64_t zeros_pending;   /* input samples of silence to feed before the frame */
+    uint8_t **silence;     /* SRC_SLICE_IN samples of silence in the input format */
+    int64_t zeros_pending; /* input samples of silence to feed before the frame */
 
-    int synced;              /* positions known (a frame was placed since open/seek) */
-    int64_t in_next;         /* input-rate index (from origin) of the next input sample */
-    int demux_eof;           /* demuxer exhausted, decoder being drained */
-    int eof;                 /* nothing more will ever be appended */
-    int decode_errors;       /* consecutive */
-    int warned;              /* damage reported once */
+    int synced;        /* positions known (a frame was placed since open/seek) */
+    int64_t in_next;   /* input-rate index (from origin) of the next input sample */
+    int demux_eof;     /* demuxer exhausted, decoder being drained */
+    int eof;           /* nothing more will ever be appended */
+    int decode_errors; /* consecutive */
+    int warned;        /* damage reported once */
 
-    float *buf[2];           /* resampled samples [buf_pos, buf_pos + buf_len) */
+    float *buf[2]; /* resampled samples [buf_pos, buf_pos + buf_len) */
     int64_t buf_pos;
     int buf_len, buf_cap;
-    int64_t cur;             /* next sample source_read() delivers */
-    int64_t known_from;      /* reads at or after this need no seek */
-    int64_t guess;           /* where the demuxer is, while not synced */
+    int64_t cur;        /* next sample source_read() delivers */
+    int64_t known_from; /* reads at or after this need no seek */
+    int64_t guess;      /* where the demuxer is, while not synced */
 } AudioSource;
 
 static void source_warn(AudioSource *s, const char *what)
@@ -183,8 +183,7 @@ static int source_open_demux(AudioSource *s, char *errmsg)
         goto fail;
     }
     video = av_find_best_stream(s->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
-    ret = av_find_best_stream(s->fmt, AVMEDIA_TYPE_AUDIO, -1, video >= 0 ? video : -1, &codec,
-                              0);
+    ret = av_find_best_stream(s->fmt, AVMEDIA_TYPE_AUDIO, -1, video >= 0 ? video : -1, &codec, 0);
     if (ret == AVERROR_STREAM_NOT_FOUND) {
         avformat_close_input(&s->fmt);
         return 0; /* no audio: silence */
@@ -423,8 +422,9 @@ static int source_place_frame(AudioSource *s)
     } else if (!s->synced) {
         /* No timestamp to place it: count from the stream's start. */
         AVStream *st = s->fmt->streams[s->stream];
-        double t = (st->start_time != AV_NOPTS_VALUE ? (double)st->start_time * av_q2d(s->tb)
-                                                     : 0.0) - s->origin;
+        double t =
+            (st->start_time != AV_NOPTS_VALUE ? (double)st->start_time * av_q2d(s->tb) : 0.0) -
+            s->origin;
         s->in_next = (int64_t)llrint(t * f->sample_rate);
         s->buf_pos = (int64_t)llrint(t * REEL_AUDIO_RATE);
         s->buf_len = 0;
@@ -613,10 +613,10 @@ static int source_read(AudioSource *s, float *l, float *r, int n)
 typedef struct Tempo {
     AVFilterGraph *graph;
     AVFilterContext *src, *sink;
-    AVFrame *out;       /* current output frame of the sink */
-    int out_off;        /* samples of out already used */
-    int64_t in_pts;     /* samples fed so far */
-    int64_t extra;      /* lookahead samples fed past count * speed */
+    AVFrame *out;   /* current output frame of the sink */
+    int out_off;    /* samples of out already used */
+    int64_t in_pts; /* samples fed so far */
+    int64_t extra;  /* lookahead samples fed past count * speed */
     int eof_sent;
     int drained;
 } Tempo;
@@ -795,15 +795,15 @@ static int tempo_pull(Tempo *t, AudioSource *src, int64_t *in_left, float *l, fl
 /* ---- ClipAudio: one clip, segment by segment ------------------------------ */
 
 typedef struct ClipAudio {
-    int index;                 /* position in job->clips */
+    int index; /* position in job->clips */
     const ReelClip *clip;
     const ReelClipPlace *place;
     ReelClipFrames cf;
     AudioSource src;
-    int64_t pos;               /* next reel sample this clip produces */
-    int seg;                   /* current segment, -1 before the first */
-    int64_t seg_end;           /* reel sample where the current segment ends */
-    int64_t seg_in_left;       /* source samples still to feed the chain */
+    int64_t pos;         /* next reel sample this clip produces */
+    int seg;             /* current segment, -1 before the first */
+    int64_t seg_end;     /* reel sample where the current segment ends */
+    int64_t seg_in_left; /* source samples still to feed the chain */
     int tempo_on;
     Tempo tempo;
 } ClipAudio;
@@ -811,13 +811,13 @@ typedef struct ClipAudio {
 struct ReelAudioReel {
     const ReelJob *job;
     const ReelLayout *layout;
-    double *origin;            /* video_start_pts per clip */
-    int64_t pos;               /* next reel sample */
-    ClipAudio *open[2];        /* clips in progress, in reel order */
+    double *origin;     /* video_start_pts per clip */
+    int64_t pos;        /* next reel sample */
+    ClipAudio *open[2]; /* clips in progress, in reel order */
     int nb_open;
-    int next_clip;             /* first clip not opened yet */
-    float *tmp[2];             /* REEL_CHUNK scratch per channel */
-    int error;                 /* sticky: once failed, every read fails */
+    int next_clip; /* first clip not opened yet */
+    float *tmp[2]; /* REEL_CHUNK scratch per channel */
+    int error;     /* sticky: once failed, every read fails */
     char errmsg[REEL_ERRMSG_SIZE];
 };
 
@@ -899,8 +899,7 @@ static int clip_next_segment(ClipAudio *ca, double fps)
  * w(floor x) + frac(x) * (w(floor x + 1) - w(floor x)). The weights are linear
  * between integer kinks, so this is min(1, x / d_in, (N - x) / d_out) in [0, 1].
  */
-static void clip_apply_gain(const ClipAudio *ca, double fps, int64_t p0, float *l, float *r,
-                            int n)
+static void clip_apply_gain(const ClipAudio *ca, double fps, int64_t p0, float *l, float *r, int n)
 {
     const ReelClipPlace *pl = ca->place;
     double in_end = (double)pl->d_in, out_start = (double)(pl->nb_frames - pl->d_out);
@@ -953,9 +952,8 @@ int reel_audio_open(ReelAudioReel **out, const ReelJob *job, const ReelLayout *l
 
     *out = NULL;
     if (job->nb_clips != layout->nb_clips)
-        return reel_fail(errmsg, REEL_ERROR_INTERNAL,
-                         "audio: the layout has %d clips, the job %d", layout->nb_clips,
-                         job->nb_clips);
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "audio: the layout has %d clips, the job %d",
+                         layout->nb_clips, job->nb_clips);
     for (int k = 0; k < job->nb_clips; k++) {
         const ReelClip *c = &job->clips[k];
         if (!c->source)
@@ -983,8 +981,8 @@ int reel_audio_open(ReelAudioReel **out, const ReelJob *job, const ReelLayout *l
      * before any work; they are closed again and reopened in turn. */
     for (int k = 0; k < job->nb_clips; k++) {
         AudioSource s;
-        if ((ret = source_open(&s, job->clips[k].source, job->clips[k].clip_index, 0.0,
-                               errmsg)) < 0)
+        if ((ret = source_open(&s, job->clips[k].source, job->clips[k].clip_index, 0.0, errmsg)) <
+            0)
             goto fail;
         source_close(&s);
     }
@@ -1034,8 +1032,7 @@ static int reel_mix_chunk(ReelAudioReel *ar, float *l, float *r, int n)
                 continue; /* no samples at all (defensive: clips have >= 1 frame) */
             if (ar->nb_open >= 2)
                 return reel_fail(ar->errmsg, REEL_ERROR_INTERNAL,
-                                 "audio: a third clip would overlap at sample %lld",
-                                 (long long)p);
+                                 "audio: a third clip would overlap at sample %lld", (long long)p);
             if ((ret = clip_open(&ar->open[ar->nb_open], ar, k, ar->errmsg)) < 0)
                 return ret;
             ar->nb_open++;

@@ -68,38 +68,50 @@ static int make_fixtures(void **state)
     static const struct {
         const char *name, *args;
     } f[] = {
-        {"tone1k.mp4", VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=3\" "
-                       X264 AAC},
-        {"tone440.mp4", VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*440*t)':s=48000:c=stereo:d=3\" "
-                        X264 AAC},
+        {"tone1k.mp4",
+         VIDEO(30,
+               3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=3\" " X264 AAC},
+        {"tone440.mp4",
+         VIDEO(30,
+               3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*440*t)':s=48000:c=stereo:d=3\" " X264 AAC},
         {"noaudio.mp4", VIDEO(30, 3) X264},
-        {"mono44k.mp4", VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*440*t)':s=44100:c=mono:d=3\" "
-                        X264 AAC},
+        {"mono44k.mp4",
+         VIDEO(30,
+               3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*440*t)':s=44100:c=mono:d=3\" " X264 AAC},
         /* 440 Hz before source time 1.0 s, 1000 Hz after: shows where segments cut */
         {"steps.mp4", VIDEO(30, 3) "-f lavfi -i "
-                      "\"aevalsrc='0.5*if(lt(t,1),sin(2*PI*440*t),sin(2*PI*1000*t))':s=48000:c=stereo:d=3\" "
-                      X264 AAC},
+                                   "\"aevalsrc='0.5*if(lt(t,1),sin(2*PI*440*t),sin(2*PI*1000*t))':"
+                                   "s=48000:c=stereo:d=3\" " X264 AAC},
         /* 60 fps video, a 5 ms pulse at 1.0 s (AAC, video starts at 0) */
-        {"sync60.mp4", VIDEO(60, 3) "-f lavfi -i \"aevalsrc='0.8*between(t,1.0,1.005)':s=48000:c=stereo:d=3\" "
-                       X264 AAC},
+        {"sync60.mp4",
+         VIDEO(60,
+               3) "-f lavfi -i \"aevalsrc='0.8*between(t,1.0,1.005)':s=48000:c=stereo:d=3\" " X264
+             AAC},
         /* 60 fps video that starts at 0.25 s, 44.1 kHz PCM with the pulse at
          * stream time 1.25 s = source time 1.0 s */
-        {"sync60off.mkv", "-itsoffset 0.25 " VIDEO(60, 3)
-                          "-f lavfi -i \"aevalsrc='0.8*between(t,1.25,1.255)':s=44100:c=stereo:d=3.25\" "
-                          X264 "-c:a pcm_s16le "},
+        {"sync60off.mkv",
+         "-itsoffset 0.25 " VIDEO(
+             60,
+             3) "-f lavfi -i \"aevalsrc='0.8*between(t,1.25,1.255)':s=44100:c=stereo:d=3.25\" " X264
+                "-c:a pcm_s16le "},
         /* 5.1 with a 1 kHz tone in the centre channel only */
-        {"surround.mkv", VIDEO(30, 2) "-f lavfi -i "
-                         "\"aevalsrc='0|0|0.5*sin(2*PI*1000*t)|0|0|0':s=48000:c=5.1:d=2\" "
-                         X264 "-c:a pcm_s16le "},
+        {"surround.mkv",
+         VIDEO(30, 2) "-f lavfi -i "
+                      "\"aevalsrc='0|0|0.5*sin(2*PI*1000*t)|0|0|0':s=48000:c=5.1:d=2\" " X264
+                      "-c:a pcm_s16le "},
         /* 3 s of video, 1 s of audio */
-        {"shortaudio.mp4", VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=1\" "
-                           X264 AAC},
+        {"shortaudio.mp4",
+         VIDEO(30,
+               3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=1\" " X264 AAC},
         /* 10 s whose tone says the second: 300 Hz + 100 Hz per whole second */
-        {"clock.mp4", VIDEO(30, 10) "-f lavfi -i "
-                      "\"aevalsrc='0.5*sin(2*PI*(300+100*floor(t))*t)':s=48000:c=stereo:d=10\" "
-                      X264 AAC},
-        {"tone1k.mkv", VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=3\" "
-                       X264 "-c:a libmp3lame -b:a 128k "},
+        {"clock.mp4",
+         VIDEO(30,
+               10) "-f lavfi -i "
+                   "\"aevalsrc='0.5*sin(2*PI*(300+100*floor(t))*t)':s=48000:c=stereo:d=10\" " X264
+                       AAC},
+        {"tone1k.mkv",
+         VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=3\" " X264
+                      "-c:a libmp3lame -b:a 128k "},
     };
     char cmd[1200];
     (void)state;
@@ -315,15 +327,15 @@ static char *jobf(const char *fmt, ...)
 static void test_total_count_and_chunking(void **state)
 {
     (void)state;
-    const char *json = jobf(
-        "{\"clips\":["
-        "{\"clipIndex\":0,\"source\":\"%s\",\"trimRange\":{\"start\":0.2,\"end\":2.5},"
-        " \"segments\":{\"boundaries\":[0,1,3],\"segmentSpeeds\":{\"1\":0.5}}},"
-        "{\"clipIndex\":1,\"source\":\"%s\",\"trimRange\":{\"start\":0,\"end\":1.3}},"
-        "{\"clipIndex\":2,\"source\":\"%s\",\"trimRange\":{\"start\":0.5,\"end\":2.9},"
-        " \"segments\":{\"boundaries\":[0,1.7,3],\"segmentSpeeds\":{\"0\":3,\"1\":1.5}}}],"
-        "\"transition\":{\"type\":\"dissolve\",\"duration\":0.5},\"output\":{\"fps\":30}}",
-        fix("tone440.mp4"), fix("noaudio.mp4"), fix("steps.mp4"));
+    const char *json =
+        jobf("{\"clips\":["
+             "{\"clipIndex\":0,\"source\":\"%s\",\"trimRange\":{\"start\":0.2,\"end\":2.5},"
+             " \"segments\":{\"boundaries\":[0,1,3],\"segmentSpeeds\":{\"1\":0.5}}},"
+             "{\"clipIndex\":1,\"source\":\"%s\",\"trimRange\":{\"start\":0,\"end\":1.3}},"
+             "{\"clipIndex\":2,\"source\":\"%s\",\"trimRange\":{\"start\":0.5,\"end\":2.9},"
+             " \"segments\":{\"boundaries\":[0,1.7,3],\"segmentSpeeds\":{\"0\":3,\"1\":1.5}}}],"
+             "\"transition\":{\"type\":\"dissolve\",\"duration\":0.5},\"output\":{\"fps\":30}}",
+             fix("tone440.mp4"), fix("noaudio.mp4"), fix("steps.mp4"));
     /* By hand: clip 0 = 0.8 s + 1.5 s / 0.5 = 3.8 s = 114 frames; clip 1 = 39 frames;
      * clip 2 = 1.2 / 3 + 1.2 / 1.5 = 1.2 s = 36 frames. D = min(15, 57, 19) = 15 and
      * min(15, 19, 18) = 15: 114 + 39 + 36 - 30 = 159 frames = 254400 samples. */
@@ -346,10 +358,10 @@ static void test_total_count_and_chunking(void **state)
 
     /* 29.97 fps: r = 1601.6 samples per frame, rounded at clip edges */
     Render d;
-    render(&d, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1.01}") ","
-                    CLIP(1, "\"trimRange\":{\"start\":0,\"end\":1.01}")
-                    "],\"output\":{\"fps\":29.97}}",
-                    0, fix("tone1k.mp4"), 1, fix("tone440.mp4")));
+    render(&d,
+           jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1.01}") "," CLIP(
+                    1, "\"trimRange\":{\"start\":0,\"end\":1.01}") "],\"output\":{\"fps\":29.97}}",
+                0, fix("tone1k.mp4"), 1, fix("tone440.mp4")));
     /* 1.01 s at 30000/1001 = 30.27 -> 30 frames each; 60 frames * 1601.6 = 96096 */
     assert_int_equal(d.layout.nb_frames, 60);
     assert_int_equal(d.n, 96096);
@@ -362,10 +374,10 @@ static void test_atempo_keeps_pitch(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":2},"
-                                            "\"segments\":{\"boundaries\":[0,3],"
-                                            "\"segmentSpeeds\":{\"0\":0.5}}")
-                     "],\"output\":{\"fps\":30}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(
+                         0, "\"trimRange\":{\"start\":0,\"end\":2},"
+                            "\"segments\":{\"boundaries\":[0,3],"
+                            "\"segmentSpeeds\":{\"0\":0.5}}") "],\"output\":{\"fps\":30}}",
                      0, fix("tone1k.mp4")));
     assert_int_equal(rd.n, 4 * RATE); /* 2 s at half speed = 120 frames */
     double f = zc_freq(rd.l, RATE / 10, rd.n - RATE / 10);
@@ -382,9 +394,9 @@ static void test_no_audio_is_silence(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") ","
-                     CLIP(1, "\"trimRange\":{\"start\":0.5,\"end\":2}") "],"
-                     "\"output\":{\"fps\":30}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") "," CLIP(
+                         1, "\"trimRange\":{\"start\":0.5,\"end\":2}") "],"
+                                                                       "\"output\":{\"fps\":30}}",
                      0, fix("tone1k.mp4"), 1, fix("noaudio.mp4")));
     assert_int_equal(rd.n, RATE + 72000); /* 30 + 45 frames */
     assert_true(rms(rd.l, 0, RATE) > 0.3);
@@ -400,9 +412,10 @@ static void test_mono_unity_gain(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0.5,\"end\":2.5}")
-                     "],\"output\":{\"fps\":30}}",
-                     0, fix("mono44k.mp4")));
+    render(&rd,
+           jobf("{\"clips\":[" CLIP(
+                    0, "\"trimRange\":{\"start\":0.5,\"end\":2.5}") "],\"output\":{\"fps\":30}}",
+                0, fix("mono44k.mp4")));
     assert_int_equal(rd.n, 2 * RATE);
     assert_memory_equal(rd.l, rd.r, (size_t)rd.n * sizeof(float));
     /* 440 Hz: 0.1 s holds 44 whole periods */
@@ -417,8 +430,8 @@ static void test_surround_downmix(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1.5}")
-                     "],\"output\":{\"fps\":30}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(
+                         0, "\"trimRange\":{\"start\":0,\"end\":1.5}") "],\"output\":{\"fps\":30}}",
                      0, fix("surround.mkv")));
     assert_int_equal(rd.n, 72000);
     assert_memory_equal(rd.l, rd.r, (size_t)rd.n * sizeof(float));
@@ -431,10 +444,11 @@ static void test_fade_dips_at_join(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") ","
-                     CLIP(1, "\"trimRange\":{\"start\":0,\"end\":1}") "],"
-                     "\"transition\":{\"type\":\"fade\",\"duration\":0.5},"
-                     "\"output\":{\"fps\":30}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") "," CLIP(
+                         1, "\"trimRange\":{\"start\":0,\"end\":1}") "],"
+                                                                     "\"transition\":{\"type\":"
+                                                                     "\"fade\",\"duration\":0.5},"
+                                                                     "\"output\":{\"fps\":30}}",
                      0, fix("tone1k.mp4"), 1, fix("tone440.mp4")));
     /* no overlap: 60 frames; D = 15 frames = 24000 samples on each side of the join */
     assert_int_equal(rd.n, 2 * RATE);
@@ -458,11 +472,13 @@ static void test_dissolve_crossfade(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") ","
-                     CLIP(1, "\"trimRange\":{\"start\":0,\"end\":1}") "],"
-                     "\"transition\":{\"type\":\"dissolve\",\"duration\":0.5},"
-                     "\"output\":{\"fps\":30}}",
-                     0, fix("tone440.mp4"), 1, fix("tone1k.mp4")));
+    render(&rd,
+           jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") "," CLIP(
+                    1, "\"trimRange\":{\"start\":0,\"end\":1}") "],"
+                                                                "\"transition\":{\"type\":"
+                                                                "\"dissolve\",\"duration\":0.5},"
+                                                                "\"output\":{\"fps\":30}}",
+                0, fix("tone440.mp4"), 1, fix("tone1k.mp4")));
     /* 30 + 30 - 15 frames; clip 1 starts at frame 15 = sample 24000 */
     assert_int_equal(rd.n, 72000);
     assert_int_equal(rd.layout.clips[1].audio_start, 24000);
@@ -491,11 +507,10 @@ static int64_t pulse_at(const float *x, int64_t a, int64_t b)
 static void check_sync(const char *src, int64_t tolerance)
 {
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") ","
-                     CLIP(1, "\"trimRange\":{\"start\":0,\"end\":2},"
-                             "\"segments\":{\"boundaries\":[0,0.8,3],"
-                             "\"segmentSpeeds\":{\"0\":2}}")
-                     "],\"output\":{\"fps\":30}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") "," CLIP(
+                         1, "\"trimRange\":{\"start\":0,\"end\":2},"
+                            "\"segments\":{\"boundaries\":[0,0.8,3],"
+                            "\"segmentSpeeds\":{\"0\":2}}") "],\"output\":{\"fps\":30}}",
                      0, fix("tone440.mp4"), 1, src));
     /* clip 1 starts at sample 48000; its first segment (0.8 s at 2x) is 12 frames =
      * 19200 samples; the second reads from 0.8 s, so 1.0 s is 9600 samples in. */
@@ -503,8 +518,7 @@ static void check_sync(const char *src, int64_t tolerance)
     assert_int_equal(rd.n, RATE + 19200 + 57600); /* 48 frames in clip 1 */
     int64_t got = pulse_at(rd.l, RATE, rd.n);
     if (getenv("AUDIO_TEST_VERBOSE"))
-        fprintf(stderr, "%s: pulse at %lld, expected %lld\n", src, (long long)got,
-                (long long)want);
+        fprintf(stderr, "%s: pulse at %lld, expected %lld\n", src, (long long)got, (long long)want);
     if (llabs(got - want) > tolerance)
         fail_msg("%s: pulse at sample %lld, expected %lld", src, (long long)got, (long long)want);
     render_free(&rd);
@@ -584,9 +598,10 @@ static void test_short_audio_padded(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0.5,\"end\":2.5}")
-                     "],\"output\":{\"fps\":30}}",
-                     0, fix("shortaudio.mp4")));
+    render(&rd,
+           jobf("{\"clips\":[" CLIP(
+                    0, "\"trimRange\":{\"start\":0.5,\"end\":2.5}") "],\"output\":{\"fps\":30}}",
+                0, fix("shortaudio.mp4")));
     assert_int_equal(rd.n, 2 * RATE);
     assert_true(rms(rd.l, 0, RATE / 2 - 2400) > 0.3);
     for (int64_t i = RATE / 2 + 2400; i < rd.n; i++)
@@ -601,9 +616,9 @@ static void test_seek_deep_and_back(void **state)
     (void)state;
     Render rd;
     /* clip 0 plays 8.2..9 (1100 Hz), clip 1 the same source 1.2..2 (400 Hz) */
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":8.2,\"end\":9}") ","
-                     CLIP(1, "\"trimRange\":{\"start\":1.2,\"end\":2}") "],"
-                     "\"output\":{\"fps\":30}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":8.2,\"end\":9}") "," CLIP(
+                         1, "\"trimRange\":{\"start\":1.2,\"end\":2}") "],"
+                                                                       "\"output\":{\"fps\":30}}",
                      0, fix("clock.mp4"), 1, fix("clock.mp4")));
     assert_int_equal(rd.n, 2 * 38400);
     /* the frequency at t is 300 + 100 floor(t) plus the chirp term; measure by zero crossings */
@@ -621,15 +636,15 @@ static void test_segment_rewind(void **state)
 {
     (void)state;
     Render rd;
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":4},"
-                                            "\"segments\":{\"boundaries\":[0,1.6,4]}")
-                     "],\"output\":{\"fps\":1}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(
+                         0, "\"trimRange\":{\"start\":0,\"end\":4},"
+                            "\"segments\":{\"boundaries\":[0,1.6,4]}") "],\"output\":{\"fps\":1}}",
                      0, fix("clock.mp4")));
     /* segment 0: 1.6 s -> 2 frames = source [0, 2 s); segment 1: 2.4 s -> frames 2..4,
      * read from 1.6 s: 400 Hz for 0.4 s, then 500 Hz */
     assert_int_equal(rd.n, 4 * RATE);
-    double f0 = zc_freq(rd.l, 60000, 90000);           /* source 1.25..1.875: 400 Hz */
-    double f1 = zc_freq(rd.l, 96000 + 960, 96000 + 18240); /* 1.62..1.98: 400 Hz */
+    double f0 = zc_freq(rd.l, 60000, 90000);                 /* source 1.25..1.875: 400 Hz */
+    double f1 = zc_freq(rd.l, 96000 + 960, 96000 + 18240);   /* 1.62..1.98: 400 Hz */
     double f2 = zc_freq(rd.l, 96000 + 20160, 96000 + 66240); /* 2.02..2.98: 500 Hz */
     if (fabs(f0 - 400) > 10 || fabs(f1 - 400) > 10 || fabs(f2 - 500) > 10)
         fail_msg("frequencies %.1f %.1f %.1f, expected 400 400 500", f0, f1, f2);
@@ -650,10 +665,11 @@ static void test_tiny_clips(void **state)
                      "{\"clipIndex\":%d,\"source\":\"%s\",\"trimRange\":{\"start\":%d,"
                      "\"end\":%d%s}}",
                      i, fix(i == 2 ? "noaudio.mp4" : "tone1k.mp4"), i % 2, i % 2, len + 1);
-        render_chunked(&rd, jobf("{\"clips\":[%s,%s,%s,%s,%s],\"transition\":{\"type\":"
-                                 "\"%s\",\"duration\":0.5},\"output\":{\"fps\":30}}",
-                                 clip[0], clip[1], clip[2], clip[3], clip[4],
-                                 t == 0 ? "fade" : "dissolve"),
+        render_chunked(&rd,
+                       jobf("{\"clips\":[%s,%s,%s,%s,%s],\"transition\":{\"type\":"
+                            "\"%s\",\"duration\":0.5},\"output\":{\"fps\":30}}",
+                            clip[0], clip[1], clip[2], clip[3], clip[4],
+                            t == 0 ? "fade" : "dissolve"),
                        48000);
         if (t == 0) {
             /* 1-frame clips: D = 0, back to back; clip 2 has no audio */
@@ -679,8 +695,8 @@ static void test_corrupt_stream_is_silence(void **state)
     Render rd;
     int level = reel_log_get_level();
     reel_log_set_level(REEL_LOG_QUIET);
-    render(&rd, jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":3}")
-                     "],\"output\":{\"fps\":30}}",
+    render(&rd, jobf("{\"clips\":[" CLIP(
+                         0, "\"trimRange\":{\"start\":0,\"end\":3}") "],\"output\":{\"fps\":30}}",
                      0, fix("corrupt.mkv")));
     reel_log_set_level(level);
     assert_int_equal(rd.n, 3 * RATE);
@@ -702,8 +718,8 @@ static void test_unreadable_source(void **state)
         ReelAudioReel *ar = NULL;
         double vsp[2] = {0, 0};
         const char *json =
-            jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") ","
-                 CLIP(1, "\"trimRange\":{\"start\":0,\"end\":1}") "],\"output\":{\"fps\":30}}",
+            jobf("{\"clips\":[" CLIP(0, "\"trimRange\":{\"start\":0,\"end\":1}") "," CLIP(
+                     1, "\"trimRange\":{\"start\":0,\"end\":1}") "],\"output\":{\"fps\":30}}",
                  0, fix("tone1k.mp4"), 1, bad[i]);
         assert_int_equal(reel_job_parse(&job, json, NULL, NULL, err), 0);
         assert_int_equal(reel_layout_init(&layout, job), 0);
