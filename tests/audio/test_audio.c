@@ -109,6 +109,10 @@ static int make_fixtures(void **state)
                10) "-f lavfi -i "
                    "\"aevalsrc='0.5*sin(2*PI*(300+100*floor(t))*t)':s=48000:c=stereo:d=10\" " X264
                        AAC},
+        /* 2.5 s of 1 kHz whose timestamps jump 0.5 s forward at 1.0 s: a hole */
+        {"gap.mkv",
+         VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=2.5\" "
+                      "-af \"asetpts='PTS+if(gte(T,1),0.5/TB,0)'\" " X264 "-c:a pcm_s16le "},
         {"tone1k.mkv",
          VIDEO(30, 3) "-f lavfi -i \"aevalsrc='0.5*sin(2*PI*1000*t)':s=48000:c=stereo:d=3\" " X264
                       "-c:a libmp3lame -b:a 128k "},
@@ -688,6 +692,29 @@ static void test_tiny_clips(void **state)
     }
 }
 
+/* A hole in the audio timestamps is silence, and what follows keeps its time. */
+static void test_timestamp_gap(void **state)
+{
+    (void)state;
+    Render rd;
+    int level = reel_log_get_level();
+    reel_log_set_level(REEL_LOG_QUIET);
+    render(&rd, jobf("{\"clips\":[" CLIP(
+                         0, "\"trimRange\":{\"start\":0,\"end\":3}") "],\"output\":{\"fps\":30}}",
+                     0, fix("gap.mkv")));
+    reel_log_set_level(level);
+    assert_int_equal(rd.n, 3 * RATE);
+    /* packets of 1024: the last before the jump ends at 47 * 1024 = 48128; the next
+     * one is stamped 1.503 s (Matroska rounds to ms) = sample 72144 */
+    assert_true(fabs(tone_amp(rd.l, 38400, 43200, 1000.0) - 0.5) < 0.01);
+    assert_true(peak(rd.l, 48128, 72144) == 0.0);
+    assert_true(peak(rd.r, 48128, 72144) == 0.0);
+    assert_true(fabs(peak(rd.l, 72144, 72144 + 480) - 0.5) < 0.01);
+    /* 2.5 s of audio shifted by 0.5 s ends at 3 s: tone to the end */
+    assert_true(fabs(tone_amp(rd.l, 3 * RATE - 4800, 3 * RATE, 1000.0) - 0.5) < 0.01);
+    render_free(&rd);
+}
+
 /* A damaged stream mid-way: no error, exact length, the good part plays. */
 static void test_corrupt_stream_is_silence(void **state)
 {
@@ -749,6 +776,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_seek_deep_and_back),
         cmocka_unit_test(test_segment_rewind),
         cmocka_unit_test(test_tiny_clips),
+        cmocka_unit_test(test_timestamp_gap),
         cmocka_unit_test(test_corrupt_stream_is_silence),
         cmocka_unit_test(test_unreadable_source),
     };
