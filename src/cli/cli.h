@@ -8,5 +8,6 @@
 
 int reel_cli_export(int argc, char **argv);
 int reel_cli_upscale(int argc, char **argv);
+int reel_cli_plan(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const struct {
 } commands[] = {
     {"export", reel_cli_export, "export JOB.json -o reel.mp4   render a reel"},
     {"upscale", reel_cli_upscale, "upscale IN.png -o OUT.png     run the AI upscaler on one image"},
+    {"plan", reel_cli_plan, "plan JOB.json                 single vs per-clip containers, and their cost"},
 };
 
 static void usage(FILE *f)
