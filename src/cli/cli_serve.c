@@ -62,7 +62,8 @@ int reel_cli_serve(int argc, char **argv)
             config = argv[i] + 9;
         }
     }
-    reel_log_set_level(level);
+    /* Configuration errors are printed once, below, not also logged by reel_fail. */
+    reel_log_set_level(REEL_LOG_QUIET);
 
     reel_server_config_init(&cfg);
     if (config && *config && reel_server_config_load_file(&cfg, config, errmsg) < 0)
@@ -99,6 +100,7 @@ int reel_cli_serve(int argc, char **argv)
     }
     if (reel_server_config_finish(&cfg, errmsg) < 0)
         goto bad;
+    reel_log_set_level(level);
 
     /* Signals are taken by sigwait below: block them before any thread starts. */
     signal(SIGPIPE, SIG_IGN);
@@ -107,10 +109,8 @@ int reel_cli_serve(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    if (reel_server_start(&srv, &cfg, errmsg) < 0) {
-        fprintf(stderr, "clipreel serve: %s\n", errmsg);
-        return 1;
-    }
+    if (reel_server_start(&srv, &cfg, errmsg) < 0)
+        return 1; /* reel_fail has logged why */
     printf("clipreel serve: listening on http://%s:%d\n", cfg.listen, reel_server_port(srv));
     fflush(stdout);
     while (sigwait(&set, &sig) != 0)

@@ -14,6 +14,8 @@ static const struct {
 } commands[] = {
     {"export", reel_cli_export, "export JOB.json -o reel.mp4   render a reel"},
     {"upscale", reel_cli_upscale, "upscale IN.png -o OUT.png     run the AI upscaler on one image"},
+    {"serve", reel_cli_serve, "serve [--port N] [--data DIR]  run the export service (HTTP + WebSocket)"},
+    {"submit", reel_cli_submit, "submit JOB.json --server URL  export on a server, follow it, download it"},
     {"plan", reel_cli_plan, "plan JOB.json                 single vs per-clip containers, and their cost"},
 };
 

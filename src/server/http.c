@@ -113,7 +113,10 @@ int reel_http_user(const ReelServer *srv, const struct mg_connection *conn, char
     const char *found;
 
     if (!srv->cfg.auth) {
+        /* Development mode (loopback only). WebSockets cannot send headers: ?user=. */
         const char *h = mg_get_header(conn, "X-User-ID");
+        if ((!h || !*h) && query_param(ri, "user", token, sizeof(token)) == 0)
+            h = token;
         if (!h || !*h)
             h = "a";
         if (!reel_server_id_valid(h)) {
@@ -122,7 +125,7 @@ int reel_http_user(const ReelServer *srv, const struct mg_connection *conn, char
                      "X-User-ID: must be 1-128 characters of A-Z a-z 0-9 _ . - (no '..')");
             return -1;
         }
-        snprintf(user, REEL_ID_MAX + 1, "%s", h);
+        memcpy(user, h, strlen(h) + 1); /* valid ids are <= REEL_ID_MAX bytes */
         return 0;
     }
     {

@@ -2,7 +2,8 @@
  * hub.c - latest-frame channels and the sender threads (see hub.h).
  *
  * Lock invariants (hub->lock guards everything below):
- *  - a client is in hub->queue at most once (c->queued);
+ *  - a client is in hub->queue at most once (c->queued), and never while a
+ *    sender writes to it (c->writing): frames reach each client in order;
  *  - c->refs counts: 1 while attached, 1 while queued, 1 while a sender writes;
  *    the client is freed when refs drops to 0;
  *  - c->writing is set only by a sender, around mg_websocket_write, which runs
@@ -129,7 +130,9 @@ static void client_unref(ReelHub *hub, ReelHubClient *c)
 
 static void enqueue(ReelHub *hub, ReelHubClient *c)
 {
-    if (c->queued || c->dead || c->detached)
+    /* A client being written to is re-queued by its sender afterwards: one
+     * writer per client at a time keeps its frames in order. */
+    if (c->queued || c->writing || c->dead || c->detached)
         return;
     c->queued = 1;
     c->refs++;
