@@ -1,0 +1,56 @@
+/*
+ * backend.h - private: the table of functions a compute backend implements
+ * for the upscaler (the shape of FFmpeg's DNNModule in dnn_interface.h).
+ *
+ * A backend turns a loaded ReelNnGraph plus one fixed input shape into an
+ * opaque state object, then runs that state once per tile. Everything costly
+ * (kernel selection, weight reordering/upload, buffer allocation) belongs in
+ * create(); run() must not allocate. upscale.c owns tiling, edge replication,
+ * byte <-> float conversion and cropping, and talks to backends only through
+ * this table, so adding one (CUDA, Vulkan, ...) means one new file that
+ * defines a ReelUpscaleBackend and one line in reel_upscale_backend_find().
+ *
+ * Data exchanged with run() is float32 CHW ("planar"), batch 1, in host
+ * memory:
+ *   in:  g->in_channels x in_h x in_w
+ *   out: g->in_channels x (in_h * g->scale) x (in_w * g->scale)
+ * A backend is free to use any layout inside.
+ *
+ * Thread-safety: a state object is used by one thread at a time; different
+ * state objects may run concurrently. The table itself is immutable.
+ */
+#ifndef REEL_UPSCALE_BACKEND_H
+#define REEL_UPSCALE_BACKEND_H
+
+#include "upscale/ncnn_model.h"
+
+typedef struct ReelUpscaleBackend {
+    const char *name; /* as in ReelUpscaleOptions.backend */
+
+    /**
+     * Prepare to run g on in_h x in_w inputs with at most `threads` threads
+     * (0 = the backend's default). g is borrowed and must outlive the state.
+     * On success *state is the new state; on error it is NULL, the return is
+     * negative (REEL_ERROR_BACKEND, REEL_ERROR_MODEL for a graph the backend
+     * cannot express, REEL_ERR(ENOMEM)) and errmsg says why.
+     */
+    int (*create)(void **state, const ReelNnGraph *g, int in_h, int in_w, int threads,
+                  char *errmsg);
+
+    /**
+     * One forward pass: read `in`, write `out` (shapes above, both borrowed,
+     * not overlapping). Returns 0 or negative with errmsg set; on error `out`
+     * is unspecified and the state stays usable.
+     */
+    int (*run)(void *state, const float *in, float *out, char *errmsg);
+
+    /** Free the state and set *state to NULL; NULL-safe. */
+    void (*free)(void **state);
+} ReelUpscaleBackend;
+
+extern const ReelUpscaleBackend reel_upscale_backend_cpu;
+
+/** The backend called name (NULL = the default, "cpu"), or NULL if unknown. */
+const ReelUpscaleBackend *reel_upscale_backend_find(const char *name);
+
+#endif

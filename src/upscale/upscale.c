@@ -1,0 +1,255 @@
+/*
+ * upscale.c - the upscaler's public face: options, model files, tiling, and
+ * the byte <-> float conversions around a backend.
+ *
+ * The convention (tests/fixtures/upscale/README.md, what realesrgan-ncnn-
+ * vulkan does): a tile of T x T frame pixels is fed to the network with
+ * CONTEXT = 10 more pixels on every side, taken from the real neighbours
+ * inside the frame and by replicating the edge pixel outside it; the
+ * network's output is cropped by CONTEXT * scale on every side and only the
+ * tile's own pixels are kept. Bytes enter as v / 255 and leave as
+ * (uint8)clamp(v * 255 + 0.5, 0, 255).
+ *
+ * Every tile has the same shape, (T + 2 * CONTEXT)^2, so the backend builds
+ * its kernels once: a tile cut short by the right or bottom frame edge is
+ * filled up to T with replicated edge pixels (those outputs are cropped
+ * away). T shrinks to the frame size for frames smaller than a tile; untiled
+ * mode is T = the frame size. The backend state is rebuilt only when the
+ * frame size changes that shape (a video has one size, so: once).
+ */
+#include "upscale/upscale.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "upscale/backend.h"
+#include "upscale/ncnn_model.h"
+
+#define CONTEXT 10          /* input pixels of context around each tile */
+#define DEFAULT_TILE 128
+#define MAX_FRAME_SIDE 16384
+
+struct ReelUpscaler {
+    const char *component;            /* "upscale" */
+    ReelNnGraph *graph;
+    const ReelUpscaleBackend *backend;
+    void *state;                      /* backend state for tile_h x tile_w */
+    int tile;                         /* option: > 0 tile side, < 0 untiled */
+    int threads;
+    int tile_h, tile_w;               /* current tile (frame pixels, without context) */
+    float *in, *out;                  /* planar network input / output of one tile */
+    char errmsg[REEL_ERRMSG_SIZE];
+};
+
+static const struct {
+    const char *name, *alias, *file;
+} models[] = {
+    {"x4fast", "realesr-general-x4v3", "realesrgan-x4fast"},
+    {"x4plus", "RealESRGAN_x4plus", "realesrgan-x4plus"},
+};
+
+int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *errmsg)
+{
+    static const ReelUpscaleOptions defaults = {0};
+    ReelUpscaler *up = NULL;
+    const char *dir, *file = NULL;
+    char param[PATH_MAX], bin[PATH_MAX];
+    int ret;
+
+    *out = NULL;
+    if (!opt)
+        opt = &defaults;
+    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
+        if (!opt->model || !strcmp(opt->model, models[i].name) ||
+            !strcmp(opt->model, models[i].alias)) {
+            file = models[i].file;
+            break;
+        }
+    if (!file)
+        return reel_fail(errmsg, REEL_ERR(EINVAL),
+                         "upscale: unknown model '%s' (known: x4fast, x4plus)", opt->model);
+    if (!reel_upscale_backend_find(opt->backend))
+        return reel_fail(errmsg, REEL_ERR(EINVAL),
+                         "upscale: unknown backend '%s' (known: cpu)", opt->backend);
+    if (opt->threads < 0)
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: threads=%d must be >= 0",
+                         opt->threads);
+    if (opt->tile > MAX_FRAME_SIDE)
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: tile=%d is larger than %d",
+                         opt->tile, MAX_FRAME_SIDE);
+    dir = opt->model_dir;
+    if (!dir || !*dir)
+        dir = getenv("CLIPREEL_MODELS");
+    if (!dir || !*dir)
+        dir = "models";
+    if (snprintf(param, sizeof(param), "%s/%s.param", dir, file) >= (int)sizeof(param) ||
+        snprintf(bin, sizeof(bin), "%s/%s.bin", dir, file) >= (int)sizeof(bin))
+        return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "upscale: model folder path too long");
+
+    if (!(up = calloc(1, sizeof(*up))))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "upscale: out of memory");
+    up->component = "upscale";
+    up->backend = reel_upscale_backend_find(opt->backend);
+    up->tile = opt->tile == 0 ? DEFAULT_TILE : opt->tile;
+    up->threads = opt->threads;
+    if ((ret = reel_nn_graph_load(&up->graph, param, bin, errmsg)) < 0)
+        goto fail;
+    reel_log(REEL_LOG_INFO, "upscale", "loaded %s: %d layers, %zu weights, x%d, %s backend",
+             param, up->graph->nlayers, up->graph->weight_floats, up->graph->scale,
+             up->backend->name);
+    *out = up;
+    return 0;
+
+fail:
+    reel_upscale_close(&up);
+    return ret;
+}
+
+int reel_upscale_scale(const ReelUpscaler *up)
+{
+    return up->graph->scale;
+}
+
+const char *reel_upscale_errmsg(const ReelUpscaler *up)
+{
+    return up->errmsg;
+}
+
+void reel_upscale_close(ReelUpscaler **pup)
+{
+    ReelUpscaler *up = pup ? *pup : NULL;
+
+    if (!up)
+        return;
+    if (up->backend)
+        up->backend->free(&up->state);
+    reel_nn_graph_free(&up->graph);
+    free(up->in);
+    free(up->out);
+    free(up);
+    *pup = NULL;
+}
+
+/* (Re)build the backend state for tiles of th x tw frame pixels. */
+static int prepare(ReelUpscaler *up, int th, int tw)
+{
+    int in_h = th + 2 * CONTEXT, in_w = tw + 2 * CONTEXT, s = up->graph->scale, ret;
+    size_t nin = (size_t)up->graph->in_channels * in_h * in_w;
+
+    if (up->state && up->tile_h == th && up->tile_w == tw)
+        return 0;
+    up->backend->free(&up->state);
+    free(up->in);
+    free(up->out);
+    up->in = malloc(nin * sizeof(float));
+    up->out = malloc(nin * s * s * sizeof(float));
+    if (!up->in || !up->out)
+        return reel_fail(up->errmsg, REEL_ERR(ENOMEM), "upscale: out of memory for a %dx%d tile",
+                         tw, th);
+    if ((ret = up->backend->create(&up->state, up->graph, in_h, in_w, up->threads,
+                                   up->errmsg)) < 0)
+        return ret;
+    up->tile_h = th;
+    up->tile_w = tw;
+    reel_log(REEL_LOG_DEBUG, "upscale", "backend ready for %dx%d tiles (%dx%d with context)", tw,
+             th, in_w, in_h);
+    return 0;
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Planar float input of the tile at (x0, y0): edge-replicated outside the frame. */
+static void load_tile(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
+                      int x0, int y0)
+{
+    int in_h = up->tile_h + 2 * CONTEXT, in_w = up->tile_w + 2 * CONTEXT;
+    size_t plane = (size_t)in_h * in_w;
+    float *r = up->in, *g = r + plane, *b = g + plane;
+
+    for (int y = 0; y < in_h; y++) {
+        const uint8_t *row = rgb + (ptrdiff_t)clampi(y0 - CONTEXT + y, 0, h - 1) * stride;
+
+        for (int x = 0; x < in_w; x++) {
+            const uint8_t *px = row + 3 * clampi(x0 - CONTEXT + x, 0, w - 1);
+            size_t i = (size_t)y * in_w + x;
+
+            r[i] = px[0] / 255.f;
+            g[i] = px[1] / 255.f;
+            b[i] = px[2] / 255.f;
+        }
+    }
+}
+
+static uint8_t to_byte(float v)
+{
+    float f = v * 255.f + 0.5f;
+
+    if (!(f > 0.f)) /* also NaN */
+        return 0;
+    if (f >= 255.f)
+        return 255;
+    return (uint8_t)f;
+}
+
+/* Crop the tile's own rows x cols (frame pixels) out of the network output. */
+static void store_tile(const ReelUpscaler *up, uint8_t *out, ptrdiff_t out_stride, int x0,
+                       int y0, int rows, int cols)
+{
+    int s = up->graph->scale;
+    int ow = (up->tile_w + 2 * CONTEXT) * s, oh = (up->tile_h + 2 * CONTEXT) * s;
+    size_t plane = (size_t)oh * ow;
+    const float *r = up->out, *g = r + plane, *b = g + plane;
+
+    for (int y = 0; y < rows * s; y++) {
+        uint8_t *dst = out + (ptrdiff_t)(y0 * s + y) * out_stride + (ptrdiff_t)x0 * s * 3;
+        size_t i = (size_t)(CONTEXT * s + y) * ow + CONTEXT * s;
+
+        for (int x = 0; x < cols * s; x++, i++, dst += 3) {
+            dst[0] = to_byte(r[i]);
+            dst[1] = to_byte(g[i]);
+            dst[2] = to_byte(b[i]);
+        }
+    }
+}
+
+int reel_upscale_run(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
+                     uint8_t *out, ptrdiff_t out_stride)
+{
+    int s, th, tw, ret;
+
+    if (!up)
+        return REEL_ERR(EINVAL);
+    up->errmsg[0] = 0;
+    s = up->graph->scale;
+    if (!rgb || !out || w < 1 || h < 1 || w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE)
+        return reel_fail(up->errmsg, REEL_ERR(EINVAL), "upscale: bad frame %dx%d", w, h);
+    if (stride < (ptrdiff_t)w * 3 || out_stride < (ptrdiff_t)w * 3 * s)
+        return reel_fail(up->errmsg, REEL_ERR(EINVAL),
+                         "upscale: strides %td/%td too small for %dx%d RGB24 x%d", stride,
+                         out_stride, w, h, s);
+    if (up->graph->in_channels != 3)
+        return reel_fail(up->errmsg, REEL_ERROR_MODEL, "upscale: the model takes %d channels",
+                         up->graph->in_channels);
+    th = up->tile < 0 || up->tile > h ? h : up->tile;
+    tw = up->tile < 0 || up->tile > w ? w : up->tile;
+    if ((ret = prepare(up, th, tw)) < 0)
+        return ret;
+    for (int y0 = 0; y0 < h; y0 += th) {
+        for (int x0 = 0; x0 < w; x0 += tw) {
+            load_tile(up, rgb, w, h, stride, x0, y0);
+            if ((ret = up->backend->run(up->state, up->in, up->out, up->errmsg)) < 0)
+                return ret;
+            store_tile(up, out, out_stride, x0, y0, h - y0 < th ? h - y0 : th,
+                       w - x0 < tw ? w - x0 : tw);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,65 @@
+/*
+ * upscale.h - the AI upscaler: a Real-ESRGAN network (ncnn .param/.bin) run
+ * over a packed RGB24 frame, tile by tile, on a compute backend.
+ *
+ * One ReelUpscaler holds one loaded model and the backend state for one tile
+ * shape (created at the first frame, kept for every later frame of the same
+ * size). Convention and internals: docs/internals/upscale.md.
+ *
+ * Thread-safety: a ReelUpscaler is bound to one thread at a time (run uses
+ * per-object scratch buffers); separate objects are independent. The CPU
+ * backend itself uses OpenMP worker threads inside each run.
+ */
+#ifndef REEL_UPSCALE_UPSCALE_H
+#define REEL_UPSCALE_UPSCALE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ReelUpscaler ReelUpscaler;
+
+typedef struct ReelUpscaleOptions {
+    const char *model_dir; /* folder with realesrgan-*.param/.bin; NULL = "models" or $CLIPREEL_MODELS */
+    const char *model;     /* "x4fast" (= "realesr-general-x4v3", default when NULL) or "x4plus" (= "RealESRGAN_x4plus") */
+    int tile;              /* tile size in input pixels (excl. 10 px context); 0 = default (e.g. 128); <0 = untiled (whole frame one tile) */
+    int threads;           /* 0 = all cores */
+    const char *backend;   /* NULL or "cpu"; unknown -> error */
+} ReelUpscaleOptions;
+
+/**
+ * Load the model once.
+ *
+ * The model is realesrgan-<name>.param/.bin in opt->model_dir (or, when that is
+ * NULL, $CLIPREEL_MODELS, else "models"). opt may be NULL for all defaults.
+ * On success *out is a new upscaler; the caller frees it with
+ * reel_upscale_close(). On error *out is NULL and errmsg (REEL_ERRMSG_SIZE
+ * bytes, may be NULL) says why: REEL_ERR(EINVAL) for bad options,
+ * REEL_ERROR_MODEL for a missing, malformed or unsupported model file,
+ * REEL_ERR(ENOMEM), REEL_ERROR_BACKEND.
+ */
+int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *errmsg);
+
+/** The model's scale factor (4 for both shipped models). */
+int reel_upscale_scale(const ReelUpscaler *up);
+
+/** The sentence describing the last error of reel_upscale_run() ("" if none). */
+const char *reel_upscale_errmsg(const ReelUpscaler *up);
+
+/**
+ * Upscale packed RGB24 (w x h, stride bytes per row) into out (w*scale x h*scale
+ * RGB24, out_stride bytes per row). Both buffers are borrowed; out must not
+ * overlap rgb. Not thread-safe per object.
+ *
+ * The first frame of a new size builds the backend state for its tile shape
+ * (oneDNN primitives, buffers); later frames of that size only compute.
+ * Returns 0 or a negative error (REEL_ERR(EINVAL) for bad arguments,
+ * REEL_ERR(ENOMEM), REEL_ERROR_BACKEND), whose sentence is then in
+ * reel_upscale_errmsg(up). On error the content of out is unspecified.
+ */
+int reel_upscale_run(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
+                     uint8_t *out, ptrdiff_t out_stride);
+
+/** Free the upscaler and set *up to NULL; NULL or *up == NULL is a no-op. */
+void reel_upscale_close(ReelUpscaler **up);
+
+#endif
