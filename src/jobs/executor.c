@@ -35,6 +35,7 @@
 #include "core/log.h"
 #include "media/export.h"
 #include "storage/storage.h"
+#include "upscale/upscale.h"
 
 #define LOG_TAG "executor"
 
@@ -61,9 +62,15 @@ struct ReelExecutor {
     int nb_threads;
     int stop;
 
-    /* The shared model: only one export uses it at a time (guarded by lock). */
+    /* The shared models: loaded on first use, kept for the life of the process,
+     * used by one export at a time (model_busy, guarded by lock). */
     int model_busy;
     pthread_cond_t model_free;
+    struct {
+        char name[64];
+        int tile;
+        ReelUpscaler *up;
+    } models[2]; /* the app uses one model; room for a second (x4plus) */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -395,14 +402,23 @@ static int publish_result(RunCtx *r, const char *mp4, const char *vtt, char *out
     return 0;
 }
 
+static void release_model(ReelExecutor *ex)
+{
+    pthread_mutex_lock(&ex->lock);
+    ex->model_busy = 0;
+    pthread_cond_signal(&ex->model_free);
+    pthread_mutex_unlock(&ex->lock);
+}
+
 /*
  * Take the shared model, waiting (cancellably) while another export uses it.
  * Exports with upscale off never come here.
  */
-static int acquire_model(RunCtx *r)
+static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char *errmsg)
 {
     ReelExecutor *ex = r->ex;
-    int waited = 0;
+    ReelUpscaleOptions uo = {0};
+    int waited = 0, slot = -1, ret;
 
     pthread_mutex_lock(&ex->lock);
     while (ex->model_busy && !atomic_load(&r->task->cancel)) {
@@ -429,15 +445,33 @@ static int acquire_model(RunCtx *r)
     }
     ex->model_busy = 1;
     pthread_mutex_unlock(&ex->lock);
-    return 0;
-}
 
-static void release_model(ReelExecutor *ex)
-{
-    pthread_mutex_lock(&ex->lock);
-    ex->model_busy = 0;
-    pthread_cond_signal(&ex->model_free);
-    pthread_mutex_unlock(&ex->lock);
+    /* Only the holder of model_busy touches the cache below. */
+    for (int i = 0; i < 2; i++)
+        if (ex->models[i].up && !strcmp(ex->models[i].name, job->output.upscale_model) &&
+            ex->models[i].tile == job->output.upscale_tile)
+            slot = i;
+    if (slot < 0) {
+        ReelProgress p = {.phase = REEL_PHASE_LOADING_MODEL, .eta_s = -1};
+        slot = ex->models[0].up ? 1 : 0;
+        reel_upscale_close(&ex->models[slot].up); /* a third kind evicts the second */
+        report(r, REEL_PHASE_LOADING_MODEL, r->base, &p, 1);
+        uo.model_dir = ex->model_dir;
+        uo.model = job->output.upscale_model;
+        uo.tile = job->output.upscale_tile;
+        uo.threads = ex->cfg.engine_threads;
+        if ((ret = reel_upscale_open(&ex->models[slot].up, &uo, errmsg)) < 0) {
+            release_model(ex);
+            return ret;
+        }
+        snprintf(ex->models[slot].name, sizeof(ex->models[slot].name), "%s",
+                 job->output.upscale_model);
+        ex->models[slot].tile = job->output.upscale_tile;
+        reel_log(REEL_LOG_INFO, LOG_TAG, "model %s loaded (kept for the life of the server)",
+                 job->output.upscale_model);
+    }
+    *up = ex->models[slot].up;
+    return 0;
 }
 
 static void run_task(ReelExecutor *ex, Task *task)
@@ -493,7 +527,7 @@ static void run_task(ReelExecutor *ex, Task *task)
     opt.cancel = &task->cancel;
     opt.threads = ex->cfg.engine_threads;
     if (job->output.upscale_mode != REEL_UPSCALE_OFF) {
-        if ((ret = acquire_model(&r)) < 0)
+        if ((ret = acquire_model(&r, job, &opt.upscaler, errmsg)) < 0)
             goto done;
         model_locked = 1;
     }
@@ -778,6 +812,8 @@ void reel_executor_free(ReelExecutor **pex)
         ex->head = t->next;
         free(t);
     }
+    for (int i = 0; i < 2; i++)
+        reel_upscale_close(&ex->models[i].up);
     pthread_cond_destroy(&ex->model_free);
     pthread_cond_destroy(&ex->wake);
     pthread_mutex_destroy(&ex->lock);

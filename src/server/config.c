@@ -69,8 +69,9 @@ static const Opt opts[] = {
      "an export interrupted this many times fails instead of running again (default 3)"},
     {"upscale", "--upscale", "CLIPREEL_UPSCALE", OPT_UPSCALE, F(upscale), 0, 0,
      "force the upscale mode of every export: job, auto, always, off (default job)"},
-    {"http_threads", "--http-threads", "CLIPREEL_HTTP_THREADS", OPT_INT, F(http_threads), 8, 4096,
-     "HTTP threads; every open WebSocket holds one (default 256)"},
+    {"http_threads", "--http-threads", "CLIPREEL_HTTP_THREADS", OPT_INT, F(http_threads), 32, 4096,
+     "HTTP threads, all started at once; every open WebSocket holds one, 16 stay for plain"
+     " requests (default 160)"},
     {"engine_threads", "--engine-threads", "CLIPREEL_ENGINE_THREADS", OPT_INT, F(engine_threads),
      0, 1024, "threads per export (default 0 = all cores)"},
     {"limits.max_upload", "--max-upload", "CLIPREEL_MAX_UPLOAD", OPT_SIZE, F(max_upload), 1,
@@ -121,7 +122,7 @@ void reel_server_config_init(ReelServerConfig *cfg)
     cfg->on_restart = REEL_RESTART_RERUN;
     cfg->max_attempts = 3;
     cfg->upscale = -1;
-    cfg->http_threads = 256;
+    cfg->http_threads = 160;
     reel_job_limits_default(&cfg->limits);
     snprintf(cfg->storage_kind, sizeof(cfg->storage_kind), "local");
     cfg->s3_path_style = 1;

@@ -42,7 +42,7 @@ typedef struct ReelServerConfig {
     ReelRestartPolicy on_restart;
     int max_attempts;      /**< an export interrupted this often fails instead, default 3 */
     int upscale;           /**< -1 = as the job says, else a forced ReelUpscaleMode */
-    int http_threads;      /**< civetweb worker threads (each open WebSocket holds one), 256 */
+    int http_threads;      /**< civetweb threads (each open WebSocket holds one), default 160 */
     int engine_threads;    /**< threads per export (0 = all cores) */
     int64_t result_ttl_s;  /**< reserved: results are kept forever today */
     ReelJobLimits limits;

@@ -86,6 +86,27 @@ int reel_http_error(struct mg_connection *conn, int status, const char *fmt, ...
     return ret;
 }
 
+int reel_http_reject(struct mg_connection *conn, int status, const char *fmt, ...)
+{
+    char detail[512], *text;
+    json_t *body;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    body = json_pack("{s:s}", "detail", detail);
+    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    mg_printf(conn,
+              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+              "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n%s",
+              status, mg_get_response_code_text(conn, status), text ? strlen(text) : 2,
+              status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", text ? text : "{}");
+    free(text);
+    return status;
+}
+
 int reel_http_error_close(struct mg_connection *conn, int status, const char *fmt, ...)
 {
     va_list ap;
@@ -157,6 +178,21 @@ int reel_http_user(const ReelServer *srv, const struct mg_connection *conn, char
     }
     snprintf(user, REEL_ID_MAX + 1, "%s", found);
     return 0;
+}
+
+int reel_http_decode_id(const char *raw, size_t n, char *out)
+{
+    char tmp[3 * REEL_ID_MAX + 4];
+    int len;
+
+    if (n == 0 || n >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, raw, n);
+    tmp[n] = 0;
+    len = mg_url_decode(tmp, (int)n, out, REEL_ID_MAX + 1, 0);
+    if (len < 0 || len > REEL_ID_MAX || strlen(out) != (size_t)len)
+        return -1; /* too long, or an embedded NUL */
+    return reel_server_id_valid(out) ? 0 : -1;
 }
 
 int reel_http_run_big_stack(void *(*fn)(void *), void *arg)

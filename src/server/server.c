@@ -49,6 +49,7 @@
 
 #define LOG_TAG "server"
 #define DETAIL_SIZE 256
+#define HTTP_RESERVED_THREADS 16 /* civetweb threads never given to WebSockets */
 
 void reel_server_hub_key(char *key, size_t size, const char *user, const char *export_id)
 {
@@ -246,14 +247,41 @@ static int add_active(void *opaque, const ReelExportRecord *rec)
     return 0;
 }
 
+typedef struct FetchWork {
+    ReelServer *srv;
+    const char *key;
+    int vtt;
+    char *buf;      /* vtt: the file (1 MiB at most) */
+    int64_t len;    /* or a negative error */
+    char url[4096]; /* mp4: the presigned URL */
+} FetchWork;
+
+static void *fetch_main(void *arg)
+{
+    FetchWork *f = arg;
+
+    if (f->vtt) {
+        if (!(f->buf = malloc(1 << 20))) {
+            f->len = REEL_ERR(ENOMEM);
+            return NULL;
+        }
+        f->len = reel_store_get_range(f->srv->store, f->key, 0, f->buf, 1 << 20);
+    } else {
+        f->len = reel_store_presign_get(f->srv->store, f->key, f->srv->cfg.presign_ttl_s, f->url,
+                                        sizeof(f->url));
+    }
+    return NULL;
+}
+
 static int send_output(ReelServer *srv, struct mg_connection *conn, const ReelExportRecord *rec,
                        int vtt, int head)
 {
     const char *key = vtt ? rec->chapters_key : rec->output_key;
     const char *type = vtt ? "text/vtt; charset=utf-8" : "video/mp4";
     const char *name = strrchr(key, '/');
-    char path[PATH_MAX], url[4096];
-    int ret;
+    FetchWork *f;
+    char path[PATH_MAX], len[32];
+    int status;
 
     if (rec->status != REEL_EXPORT_COMPLETE)
         return reel_http_error(conn, 409, "Export %s is not complete (status %s)",
@@ -261,71 +289,95 @@ static int send_output(ReelServer *srv, struct mg_connection *conn, const ReelEx
     if (!key[0])
         return reel_http_error(conn, 404, "This export has no chapters");
     name = name ? name + 1 : key;
-    if ((ret = reel_store_local_path(srv->store, key, path, sizeof(path))) == 0)
+    if (reel_store_local_path(srv->store, key, path, sizeof(path)) == 0)
         return reel_http_send_file(conn, path, type, name, head);
-    if (vtt) {
-        /* Small: proxied, so that <track> works without CORS on the bucket. */
-        char *buf = malloc(1 << 20);
-        int64_t n = buf ? reel_store_get_range(srv->store, key, 0, buf, 1 << 20) : REEL_ERR(ENOMEM);
-        char len[32];
-        if (n < 0) {
-            free(buf);
-            return reel_http_error(conn, n == REEL_ERR(ENOENT) ? 404 : 502,
-                                   "Chapters unavailable: %s", reel_store_errmsg(srv->store));
-        }
+
+    /* S3: the MP4 by redirect to a presigned URL; the small VTT proxied, so that
+     * <track> works without CORS on the bucket. */
+    if (!(f = calloc(1, sizeof(*f))))
+        return reel_http_error(conn, 500, "Out of memory");
+    f->srv = srv;
+    f->key = key;
+    f->vtt = vtt;
+    if (reel_http_run_big_stack(fetch_main, f) < 0) {
+        status = reel_http_error(conn, 503, "Server busy: try again");
+    } else if (f->len < 0) {
+        status = reel_http_error(conn, f->len == REEL_ERR(ENOENT) ? 404 : 502,
+                                 "Output unavailable: %s", reel_store_errmsg(srv->store));
+    } else if (vtt) {
         mg_response_header_start(conn, 200);
         mg_response_header_add(conn, "Content-Type", type, -1);
-        snprintf(len, sizeof(len), "%" PRId64, n);
+        snprintf(len, sizeof(len), "%" PRId64, f->len);
         mg_response_header_add(conn, "Content-Length", len, -1);
         mg_response_header_send(conn);
         if (!head)
-            mg_write(conn, buf, (size_t)n);
-        free(buf);
-        return 200;
+            mg_write(conn, f->buf, (size_t)f->len);
+        status = 200;
+    } else {
+        mg_response_header_start(conn, 302);
+        mg_response_header_add(conn, "Location", f->url, -1);
+        mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+        mg_response_header_add(conn, "Content-Length", "0", -1);
+        mg_response_header_send(conn);
+        status = 302;
     }
-    if ((ret = reel_store_presign_get(srv->store, key, srv->cfg.presign_ttl_s, url, sizeof(url))) <
-        0)
-        return reel_http_error(conn, 502, "Output unavailable: %s", reel_store_errmsg(srv->store));
-    mg_response_header_start(conn, 302);
-    mg_response_header_add(conn, "Location", url, -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    mg_response_header_add(conn, "Content-Length", "0", -1);
-    mg_response_header_send(conn);
-    return 302;
+    free(f->buf);
+    free(f);
+    return status;
+}
+
+/*
+ * The store and the executor's clean-up run on a full-size stack: civetweb's
+ * request threads have 100 KiB, too little for a storage client.
+ */
+typedef struct CancelWork {
+    ReelServer *srv;
+    const char *user;
+    const char *export_id;
+    int result;
+} CancelWork;
+
+static void *cancel_main(void *arg)
+{
+    CancelWork *c = arg;
+    ReelServer *srv = c->srv;
+    ReelExportRecord full;
+
+    c->result = reel_executor_cancel(srv->exec, c->user, c->export_id);
+    if (c->result >= 0)
+        return NULL;
+    /* Not in the executor: still uploading, or pending without a worker (server
+     * stopping). Finish the row here; an upload in progress notices and cleans up. */
+    if (reel_jobstore_finish(srv->jobs, c->user, c->export_id, REEL_EXPORT_CANCELLED,
+                             "Cancelled by user", NULL, NULL) == 0 &&
+        reel_jobstore_get(srv->jobs, c->user, c->export_id, &full, REEL_JOBSTORE_WITH_JSON) == 0) {
+        ReelExecEvent ev = {.kind = REEL_EXEC_CANCELLED, .rec = &full, .phase = "cancelled",
+                            .eta_s = -1, .message = "Export cancelled",
+                            .error = "Cancelled by user"};
+        on_exec_event(srv, &ev);
+        if (full.sources_json &&
+            reel_executor_delete_sources(srv->store, c->user, c->export_id, full.sources_json) >= 0)
+            reel_jobstore_set_sources_deleted(srv->jobs, c->user, c->export_id);
+        reel_jobstore_record_uninit(&full);
+    }
+    c->result = REEL_EXEC_CANCELLED_NOW;
+    return NULL;
 }
 
 static int cancel_export(ReelServer *srv, struct mg_connection *conn, const char *user,
                          const ReelExportRecord *rec)
 {
-    int r;
+    CancelWork c = {srv, user, rec->export_id, 0};
 
     if (reel_export_status_terminal(rec->status))
         return reel_http_error(conn, 409, "Export %s is already %s", rec->export_id,
                                reel_export_status_name(rec->status));
-    r = reel_executor_cancel(srv->exec, user, rec->export_id);
-    if (r == REEL_EXEC_CANCELLING)
+    if (reel_http_run_big_stack(cancel_main, &c) < 0)
+        return reel_http_error(conn, 503, "Server busy: try again");
+    if (c.result == REEL_EXEC_CANCELLING)
         return reel_http_json(conn, 202,
                               json_pack("{s:s,s:s}", "status", "cancelling", "export_id",
                                         rec->export_id));
-    if (r < 0) {
-        /* Not in the executor: still uploading, or pending without a worker
-         * (server stopping). Finish the row here; the upload notices. */
-        ReelExportRecord full;
-        if (reel_jobstore_finish(srv->jobs, user, rec->export_id, REEL_EXPORT_CANCELLED,
-                                 "Cancelled by user", NULL, NULL) == 0 &&
-            reel_jobstore_get(srv->jobs, user, rec->export_id, &full, REEL_JOBSTORE_WITH_JSON) ==
-                0) {
-            ReelExecEvent ev = {.kind = REEL_EXEC_CANCELLED, .rec = &full, .phase = "cancelled",
-                                .eta_s = -1, .message = "Export cancelled",
-                                .error = "Cancelled by user"};
-            on_exec_event(srv, &ev);
-            if (full.status != REEL_EXPORT_RECEIVING &&
-                reel_executor_delete_sources(srv->store, user, rec->export_id,
-                                             full.sources_json) >= 0)
-                reel_jobstore_set_sources_deleted(srv->jobs, user, rec->export_id);
-            reel_jobstore_record_uninit(&full);
-        }
-    }
     return reel_http_json(conn, 200,
                           json_pack("{s:s,s:s}", "status", "cancelled", "export_id",
                                     rec->export_id));
@@ -338,7 +390,7 @@ static int h_exports(struct mg_connection *conn, void *cbdata)
     const struct mg_request_info *ri = mg_get_request_info(conn);
     const char *method = ri->request_method;
     const char *path = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri;
-    char user[REEL_ID_MAX + 1], id[REEL_ID_MAX + 2], sub[32] = "";
+    char user[REEL_ID_MAX + 1], id[REEL_ID_MAX + 1], sub[32] = "";
     const char *rest, *slash;
     ReelExportRecord rec;
     size_t n;
@@ -363,16 +415,14 @@ static int h_exports(struct mg_connection *conn, void *cbdata)
     }
     slash = strchr(rest, '/');
     n = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (n >= sizeof(id) || (slash && strlen(slash + 1) >= sizeof(sub)))
-        return reel_http_error(conn, 400, "Invalid export id");
-    memcpy(id, rest, n);
-    id[n] = 0;
-    if (slash)
-        snprintf(sub, sizeof(sub), "%s", slash + 1);
-    if (!reel_server_id_valid(id))
+    if (reel_http_decode_id(rest, n, id) < 0)
         return reel_http_error(conn, 400,
                                "Invalid export id: use 1-128 characters of A-Z a-z 0-9 _ . - "
                                "(no '..')");
+    if (slash && strlen(slash + 1) >= sizeof(sub))
+        return reel_http_error(conn, 404, "Not found");
+    if (slash)
+        snprintf(sub, sizeof(sub), "%s", slash + 1);
     if (reel_jobstore_get(srv->jobs, user, id, &rec, 0) < 0)
         return reel_http_error(conn, 404, "Export not found");
     if (!sub[0]) {
@@ -448,13 +498,15 @@ static int ws_connect(const struct mg_connection *conn, void *cbdata)
 static void ws_ready(struct mg_connection *conn, void *cbdata)
 {
     ReelServer *srv = cbdata;
-    const char *id = ws_export_id(conn);
+    const char *raw = ws_export_id(conn);
     char user[REEL_ID_MAX + 1], detail[DETAIL_SIZE], key[2 * REEL_ID_MAX + 2];
+    char id[REEL_ID_MAX + 1];
     ReelHubClient *client = NULL;
     ReelExportRecord rec;
     int status;
 
-    if (!id || reel_http_user(srv, conn, user, &status, detail, sizeof(detail)) < 0)
+    if (!raw || reel_http_decode_id(raw, strlen(raw), id) < 0 ||
+        reel_http_user(srv, conn, user, &status, detail, sizeof(detail)) < 0)
         return; /* defensive: begin_request has already refused these */
     reel_server_hub_key(key, sizeof(key), user, id);
     if (reel_hub_attach(srv->hub, key, conn, &client) < 0)
@@ -510,23 +562,32 @@ static int begin_request(struct mg_connection *conn)
     ReelServer *srv = mg_get_user_data(mg_get_context(conn));
     const struct mg_request_info *ri = mg_get_request_info(conn);
     const char *raw = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri;
-    char user[REEL_ID_MAX + 1], detail[DETAIL_SIZE];
-    const char *id;
+    char user[REEL_ID_MAX + 1], detail[DETAIL_SIZE], id[REEL_ID_MAX + 1];
+    const char *raw_id;
     int status;
 
     /* civetweb would quietly resolve "a/../b"; we refuse it, loudly. */
     if (has_dot_segment(raw))
-        return reel_http_error_close(conn, 400, "Invalid path: '.', '..' and '\\' are not allowed");
+        return reel_http_reject(conn, 400, "Invalid path: '.', '..' and '\\' are not allowed");
     if (!is_websocket_upgrade(conn) || strncmp(raw, "/ws/", 4))
         return 0;
-    if (!(id = ws_export_id(conn)))
-        return reel_http_error_close(conn, 404, "Not found");
-    if (!reel_server_id_valid(id))
-        return reel_http_error_close(conn, 400,
+    if (!(raw_id = ws_export_id(conn)))
+        return reel_http_reject(conn, 404, "Not found");
+    if (reel_http_decode_id(raw_id, strlen(raw_id), id) < 0)
+        return reel_http_reject(conn, 400,
                                      "Invalid export id: use 1-128 characters of A-Z a-z 0-9 _ . -"
                                      " (no '..')");
     if (reel_http_user(srv, conn, user, &status, detail, sizeof(detail)) < 0)
-        return reel_http_error_close(conn, status, "%s", detail);
+        return reel_http_reject(conn, status, "%s", detail);
+    {
+        /* Each open WebSocket holds a civetweb thread for its life: keep some for
+         * plain requests, or enough idle sockets would starve the API. */
+        int clients;
+        reel_hub_stats(srv->hub, NULL, &clients, NULL);
+        if (clients >= srv->cfg.http_threads - HTTP_RESERVED_THREADS)
+            return reel_http_reject(conn, 503, "Too many progress connections; try again"
+                                         " later");
+    }
     return 0;
 }
 
@@ -645,6 +706,9 @@ int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errms
     options[n++] = "20000";
     options[n++] = "enable_websocket_ping_pong";
     options[n++] = "yes";
+    /* We decode ids ourselves, per path segment: see reel_http_decode_id. */
+    options[n++] = "decode_url";
+    options[n++] = "no";
     options[n++] = "enable_directory_listing";
     options[n++] = "no";
     options[n++] = "max_request_size";

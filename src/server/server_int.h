@@ -49,6 +49,13 @@ int reel_http_error_close(struct mg_connection *conn, int status, const char *fm
     __attribute__((format(printf, 3, 4)));
 
 /**
+ * The same error written raw, for begin_request(): civetweb's response-header
+ * API refuses to work on a request that asks for a WebSocket upgrade.
+ */
+int reel_http_reject(struct mg_connection *conn, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/**
  * Resolve the user of a request: bearer token (Authorization header, or the
  * `token` query parameter for media elements and WebSockets, which cannot set
  * headers) when auth is on; X-User-ID (default "a") when it is off. On failure
@@ -74,6 +81,13 @@ void reel_http_drain(struct mg_connection *conn, int64_t max, int max_ms);
  * @return 0, or REEL_ERR(EAGAIN) when no thread could be started.
  */
 int reel_http_run_big_stack(void *(*fn)(void *), void *arg);
+
+/**
+ * URL-decode the path segment raw[0..n) into out (REEL_ID_MAX + 1 bytes) and
+ * check it is a valid id (reel_server_id_valid): a %00, %2F or %2E%2E cannot
+ * sneak through. @return 0, or -1 for an invalid id.
+ */
+int reel_http_decode_id(const char *raw, size_t n, char *out);
 
 /** Format Unix ms as ISO 8601 UTC ("2026-11-24T15:03:24.120Z"); 0 gives JSON null. */
 json_t *reel_http_time(int64_t ms);
