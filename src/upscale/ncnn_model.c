@@ -344,8 +344,8 @@ static int get_int_range(LoadCtx *c, const ReelNnLayer *l, int id, int def, int 
     if ((ret = get_int(c, l, id, def, v)) < 0)
         return ret;
     if (*v < lo || *v > hi)
-        return LAYER_FAIL(c, l, "%s=%d (parameter %d) is not supported (want %d..%d)", what, *v,
-                          id, lo, hi);
+        return LAYER_FAIL(c, l, "%s=%d (parameter %d) is not supported (supported: %d..%d)",
+                          what, *v, id, lo, hi);
     return 0;
 }
 
@@ -590,7 +590,7 @@ static int setup_interp(LoadCtx *c, ReelNnLayer *l)
     if (l->nin != 1 || l->nout != 1)
         return LAYER_FAIL(c, l, "an Interp takes 1 input and gives 1 output");
     if ((ret = params_allow(c, l, allowed)) < 0 ||
-        (ret = get_int_range(c, l, 0, 0, 1, 1, "resize_type (only 1 = nearest)", &type)) < 0 ||
+        (ret = get_int_range(c, l, 0, 0, 1, 1, "resize_type", &type)) < 0 ||
         (ret = get_float(c, l, 1, 1.f, &l->p.interp.scale_h)) < 0 ||
         (ret = get_float(c, l, 2, 1.f, &l->p.interp.scale_w)) < 0 ||
         (ret = get_int_range(c, l, 3, 0, 0, 0, "output_height", &oh)) < 0 ||
@@ -611,7 +611,7 @@ static int setup_binary(LoadCtx *c, ReelNnLayer *l)
     int ret, op = 0;
 
     if ((ret = params_allow(c, l, allowed)) < 0 ||
-        (ret = get_int_range(c, l, 0, 0, 0, 2, "op_type (0 add, 1 sub, 2 mul)", &op)) < 0 ||
+        (ret = get_int_range(c, l, 0, 0, 0, 2, "op_type", &op)) < 0 ||
         (ret = get_int_range(c, l, 1, 0, 0, 1, "with_scalar", &l->p.binary.with_scalar)) < 0 ||
         (ret = get_float(c, l, 2, 0.f, &l->p.binary.b)) < 0)
         return ret;
@@ -631,7 +631,7 @@ static int setup_eltwise(LoadCtx *c, ReelNnLayer *l)
     if (l->nin < 1 || l->nout != 1)
         return LAYER_FAIL(c, l, "an Eltwise takes at least 1 input and gives 1 output");
     if ((ret = params_allow(c, l, allowed)) < 0 ||
-        (ret = get_int_range(c, l, 0, 1, 0, 2, "op_type (0 prod, 1 sum, 2 max)", &op)) < 0)
+        (ret = get_int_range(c, l, 0, 1, 0, 2, "op_type", &op)) < 0)
         return ret;
     l->p.eltwise.op = (ReelNnEltwiseOp)op;
     if (coef->kind == PV_NONE || (coef->kind == PV_ARRAY && coef->n == 0))
