@@ -297,6 +297,7 @@ int reel_http_send_file(struct mg_connection *conn, const char *path, const char
     size = st.st_size;
     r = parse_range(mg_get_header(conn, "Range"), size, &start, &end);
     if (r < 0) {
+        free(buf);
         close(fd);
         mg_response_header_start(conn, 416);
         snprintf(hdr, sizeof(hdr), "bytes */%" PRId64, size);
