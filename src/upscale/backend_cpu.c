@@ -50,22 +50,26 @@
 
 #define STEP_INPUT (-1) /* kind of the step that imports the planar input */
 
+typedef struct DnnlCall {
+    dnnl_primitive_t prim;
+    dnnl_exec_arg_t *args;
+    int nargs;
+} DnnlCall;
+
 typedef struct CpuStep {
     const ReelNnLayer *l;
-    int kind;                  /* ReelNnOp, or STEP_INPUT */
+    int kind;                 /* ReelNnOp, or STEP_INPUT */
     int nsrc;
-    int *src;                  /* canonical blob ids */
-    int dst;                   /* canonical blob id */
-    int act_in_loop;           /* conv: activation not fused, run it after */
-    const ReelNnLayer *prelu;  /* conv: PReLU fused into this step (or run after) */
-    /* convolution */
-    dnnl_primitive_t prim;
-    dnnl_memory_t m_src, m_dst, m_wei, m_bias, m_prelu, m_scratch;
-    float *prelu_w;            /* fused PReLU weights expanded to out_c */
-    dnnl_exec_arg_t args[6];
-    int nargs;
-    /* interp */
-    int *ymap, *xmap;
+    int *src;                 /* canonical blob ids */
+    int dst;                  /* canonical blob id */
+    const ReelNnLayer *prelu; /* conv: the PReLU that alone reads its output, run in place */
+    int act_in_loop;          /* conv: its activation runs as a loop, not fused */
+    DnnlCall call[2];         /* oneDNN primitives of this step, run in order */
+    int ncalls;
+    dnnl_memory_t *mems;      /* memory objects the calls use (owned) */
+    int nmems, capmems;
+    float *prelu_w;           /* PReLU slopes expanded to one per channel */
+    int *ymap, *xmap;         /* interp: source row/column of each output row/column */
 } CpuStep;
 
 typedef struct CpuState {
@@ -74,9 +78,10 @@ typedef struct CpuState {
     int in_h, in_w;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
+    dnnl_primitive_attr_t attr; /* user scratchpad: every primitive shares ours */
     ReelNnShape *shapes;
-    int *alias;          /* blob -> canonical blob (Split outputs -> input) */
-    int *blob_buf;       /* canonical blob -> buffer index */
+    int *alias;                 /* blob -> canonical blob (Split outputs -> input) */
+    int *blob_buf;              /* canonical blob -> buffer index */
     int nsteps;
     CpuStep *steps;
     int nbufs;
@@ -84,6 +89,8 @@ typedef struct CpuState {
     size_t *buf_floats;
     void *scratch;
     size_t scratch_bytes;
+    dnnl_memory_t *scratch_mems; /* their handles are set once the size is known */
+    int nscratch, capscratch;
 } CpuState;
 
 /* ------------------------------------------------------------------------ */
@@ -134,9 +141,88 @@ static void nhwc_desc(dnnl_memory_desc_t *md, const ReelNnShape *sh)
     dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, dnnl_nhwc);
 }
 
-/* Reorder user weights (OIHW) into the layout the primitive wants, once. */
+static int grow(void **arr, int *cap, int need, size_t elem)
+{
+    void *p;
+    int ncap;
+
+    if (need <= *cap)
+        return 0;
+    ncap = *cap ? *cap * 2 : 8;
+    if (ncap < need)
+        ncap = need;
+    if (!(p = realloc(*arr, (size_t)ncap * elem)))
+        return -1;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+/* A memory object over handle (or DNNL_MEMORY_ALLOCATE), owned by the step. */
+static int step_mem(CpuState *s, CpuStep *st, const dnnl_memory_desc_t *md, void *handle,
+                    dnnl_memory_t *out, char *errmsg)
+{
+    int ret = 0;
+
+    *out = NULL;
+    if (grow((void **)&st->mems, &st->capmems, st->nmems + 1, sizeof(*st->mems)) < 0)
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+    DNNL_TRY(dnnl_memory_create(out, md, s->eng, handle), "memory", st->l);
+    st->mems[st->nmems++] = *out;
+fail:
+    return ret;
+}
+
+/* Turn pd into the step's next call with room for nargs arguments + scratchpad. */
+static int step_call(CpuState *s, CpuStep *st, const_dnnl_primitive_desc_t pd, int nargs,
+                     DnnlCall **out, char *errmsg)
+{
+    DnnlCall *c = &st->call[st->ncalls];
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t sbytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    dnnl_memory_t m;
+    int ret = 0;
+
+    *out = NULL;
+    if (!(c->args = calloc((size_t)nargs + 1, sizeof(*c->args))))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+    st->ncalls++;
+    DNNL_TRY(dnnl_primitive_create(&c->prim, pd), "primitive", st->l);
+    if (sbytes) {
+        if ((ret = step_mem(s, st, smd, DNNL_MEMORY_NONE, &m, errmsg)) < 0)
+            return ret;
+        if (grow((void **)&s->scratch_mems, &s->capscratch, s->nscratch + 1,
+                 sizeof(*s->scratch_mems)) < 0)
+            return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        s->scratch_mems[s->nscratch++] = m;
+        if (sbytes > s->scratch_bytes)
+            s->scratch_bytes = sbytes;
+        c->args[c->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m};
+    }
+    *out = c;
+fail:
+    return ret;
+}
+
+static void call_arg(DnnlCall *c, int arg, dnnl_memory_t m)
+{
+    c->args[c->nargs++] = (dnnl_exec_arg_t){arg, m};
+}
+
+static void warn_if_ref(const_dnnl_primitive_desc_t pd, const ReelNnLayer *l)
+{
+    const char *impl = "";
+
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        !strncmp(impl, "ref", 3))
+        reel_log(REEL_LOG_WARNING, "upscale",
+                 "%s: oneDNN has only its reference kernel (%s) for this layer here: slow",
+                 l->name, impl);
+}
+
+/* Reorder user weights (OIHW) into the layout the convolution wants, once. */
 static int make_weights(CpuState *s, CpuStep *st, const dnnl_memory_desc_t *want,
-                        char *errmsg)
+                        dnnl_memory_t *out, char *errmsg)
 {
     const ReelNnConv *cv = &st->l->p.conv;
     dnnl_memory_desc_t user_md;
@@ -148,18 +234,19 @@ static int make_weights(CpuState *s, CpuStep *st, const dnnl_memory_desc_t *want
 
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&user_md, 4, wd, dnnl_f32, dnnl_oihw), "weights desc",
              st->l);
-    DNNL_TRY(dnnl_memory_create(&user, &user_md, s->eng, cv->weight), "weights memory", st->l);
+    if ((ret = step_mem(s, st, &user_md, cv->weight, &user, errmsg)) < 0)
+        return ret;
     if (dnnl_memory_desc_equal(&user_md, want)) {
-        st->m_wei = user;
+        *out = user;
         return 0;
     }
-    DNNL_TRY(dnnl_memory_create(&st->m_wei, want, s->eng, DNNL_MEMORY_ALLOCATE),
-             "weights memory", st->l);
+    if ((ret = step_mem(s, st, want, DNNL_MEMORY_ALLOCATE, out, errmsg)) < 0)
+        return ret;
     DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &user_md, s->eng, want, s->eng, NULL),
              "weights reorder", st->l);
     DNNL_TRY(dnnl_primitive_create(&reorder, rpd), "weights reorder", st->l);
     {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, st->m_wei}};
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, *out}};
 
         DNNL_TRY(dnnl_primitive_execute(reorder, s->strm, 2, a), "weights reorder", st->l);
         DNNL_TRY(dnnl_stream_wait(s->strm), "weights reorder", st->l);
@@ -169,15 +256,14 @@ fail:
         dnnl_primitive_destroy(reorder);
     if (rpd)
         dnnl_primitive_desc_destroy(rpd);
-    if (user)
-        dnnl_memory_destroy(user);
     return ret;
 }
 
 /*
- * Create the primitive descriptor of a convolution step, with its activation
- * and PReLU fused when fuse != 0. *is_ref tells whether oneDNN fell back to a
- * reference implementation.
+ * The primitive descriptor of a convolution, its activation fused as an
+ * eltwise post-op when fuse != 0. *is_ref: oneDNN fell back to its reference
+ * implementation. (oneDNN 2.6 has no fast f32 convolution with a prelu
+ * post-op, which is why a PReLU runs as its own primitive after it.)
  */
 static int conv_pd(CpuState *s, CpuStep *st, int fuse, dnnl_primitive_desc_t *pd, int *is_ref,
                    char *errmsg)
@@ -205,19 +291,13 @@ static int conv_pd(CpuState *s, CpuStep *st, int fuse, dnnl_primitive_desc_t *pd
                  &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
                  cv->bias ? &bias_md : NULL, &dst_md, strides, dil, pad_l, pad_r),
              "convolution desc", st->l);
-    DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr", st->l);
-    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
-             "scratchpad mode", st->l);
-    if (fuse && (cv->act != REEL_NN_ACT_NONE || st->prelu)) {
+    DNNL_TRY(dnnl_primitive_attr_clone(&attr, s->attr), "attr", st->l);
+    if (fuse && cv->act != REEL_NN_ACT_NONE) {
         DNNL_TRY(dnnl_post_ops_create(&po), "post-ops", st->l);
-        if (cv->act != REEL_NN_ACT_NONE)
-            DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu,
-                                                  cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha
-                                                                               : 0.f,
-                                                  0.f),
-                     "eltwise post-op", st->l);
-        if (st->prelu)
-            DNNL_TRY(dnnl_post_ops_append_prelu(po, 1 << 1), "prelu post-op", st->l);
+        DNNL_TRY(dnnl_post_ops_append_eltwise(
+                     po, 1.f, dnnl_eltwise_relu,
+                     cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f, 0.f),
+                 "eltwise post-op", st->l);
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", st->l);
     }
     DNNL_TRY(dnnl_primitive_desc_create(pd, &cd, attr, s->eng, NULL), "convolution", st->l);
@@ -225,7 +305,7 @@ static int conv_pd(CpuState *s, CpuStep *st, int fuse, dnnl_primitive_desc_t *pd
              "convolution query", st->l);
     *is_ref = !strncmp(impl, "ref", 3);
     reel_log(REEL_LOG_DEBUG, "upscale", "%s: %s%s", st->l->name, impl,
-             fuse && (cv->act || st->prelu) ? " (fused)" : "");
+             fuse && cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
 fail:
     if (ret < 0 && *pd) {
         dnnl_primitive_desc_destroy(*pd);
@@ -238,83 +318,174 @@ fail:
     return ret;
 }
 
+/* A PReLU primitive from src to dst (the same buffer when run in place). */
+static int prelu_create(CpuState *s, CpuStep *st, const ReelNnLayer *pl, float *src, float *dst,
+                        const ReelNnShape *sh, char *errmsg)
+{
+    dnnl_memory_desc_t data_md, w_md;
+    dnnl_dims_t wd = {1, sh->c, 1, 1};
+    dnnl_prelu_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_t m_src, m_dst, m_w;
+    DnnlCall *c;
+    int ret = 0;
+
+    if (!(st->prelu_w = malloc((size_t)sh->c * sizeof(float))))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+    for (int k = 0; k < sh->c; k++)
+        st->prelu_w[k] = pl->p.prelu.slope[pl->p.prelu.n == 1 ? 0 : k];
+    nhwc_desc(&data_md, sh);
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_md, 4, wd, dnnl_f32, dnnl_nhwc), "prelu desc", pl);
+    DNNL_TRY(dnnl_prelu_forward_desc_init(&desc, dnnl_forward_inference, &data_md, &w_md),
+             "prelu desc", pl);
+    DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, s->attr, s->eng, NULL), "prelu", pl);
+    warn_if_ref(pd, pl);
+    if ((ret = step_mem(s, st, &data_md, src, &m_src, errmsg)) < 0 ||
+        (ret = step_mem(s, st, &data_md, dst, &m_dst, errmsg)) < 0 ||
+        (ret = step_mem(s, st, &w_md, st->prelu_w, &m_w, errmsg)) < 0 ||
+        (ret = step_call(s, st, pd, 3, &c, errmsg)) < 0)
+        goto fail;
+    call_arg(c, DNNL_ARG_SRC, m_src);
+    call_arg(c, DNNL_ARG_WEIGHTS, m_w);
+    call_arg(c, DNNL_ARG_DST, m_dst);
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return ret;
+}
+
 static int conv_create(CpuState *s, CpuStep *st, char *errmsg)
 {
     const ReelNnConv *cv = &st->l->p.conv;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t src_md, dst_md;
-    const dnnl_memory_desc_t *want, *scratch_md;
-    int ret = 0, is_ref = 0, fused = cv->act != REEL_NN_ACT_NONE || st->prelu;
-    size_t scratch;
+    dnnl_memory_t m_src, m_dst, m_wei, m_bias = NULL;
+    DnnlCall *c;
+    int ret = 0, is_ref = 0;
 
     if ((ret = conv_pd(s, st, 1, &pd, &is_ref, errmsg)) < 0)
         return ret;
-    if (is_ref && fused) {
-        /* the fused form has no fast kernel here: run the activation as a loop */
+    if (is_ref && cv->act != REEL_NN_ACT_NONE) {
+        /* no fast kernel with the activation fused here: run it as a loop */
         dnnl_primitive_desc_destroy(pd);
         if ((ret = conv_pd(s, st, 0, &pd, &is_ref, errmsg)) < 0)
             return ret;
         st->act_in_loop = 1;
-        fused = 0;
     }
-    if (is_ref)
-        reel_log(REEL_LOG_WARNING, "upscale",
-                 "%s: oneDNN has only its reference convolution for this shape: slow",
-                 st->l->name);
-    DNNL_TRY(dnnl_primitive_create(&st->prim, pd), "convolution", st->l);
-    want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    if ((ret = make_weights(s, st, want, errmsg)) < 0)
+    warn_if_ref(pd, st->l);
+    if ((ret = make_weights(s, st, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                            &m_wei, errmsg)) < 0)
         goto fail;
     nhwc_desc(&src_md, &s->shapes[st->src[0]]);
     nhwc_desc(&dst_md, &s->shapes[st->dst]);
-    DNNL_TRY(dnnl_memory_create(&st->m_src, &src_md, s->eng, buf_of(s, st->src[0])),
-             "src memory", st->l);
-    DNNL_TRY(dnnl_memory_create(&st->m_dst, &dst_md, s->eng, buf_of(s, st->dst)), "dst memory",
-             st->l);
-    st->args[st->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, st->m_src};
-    st->args[st->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, st->m_wei};
-    st->args[st->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, st->m_dst};
+    if ((ret = step_mem(s, st, &src_md, buf_of(s, st->src[0]), &m_src, errmsg)) < 0 ||
+        (ret = step_mem(s, st, &dst_md, buf_of(s, st->dst), &m_dst, errmsg)) < 0)
+        goto fail;
     if (cv->bias) {
         dnnl_memory_desc_t bias_md;
         dnnl_dims_t bd = {cv->out_c};
 
         DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a), "bias desc",
                  st->l);
-        DNNL_TRY(dnnl_memory_create(&st->m_bias, &bias_md, s->eng, cv->bias), "bias memory",
-                 st->l);
-        st->args[st->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, st->m_bias};
-    }
-    if (fused && st->prelu) {
-        const ReelNnLayer *pl = st->prelu;
-        dnnl_memory_desc_t pmd;
-        dnnl_dims_t pd_dims = {1, cv->out_c, 1, 1};
-        int idx = cv->act != REEL_NN_ACT_NONE ? 1 : 0; /* prelu is the last post-op */
-
-        if (!(st->prelu_w = malloc((size_t)cv->out_c * sizeof(float)))) {
-            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        if ((ret = step_mem(s, st, &bias_md, cv->bias, &m_bias, errmsg)) < 0)
             goto fail;
-        }
-        for (int c = 0; c < cv->out_c; c++)
-            st->prelu_w[c] = pl->p.prelu.slope[pl->p.prelu.n == 1 ? 0 : c];
-        DNNL_TRY(dnnl_memory_desc_init_by_tag(&pmd, 4, pd_dims, dnnl_f32, dnnl_nhwc),
-                 "prelu desc", st->l);
-        DNNL_TRY(dnnl_memory_create(&st->m_prelu, &pmd, s->eng, st->prelu_w), "prelu memory",
-                 st->l);
-        st->args[st->nargs++] = (dnnl_exec_arg_t){
-            DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx) | DNNL_ARG_WEIGHTS, st->m_prelu};
     }
-    scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    scratch = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
-    if (scratch) {
-        /* the shared buffer is allocated after all steps know their size */
-        if (scratch > s->scratch_bytes)
-            s->scratch_bytes = scratch;
-        DNNL_TRY(dnnl_memory_create(&st->m_scratch, scratch_md, s->eng, DNNL_MEMORY_NONE),
-                 "scratchpad memory", st->l);
-        st->args[st->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, st->m_scratch};
-    }
+    if ((ret = step_call(s, st, pd, 4, &c, errmsg)) < 0)
+        goto fail;
+    call_arg(c, DNNL_ARG_SRC, m_src);
+    call_arg(c, DNNL_ARG_WEIGHTS, m_wei);
+    call_arg(c, DNNL_ARG_DST, m_dst);
+    if (m_bias)
+        call_arg(c, DNNL_ARG_BIAS, m_bias);
+    /* a PReLU in place behind it; not when the activation runs as a loop in between */
+    if (st->prelu && !st->act_in_loop)
+        ret = prelu_create(s, st, st->prelu, buf_of(s, st->dst), buf_of(s, st->dst),
+                           &s->shapes[st->dst], errmsg);
 fail:
     dnnl_primitive_desc_destroy(pd);
+    return ret;
+}
+
+/* Eltwise sum (with coefficients) and channel concat as oneDNN sum/concat. */
+static int multi_create(CpuState *s, CpuStep *st, char *errmsg)
+{
+    const ReelNnLayer *l = st->l;
+    dnnl_memory_desc_t *mds = NULL, dst_md;
+    float *scales = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_t m;
+    DnnlCall *c;
+    int ret = 0;
+
+    mds = calloc((size_t)st->nsrc, sizeof(*mds));
+    scales = malloc((size_t)st->nsrc * sizeof(float));
+    if (!mds || !scales) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < st->nsrc; i++) {
+        nhwc_desc(&mds[i], &s->shapes[st->src[i]]);
+        scales[i] = l->op == REEL_NN_ELTWISE && l->p.eltwise.coef ? l->p.eltwise.coef[i] : 1.f;
+    }
+    nhwc_desc(&dst_md, &s->shapes[st->dst]);
+    if (l->op == REEL_NN_CONCAT)
+        DNNL_TRY(dnnl_concat_primitive_desc_create(&pd, &dst_md, st->nsrc, 1, mds, s->attr,
+                                                   s->eng),
+                 "concat", l);
+    else
+        DNNL_TRY(dnnl_sum_primitive_desc_create(&pd, &dst_md, st->nsrc, scales, mds, s->attr,
+                                                s->eng),
+                 "sum", l);
+    warn_if_ref(pd, l);
+    if ((ret = step_call(s, st, pd, st->nsrc + 1, &c, errmsg)) < 0)
+        goto fail;
+    for (int i = 0; i < st->nsrc; i++) {
+        if ((ret = step_mem(s, st, &mds[i], buf_of(s, st->src[i]), &m, errmsg)) < 0)
+            goto fail;
+        call_arg(c, DNNL_ARG_MULTIPLE_SRC + i, m);
+    }
+    if ((ret = step_mem(s, st, &dst_md, buf_of(s, st->dst), &m, errmsg)) < 0)
+        goto fail;
+    call_arg(c, DNNL_ARG_DST, m);
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    free(mds);
+    free(scales);
+    return ret;
+}
+
+/* BinaryOp of two tensors as a oneDNN binary primitive. */
+static int binary_create(CpuState *s, CpuStep *st, char *errmsg)
+{
+    static const dnnl_alg_kind_t algs[] = {
+        [REEL_NN_BIN_ADD] = dnnl_binary_add,
+        [REEL_NN_BIN_SUB] = dnnl_binary_sub,
+        [REEL_NN_BIN_MUL] = dnnl_binary_mul,
+    };
+    dnnl_memory_desc_t md;
+    dnnl_binary_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_t a, b, d;
+    DnnlCall *c;
+    int ret = 0;
+
+    nhwc_desc(&md, &s->shapes[st->dst]);
+    DNNL_TRY(dnnl_binary_desc_init(&desc, algs[st->l->p.binary.op], &md, &md, &md), "binary",
+             st->l);
+    DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, s->attr, s->eng, NULL), "binary", st->l);
+    warn_if_ref(pd, st->l);
+    if ((ret = step_mem(s, st, &md, buf_of(s, st->src[0]), &a, errmsg)) < 0 ||
+        (ret = step_mem(s, st, &md, buf_of(s, st->src[1]), &b, errmsg)) < 0 ||
+        (ret = step_mem(s, st, &md, buf_of(s, st->dst), &d, errmsg)) < 0 ||
+        (ret = step_call(s, st, pd, 3, &c, errmsg)) < 0)
+        goto fail;
+    call_arg(c, DNNL_ARG_SRC_0, a);
+    call_arg(c, DNNL_ARG_SRC_1, b);
+    call_arg(c, DNNL_ARG_DST, d);
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
     return ret;
 }
 
@@ -427,24 +598,6 @@ static void run_eltwise(const CpuState *s, const CpuStep *st, size_t n)
     }
 }
 
-static void run_concat(const CpuState *s, const CpuStep *st)
-{
-    const ReelNnShape *os = &s->shapes[st->dst];
-    size_t pixels = (size_t)os->h * os->w;
-    float *d = buf_of(s, st->dst);
-    int off = 0;
-
-    for (int k = 0; k < st->nsrc; k++) {
-        const float *src = buf_of(s, st->src[k]);
-        int c = s->shapes[st->src[k]].c;
-        size_t bytes = (size_t)c * sizeof(float);
-
-        for (size_t p = 0; p < pixels; p++)
-            memcpy(d + p * os->c + off, src + p * c, bytes);
-        off += c;
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* planning */
 
@@ -453,20 +606,14 @@ static void free_steps(CpuState *s)
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
 
-        if (st->prim)
-            dnnl_primitive_destroy(st->prim);
-        if (st->m_src)
-            dnnl_memory_destroy(st->m_src);
-        if (st->m_dst)
-            dnnl_memory_destroy(st->m_dst);
-        if (st->m_wei)
-            dnnl_memory_destroy(st->m_wei);
-        if (st->m_bias)
-            dnnl_memory_destroy(st->m_bias);
-        if (st->m_prelu)
-            dnnl_memory_destroy(st->m_prelu);
-        if (st->m_scratch)
-            dnnl_memory_destroy(st->m_scratch);
+        for (int k = 0; k < st->ncalls; k++) {
+            if (st->call[k].prim)
+                dnnl_primitive_destroy(st->call[k].prim);
+            free(st->call[k].args);
+        }
+        for (int k = 0; k < st->nmems; k++)
+            dnnl_memory_destroy(st->mems[k]);
+        free(st->mems);
         free(st->prelu_w);
         free(st->src);
         free(st->ymap);
@@ -489,9 +636,12 @@ static void cpu_free(void **state)
     free(s->bufs);
     free(s->buf_floats);
     free(s->scratch);
+    free(s->scratch_mems);
     free(s->shapes);
     free(s->alias);
     free(s->blob_buf);
+    if (s->attr)
+        dnnl_primitive_attr_destroy(s->attr);
     if (s->strm)
         dnnl_stream_destroy(s->strm);
     if (s->eng)
@@ -532,7 +682,7 @@ static int build_steps(CpuState *s, char *errmsg)
             for (int i = 0; i < l->nout; i++)
                 s->alias[l->out[i]] = s->alias[l->in[0]];
     }
-    /* a PReLU alone behind a convolution joins it */
+    /* a PReLU alone behind a convolution runs in place in the convolution's step */
     for (int li = 0; li < g->nlayers; li++) {
         const ReelNnLayer *l = &g->layers[li];
         int b, pi;
@@ -719,11 +869,23 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w, in
     set_omp_threads(threads);
     DNNL_TRY(dnnl_engine_create(&s->eng, dnnl_cpu, 0), "engine", NULL);
     DNNL_TRY(dnnl_stream_create(&s->strm, s->eng, dnnl_stream_default_flags), "stream", NULL);
+    DNNL_TRY(dnnl_primitive_attr_create(&s->attr), "attr", NULL);
+    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(s->attr, dnnl_scratchpad_mode_user),
+             "attr", NULL);
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
+        const ReelNnLayer *l = st->l;
 
         if (st->kind == REEL_NN_CONV)
             ret = conv_create(s, st, errmsg);
+        else if (st->kind == REEL_NN_PRELU)
+            ret = prelu_create(s, st, l, buf_of(s, st->src[0]), buf_of(s, st->dst),
+                               &s->shapes[st->dst], errmsg);
+        else if (st->kind == REEL_NN_CONCAT ||
+                 (st->kind == REEL_NN_ELTWISE && l->p.eltwise.op == REEL_NN_ELT_SUM))
+            ret = multi_create(s, st, errmsg);
+        else if (st->kind == REEL_NN_BINARY && !l->p.binary.with_scalar)
+            ret = binary_create(s, st, errmsg);
         else if (st->kind == REEL_NN_INTERP)
             ret = make_interp_maps(s, st, errmsg);
         if (ret < 0)
@@ -736,10 +898,9 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w, in
             ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
             goto fail;
         }
-        for (int i = 0; i < s->nsteps; i++)
-            if (s->steps[i].m_scratch)
-                DNNL_TRY(dnnl_memory_set_data_handle(s->steps[i].m_scratch, s->scratch),
-                         "scratchpad", s->steps[i].l);
+        for (int i = 0; i < s->nscratch; i++)
+            DNNL_TRY(dnnl_memory_set_data_handle(s->scratch_mems[i], s->scratch), "scratchpad",
+                     NULL);
     }
     {
         size_t total = s->scratch_bytes;
@@ -772,25 +933,25 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
         size_t pixels = (size_t)os->h * os->w, n = pixels * os->c;
         float *d = buf_of(s, st->dst);
 
-        switch (st->kind) {
-        case STEP_INPUT:
-            for (size_t p = 0; p < pixels; p++)
-                for (int c = 0; c < os->c; c++)
-                    d[p * os->c + c] = in[(size_t)c * pixels + p];
-            break;
-        case REEL_NN_CONV:
-            DNNL_TRY(dnnl_primitive_execute(st->prim, s->strm, st->nargs, st->args),
-                     "convolution", l);
-            DNNL_TRY(dnnl_stream_wait(s->strm), "convolution", l);
+        for (int k = 0; k < st->ncalls; k++)
+            DNNL_TRY(dnnl_primitive_execute(st->call[k].prim, s->strm, st->call[k].nargs,
+                                            st->call[k].args),
+                     "execute", l);
+        if (st->ncalls) {
+            DNNL_TRY(dnnl_stream_wait(s->strm), "execute", l);
             if (st->act_in_loop) {
                 run_act(d, n, l->p.conv.act, l->p.conv.act_alpha);
                 if (st->prelu)
                     run_prelu(d, d, pixels, os->c, st->prelu->p.prelu.slope,
                               st->prelu->p.prelu.n);
             }
-            break;
-        case REEL_NN_PRELU:
-            run_prelu(buf_of(s, st->src[0]), d, pixels, os->c, l->p.prelu.slope, l->p.prelu.n);
+            continue;
+        }
+        switch (st->kind) {
+        case STEP_INPUT:
+            for (size_t p = 0; p < pixels; p++)
+                for (int c = 0; c < os->c; c++)
+                    d[p * os->c + c] = in[(size_t)c * pixels + p];
             break;
         case REEL_NN_PIXEL_SHUFFLE:
             run_pixel_shuffle(buf_of(s, st->src[0]), d, &s->shapes[st->src[0]], os,
@@ -800,14 +961,11 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             run_interp(buf_of(s, st->src[0]), d, &s->shapes[st->src[0]], os, st->ymap,
                        st->xmap);
             break;
-        case REEL_NN_BINARY:
+        case REEL_NN_BINARY: /* with a scalar */
             run_binary(s, st, n);
             break;
-        case REEL_NN_ELTWISE:
+        case REEL_NN_ELTWISE: /* product or max */
             run_eltwise(s, st, n);
-            break;
-        case REEL_NN_CONCAT:
-            run_concat(s, st);
             break;
         default:
             return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: step kind %d",

@@ -431,6 +431,7 @@ typedef struct SynConv {
     float alpha;
     int storage; /* 0: fp16, 1: fp32 tag 0, 2: fp32 tag 0x0002C056 */
     int bias;
+    int exp_lo; /* weights are fp16 with exponent exp_lo..exp_lo+3: |w| < 2^(exp_lo-11) */
     float *w, *b;
     uint16_t *hw; /* the fp16 bits of w */
 } SynConv;
@@ -446,8 +447,9 @@ static void syn_conv_init(SynConv *cv)
     assert_non_null(cv->hw);
     assert_non_null(cv->b);
     for (size_t i = 0; i < n; i++) {
-        /* fp16-exact values, |w| < 1/16, with a subnormal and a negative zero */
-        uint16_t h = (uint16_t)((rnd() & 0x8000) | ((7 + rnd() % 4) << 10) | (rnd() & 1023));
+        /* fp16-exact values, with a subnormal and a negative zero */
+        uint16_t h = (uint16_t)((rnd() & 0x8000) | ((cv->exp_lo + rnd() % 4) << 10) |
+                                (rnd() & 1023));
 
         if (i == 0)
             h = 0x0001;
@@ -526,21 +528,27 @@ static Map ref_conv(const Map *in, const SynConv *cv)
     return o;
 }
 
-static SynConv conv0 = {12, 3, 3, 3, 1, 1, 1, 1, 1, 2, 0.1f, 0, 1, NULL, NULL, NULL};
-static SynConv conv1 = {5, 3, 1, 1, 1, 0, 0, 0, 0, 0, 0.f, 1, 0, NULL, NULL, NULL};
-static SynConv conv2 = {2, 3, 3, 3, 2, 2, 2, 2, 2, 1, 0.f, 2, 1, NULL, NULL, NULL};
-static SynConv conv3 = {3, 7, 1, 3, 1, 0, 0, 1, 1, 0, 0.f, 0, 1, NULL, NULL, NULL};
-static float pr0_slope[3] = {0.25f, -0.5f, 0.125f}, pr1_slope[1] = {0.3f};
+static SynConv conv0 = {.out_c = 12, .in_c = 3, .kh = 3, .kw = 3, .dil = 1, .pt = 1, .pb = 1,
+                        .pl = 1, .pr = 1, .act = 2, .alpha = 0.1f, .storage = 0, .bias = 1,
+                        .exp_lo = 7};
+static SynConv conv1 = {.out_c = 5, .in_c = 3, .kh = 1, .kw = 1, .dil = 1, .storage = 1,
+                        .exp_lo = 13};
+static SynConv conv2 = {.out_c = 2, .in_c = 3, .kh = 3, .kw = 3, .dil = 2, .pt = 2, .pb = 2,
+                        .pl = 2, .pr = 2, .act = 1, .storage = 2, .bias = 1, .exp_lo = 7};
+static SynConv conv3 = {.out_c = 3, .in_c = 7, .kh = 1, .kw = 3, .dil = 1, .pl = 1, .pr = 1,
+                        .storage = 0, .bias = 1, .exp_lo = 12};
+static float pr0_slope[3] = {0.25f, -0.5f, 0.125f}, pr1_slope[1] = {0.8f};
 
 static const char syn_param[] =
     "7767517\n"
-    "20 25\n"
+    "21 26\n"
     "Input in 0 1 data\n"
     "Split sp0 1 3 data d0 d1 d2\n"
     "Convolution conv0 1 1 d0 c0 0=12 1=3 4=1 5=1 6=324 9=2 -23310=1,1.000000e-01\n"
     "PixelShuffle ps 1 1 c0 p0 0=2 1=1\n"
     "Interp up 1 1 d1 u0 0=1 1=2.0 2=2.0\n"
-    "PReLU pr0 1 1 u0 u1 0=3\n"
+    "BinaryOp subk 1 1 u0 u0b 0=1 1=1 2=0.5\n"
+    "PReLU pr0 1 1 u0b u1 0=3\n"
     "BinaryOp sub 2 1 p0 u1 s0 0=1\n"
     "BinaryOp mulk 1 1 s0 s1 0=2 1=1 2=0.5\n"
     "Split sp1 1 4 s1 e0 e1 e2 e3\n"
@@ -609,6 +617,7 @@ static Map ref_forward(const Map *x)
                 /* PixelShuffle mode 1: source channel (dy * r + dx) * C + k */
                 AT(p0, k, y, xx) = AT(c0, (dy * 2 + dx) * 3 + k, y / 2, xx / 2);
                 AT(u0, k, y, xx) = up;
+                up -= 0.5f;
                 up = up < 0 ? up * pr0_slope[k] : up;
                 s0 = AT(p0, k, y, xx) - up;
                 s1 = s0 * 0.5f;
@@ -629,9 +638,8 @@ static Map ref_forward(const Map *x)
     for (int k = 0; k < 3; k++)
         for (int y = 0; y < H; y++)
             for (int xx = 0; xx < W; xx++) {
-                float s1 = (AT(p0, k, y, xx) - (AT(u0, k, y, xx) < 0
-                                                    ? AT(u0, k, y, xx) * pr0_slope[k]
-                                                    : AT(u0, k, y, xx))) * 0.5f;
+                float u = AT(u0, k, y, xx) - 0.5f;
+                float s1 = (AT(p0, k, y, xx) - (u < 0 ? u * pr0_slope[k] : u)) * 0.5f;
                 AT(out, k, y, xx) = AT(c4, k, y, xx) * 0.5f + s1 * 0.25f + 0.5f;
             }
     free(c0.v);
