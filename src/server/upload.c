@@ -535,10 +535,12 @@ int reel_server_handle_upload(ReelServer *srv, struct mg_connection *conn, const
                                      " bytes per request",
                                      ri->content_length, srv->cfg.max_upload);
     }
-    if (reel_executor_reserve(srv->exec) < 0) {
+    if ((r = reel_executor_reserve(srv->exec)) < 0) {
         if (!continue_expected)
             reel_http_drain(conn, MAX_DRAIN, 30000);
-        return reel_http_error_close(conn, 503, "The export queue is full; try again later");
+        return reel_http_error_close(conn, 503, r == REEL_ERR(ESHUTDOWN)
+                                                    ? "The server is shutting down; try again"
+                                                    : "The export queue is full; try again later");
     }
     if (!(u = calloc(1, sizeof(*u)))) {
         reel_executor_unreserve(srv->exec);

@@ -357,6 +357,21 @@ run([
     }
   }],
 
+  ['bad settings: exit status 2 with the reason', async () => {
+    const { spawnSync } = require('node:child_process');
+    const { BIN } = require('./lib.js');
+    for (const [args, re] of [[['--bogus'], /unknown option/], [['--workers', '0'], /workers/],
+      [['--on-restart', 'later'], /rerun or fail/], [['--max-upload', 'lots'], /max_upload/]]) {
+      const r = spawnSync(BIN, ['serve', '--port', '0', '--data', path.join(ROOT, 'never'), ...args], { encoding: 'utf8', timeout: 10000 });
+      assert.equal(r.status, 2, `${args}: ${r.status} ${r.stderr}`);
+      assert.match(r.stderr, re);
+    }
+    const h = spawnSync(BIN, ['serve', '--help'], { encoding: 'utf8' });
+    assert.equal(h.status, 0);
+    assert.match(h.stdout, /--max-upload/);
+    assert.match(h.stdout, /CLIPREEL_S3_SECRET_KEY/);
+  }],
+
   ['auth off is refused on a non-loopback address', async () => {
     await assert.rejects(startServer({ name: 'open', args: ['--listen', '0.0.0.0', '--auth', 'off'] }), /loopback/);
   }],
