@@ -10,12 +10,16 @@
  * tile's own pixels are kept. Bytes enter as v / 255 and leave as
  * (uint8)clamp(v * 255 + 0.5, 0, 255).
  *
- * Every tile has the same shape, (T + 2 * CONTEXT)^2, so the backend builds
- * its kernels once: a tile cut short by the right or bottom frame edge is
- * filled up to T with replicated edge pixels (those outputs are cropped
- * away). T shrinks to the frame size for frames smaller than a tile; untiled
- * mode is T = the frame size. The backend state is rebuilt only when the
- * frame size changes that shape (a video has one size, so: once).
+ * The tile option is an upper bound: a frame W px wide gets
+ * cols = ceil(W / tile) columns of tw = ceil(W / cols) px, and likewise for
+ * rows, so 480 px at tile 128 is 4 x 120 rather than 3 x 128 + 96 padded up
+ * to 128 (a third less work on a 480x270 frame). Every tile has the same
+ * shape, (th + 2 * CONTEXT) x (tw + 2 * CONTEXT), so the backend builds its
+ * kernels once: a tile cut short by the right or bottom frame edge (when the
+ * division is not exact) is filled up with replicated edge pixels, whose
+ * outputs are cropped away. Untiled mode is one tile of the frame's size. The
+ * backend state is rebuilt only when the frame size changes that shape (a
+ * video has one size, so: once).
  */
 #include "upscale/upscale.h"
 
@@ -238,8 +242,16 @@ int reel_upscale_run(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff
     if (up->graph->in_channels != 3)
         return reel_fail(up->errmsg, REEL_ERROR_MODEL, "upscale: the model takes %d channels",
                          up->graph->in_channels);
-    th = up->tile < 0 || up->tile > h ? h : up->tile;
-    tw = up->tile < 0 || up->tile > w ? w : up->tile;
+    if (up->tile < 0) {
+        th = h;
+        tw = w;
+    } else {
+        /* as many tiles as `tile` asks for, shared out evenly */
+        int rows = (h + up->tile - 1) / up->tile, cols = (w + up->tile - 1) / up->tile;
+
+        th = (h + rows - 1) / rows;
+        tw = (w + cols - 1) / cols;
+    }
     if ((ret = prepare(up, th, tw)) < 0)
         return ret;
     for (int y0 = 0; y0 < h; y0 += th) {

@@ -50,7 +50,10 @@ const char *reel_upscale_errmsg(const ReelUpscaler *up);
  * RGB24, out_stride bytes per row). Both buffers are borrowed; out must not
  * overlap rgb. Not thread-safe per object.
  *
- * The first frame of a new size builds the backend state for its tile shape
+ * Tiling: with opt->tile = T > 0 the frame is cut into ceil(h / T) rows and
+ * ceil(w / T) columns of equal size (ceil(h / rows) x ceil(w / cols); the last
+ * row/column may be shorter), each run with 10 px of context around it; with
+ * T < 0 the frame is one tile. The first frame of a new size builds the backend state for its tile shape
  * (oneDNN primitives, buffers); later frames of that size only compute.
  * Returns 0 or a negative error (REEL_ERR(EINVAL) for bad arguments,
  * REEL_ERR(ENOMEM), REEL_ERROR_BACKEND), whose sentence is then in

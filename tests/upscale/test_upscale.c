@@ -119,9 +119,11 @@ static double line_jump(const uint8_t *a, int w, int h, int vertical, int x)
 static void check_seams(const Case *k, const uint8_t *t, const uint8_t *u, int W, int H, int s)
 {
     for (int vertical = 0; vertical < 2; vertical++) {
-        int extent = vertical ? W : H;
+        /* the grid upscale.h promises: ceil(n / TILE) tiles of ceil(n / count) px */
+        int extent = vertical ? W : H, n = extent / s, count = (n + TILE - 1) / TILE;
+        int step = (n + count - 1) / count * s;
 
-        for (int b = TILE * s; b < extent; b += TILE * s) {
+        for (int b = step; b < extent; b += step) {
             double jt = line_jump(t, W, H, vertical, b), ju = line_jump(u, W, H, vertical, b);
             double on = (line_diff(t, u, W, H, vertical, b - 1) +
                          line_diff(t, u, W, H, vertical, b)) / 2;
