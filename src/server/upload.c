@@ -375,6 +375,10 @@ static int validate(Upload *u, char **job_json)
              jerr.column, jerr.text);
         goto end;
     }
+    if (!json_is_object(root)) {
+        fail(u, 400, "Invalid multi-clip data JSON: expected an object with \"clips\"");
+        goto end;
+    }
     clips = json_object_get(root, "clips");
     if (json_is_array(clips) && json_array_size(clips) != (size_t)u->nb_files) {
         fail(u, 400, "Mismatch: %d video files but %zu clip configs", u->nb_files,

@@ -64,6 +64,11 @@ run([
     const r = await postExport(srv, { exportId: id, rawJson: '{"clips": [', files: [[0, A]] });
     await expectError(r, 400, 'Invalid multi-clip data JSON: ');
     await assertNothingLeft(srv, 'a', id);
+    await expectError(await postExport(srv, { exportId: id, rawJson: '[1, 2]', files: [[0, A]] }), 400, 'Invalid multi-clip data JSON');
+    await expectError(await postExport(srv, { exportId: id, rawJson: '{"clips": "many"}', files: [[0, A]] }), 400, 'clips');
+    const deep = '['.repeat(100000) + ']'.repeat(100000); // must not exhaust a stack
+    await expectError(await postExport(srv, { exportId: id, rawJson: deep, files: [[0, A]] }), 400, 'Invalid multi-clip data JSON');
+    await assertNothingLeft(srv, 'a', id);
   }],
 
   ['count mismatch: 400 and nothing left', async () => {
