@@ -19,6 +19,9 @@
  *   api     option and argument errors of reel_upscale_*.
  *   png     reel_png_read/write: gray, gray+alpha, palette, 16-bit, RGBA,
  *           interlaced inputs to RGB8; broken and missing files.
+ *   cli     `clipreel upscale` ($CLIPREEL_BIN) on a fixture, untiled and
+ *           tiled, against the reference; its exit codes for usage errors
+ *           (2) and failures (1).
  */
 #include <errno.h>
 #include <math.h>
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -972,6 +976,76 @@ static void test_png_roundtrip_and_errors(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* cli: the clipreel binary named by $CLIPREEL_BIN */
+
+static int run_cli(const char *args)
+{
+    char cmd[4096];
+    int st;
+
+    snprintf(cmd, sizeof(cmd), "'%s' upscale %s >/dev/null 2>&1", getenv("CLIPREEL_BIN"), args);
+    st = system(cmd);
+    assert_true(st != -1 && WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void cli_check(const char *tile, double min_psnr, int max_diff)
+{
+    char args[3072], out[512], gold[1024], err[REEL_ERRMSG_SIZE];
+    uint8_t *a, *b;
+    int w, h, gw, gh, md = 0;
+    double se = 0, p;
+
+    tmp_path(out, sizeof(out), "cli.png");
+    snprintf(gold, sizeof(gold), "%s/flower_64x48.x4fast.png", fixture_dir);
+    snprintf(args, sizeof(args), "'%s/flower_64x48.png' -o '%s' --models '%s' --tile %s",
+             fixture_dir, out, model_dir, tile);
+    assert_int_equal(run_cli(args), 0);
+    if (reel_png_read(out, &a, &w, &h, err) < 0 || reel_png_read(gold, &b, &gw, &gh, err) < 0)
+        fail_msg("%s", err);
+    assert_int_equal(w, gw);
+    assert_int_equal(h, gh);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) {
+        int d = abs(a[i] - b[i]);
+        se += (double)d * d;
+        md = d > md ? d : md;
+    }
+    p = se ? 10 * log10(255.0 * 255.0 * w * h * 3 / se) : 99;
+    print_message("  --tile %s: PSNR %.2f dB, max diff %d against the reference\n", tile, p, md);
+    assert_true(p >= min_psnr);
+    assert_true(md <= max_diff);
+    free(a);
+    free(b);
+}
+
+static void test_cli(void **state)
+{
+    char args[2048];
+
+    (void)state;
+    if (!getenv("CLIPREEL_BIN"))
+        skip();
+    cli_check("-1", 50.0, 2);
+    cli_check("24", 40.0, 255);
+    /* usage errors: 2; failures: 1 */
+    assert_int_equal(run_cli(""), 2);
+    assert_int_equal(run_cli("in.png"), 2);
+    assert_int_equal(run_cli("in.png -o out.png --tile x"), 2);
+    assert_int_equal(run_cli("in.png -o out.png --model x9"), 2);
+    assert_int_equal(run_cli("in.png -o out.png --frobnicate"), 2);
+    assert_int_equal(run_cli("--help"), 0);
+    snprintf(args, sizeof(args), "'%s/absent.png' -o '%s/x.png' --models '%s'", tmpdir, tmpdir,
+             model_dir);
+    assert_int_equal(run_cli(args), 1);
+    snprintf(args, sizeof(args), "'%s/README.md' -o '%s/x.png' --models '%s'", fixture_dir,
+             tmpdir, model_dir);
+    assert_int_equal(run_cli(args), 1);
+    snprintf(args, sizeof(args), "'%s/flower_64x48.png' -o '%s/x.png' --models '%s'",
+             fixture_dir, tmpdir, tmpdir);
+    assert_int_equal(run_cli(args), 1);
+}
+
+/* ------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
 {
@@ -996,6 +1070,9 @@ int main(int argc, char **argv)
     static const struct CMUnitTest api[] = {
         cmocka_unit_test(test_api_errors),
     };
+    static const struct CMUnitTest cli[] = {
+        cmocka_unit_test(test_cli),
+    };
     static const struct CMUnitTest png[] = {
         cmocka_unit_test(test_png_formats),
         cmocka_unit_test(test_png_roundtrip_and_errors),
@@ -1004,7 +1081,7 @@ int main(int argc, char **argv)
     int ret;
 
     if (argc != 4) {
-        fprintf(stderr, "usage: %s loader|ops|api|png MODEL_DIR FIXTURE_DIR\n", argv[0]);
+        fprintf(stderr, "usage: %s loader|ops|api|png|cli MODEL_DIR FIXTURE_DIR\n", argv[0]);
         return 2;
     }
     model_dir = argv[2];
@@ -1022,6 +1099,8 @@ int main(int argc, char **argv)
         ret = cmocka_run_group_tests_name("ops", ops, NULL, NULL);
     else if (!strcmp(argv[1], "api"))
         ret = cmocka_run_group_tests_name("api", api, NULL, NULL);
+    else if (!strcmp(argv[1], "cli"))
+        ret = cmocka_run_group_tests_name("cli", cli, NULL, NULL);
     else if (!strcmp(argv[1], "png"))
         ret = cmocka_run_group_tests_name("png", png, NULL, NULL);
     else
