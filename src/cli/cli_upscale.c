@@ -20,18 +20,17 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: clipreel upscale IN.png -o OUT.png [--model x4fast|x4plus] [--tile N]\n"
-            "                        [--models DIR] [--threads N]\n"
-            "Upscales IN.png 4x with a Real-ESRGAN model and writes OUT.png (8-bit RGB).\n"
-            "  -o, --output OUT.png  where to write (required)\n"
-            "  -m, --model NAME      x4fast (realesr-general-x4v3, default) or x4plus\n"
-            "                        (RealESRGAN_x4plus: slower, for photos)\n"
-            "  -t, --tile N          largest tile side in input pixels (default 128);\n"
-            "                        -1 runs the whole image as one tile\n"
-            "  -M, --models DIR      folder with realesrgan-*.param/.bin (default\n"
-            "                        $CLIPREEL_MODELS, else ./models)\n"
-            "  -j, --threads N       CPU threads (default: all cores)\n");
+    fprintf(f, "usage: clipreel upscale IN.png -o OUT.png [--model x4fast|x4plus] [--tile N]\n"
+               "                        [--models DIR] [--threads N]\n"
+               "Upscales IN.png 4x with a Real-ESRGAN model and writes OUT.png (8-bit RGB).\n"
+               "  -o, --output OUT.png  where to write (required)\n"
+               "  -m, --model NAME      x4fast (realesr-general-x4v3, default) or x4plus\n"
+               "                        (RealESRGAN_x4plus: slower, for photos)\n"
+               "  -t, --tile N          largest tile side in input pixels (default 128);\n"
+               "                        -1 runs the whole image as one tile\n"
+               "  -M, --models DIR      folder with realesrgan-*.param/.bin (default\n"
+               "                        $CLIPREEL_MODELS, else ./models)\n"
+               "  -j, --threads N       CPU threads (default: all cores)\n");
 }
 
 static int parse_int_arg(const char *name, const char *text, int lo, int hi, int *out)
@@ -148,8 +147,8 @@ int reel_cli_upscale(int argc, char **argv)
         snprintf(err, sizeof(err), "%s", reel_upscale_errmsg(up));
         goto fail;
     }
-    reel_log(REEL_LOG_INFO, "upscale", "%s: %dx%d -> %dx%d in %.2f s (model load %.2f s)",
-             in_path, w, h, w * s, h * s, now() - t1, t1 - t0);
+    reel_log(REEL_LOG_INFO, "upscale", "%s: %dx%d -> %dx%d in %.2f s (model load %.2f s)", in_path,
+             w, h, w * s, h * s, now() - t1, t1 - t0);
     if (reel_png_write(out_path, big, w * s, h * s, (ptrdiff_t)w * s * 3, err) < 0)
         goto fail;
     ret = 0;

@@ -1,37 +1,41 @@
 /*
- * backend_cpu.c - the CPU backend: convolutions on oneDNN 2.x primitives,
- * the cheap layers as plain C loops.
+ * backend_cpu.c - the CPU backend: oneDNN 2.x primitives for the layers that
+ * carry the work, plain C loops for the data shuffles.
  *
  * DESIGN
  *
  * Layout. Every tensor is float32 NHWC (batch 1): element (y, x, c) of a
  * C-channel map W wide sits at (y * W + x) * C + c. oneDNN 2.6 runs its
- * fastest convolutions (brgconv/jit) on NHWC directly, including the 3-channel
- * first layer, so no reorders happen between layers; the per-pixel channel
- * vectors also make PReLU, concat, pixel shuffle and nearest resize simple
- * loops. Only the network input and output are converted from/to planar.
+ * fastest convolutions (brgconv/jit) on NHWC directly, including the
+ * 3-channel first layer, so nothing is reordered between layers, and pixel
+ * shuffle and nearest resize are simple loops over per-pixel channel vectors.
+ * Only the network input and output are converted from/to planar.
  *
  * Plan, built once per input shape by create():
  *   - shapes of all blobs (reel_nn_graph_infer);
  *   - Split outputs become aliases of their input (no copies);
- *   - a PReLU that is the only reader of a convolution's output is fused
- *     into that convolution as a oneDNN prelu post-op, ReLU/LeakyReLU
- *     activations as eltwise post-ops; if oneDNN would answer a fused
- *     convolution with its reference (slow) implementation, the fusion is
- *     dropped and the activation runs as a loop instead;
- *   - one step per remaining layer, in file order;
+ *   - one step per remaining layer, in file order; a PReLU that alone reads a
+ *     convolution's output joins that convolution's step and runs in place
+ *     on its output (oneDNN 2.6 has no fast f32 convolution with a prelu
+ *     post-op: asking for one gets the reference kernel);
+ *   - ReLU/LeakyReLU activations fused as eltwise post-ops; if oneDNN would
+ *     answer that with its reference (slow) kernel, the activation runs as a
+ *     loop after the convolution instead;
  *   - buffers by liveness: a blob takes a free buffer when its step runs and
  *     gives it back after its last reader, so x4plus's ~1800 blobs fit in a
- *     dozen buffers; outputs never share a buffer with the step's inputs
- *     (every step is out of place);
- *   - convolution primitives with their weights reordered once into the
- *     layout oneDNN picked, one user-managed scratchpad shared by all.
+ *     handful of buffers; a step's output never shares a buffer with its
+ *     inputs (every step is out of place, the in-place PReLU aside);
+ *   - oneDNN primitives: convolution (weights reordered once into the layout
+ *     it picked), prelu, sum with scales (Eltwise sum), concat, binary
+ *     (BinaryOp of two tensors); all share one user-managed scratchpad;
+ *   - C loops: input/output conversion, PixelShuffle, nearest Interp,
+ *     BinaryOp with a scalar, Eltwise product/max.
  * run() then only executes steps: no allocation, no primitive creation.
  *
  * Threads. libdnnl here uses OpenMP; the thread count is the calling
  * thread's OpenMP setting, set through omp_set_num_threads (looked up at run
  * time, so the build needs no -fopenmp) before creating and running. The C
- * loops are single-threaded: they are a few percent of the work.
+ * loops are single-threaded.
  */
 #include "upscale/backend.h"
 
@@ -58,7 +62,7 @@ typedef struct DnnlCall {
 
 typedef struct CpuStep {
     const ReelNnLayer *l;
-    int kind;                 /* ReelNnOp, or STEP_INPUT */
+    int kind; /* ReelNnOp, or STEP_INPUT */
     int nsrc;
     int *src;                 /* canonical blob ids */
     int dst;                  /* canonical blob id */
@@ -66,10 +70,10 @@ typedef struct CpuStep {
     int act_in_loop;          /* conv: its activation runs as a loop, not fused */
     DnnlCall call[2];         /* oneDNN primitives of this step, run in order */
     int ncalls;
-    dnnl_memory_t *mems;      /* memory objects the calls use (owned) */
+    dnnl_memory_t *mems; /* memory objects the calls use (owned) */
     int nmems, capmems;
-    float *prelu_w;           /* PReLU slopes expanded to one per channel */
-    int *ymap, *xmap;         /* interp: source row/column of each output row/column */
+    float *prelu_w;   /* PReLU slopes expanded to one per channel */
+    int *ymap, *xmap; /* interp: source row/column of each output row/column */
 } CpuStep;
 
 typedef struct CpuState {
@@ -80,8 +84,8 @@ typedef struct CpuState {
     dnnl_stream_t strm;
     dnnl_primitive_attr_t attr; /* user scratchpad: every primitive shares ours */
     ReelNnShape *shapes;
-    int *alias;                 /* blob -> canonical blob (Split outputs -> input) */
-    int *blob_buf;              /* canonical blob -> buffer index */
+    int *alias;    /* blob -> canonical blob (Split outputs -> input) */
+    int *blob_buf; /* canonical blob -> buffer index */
     int nsteps;
     CpuStep *steps;
     int nbufs;
@@ -120,13 +124,13 @@ static int dnnl_fail(char *errmsg, dnnl_status_t st, const char *what, const Ree
                      l ? " for layer " : "", l ? l->name : "", dnnl_status2str(st));
 }
 
-#define DNNL_TRY(call, what, layer)                                                        \
-    do {                                                                                   \
-        dnnl_status_t st_ = (call);                                                        \
-        if (st_ != dnnl_success) {                                                         \
-            ret = dnnl_fail(errmsg, st_, what, layer);                                     \
-            goto fail;                                                                     \
-        }                                                                                  \
+#define DNNL_TRY(call, what, layer)                                                                \
+    do {                                                                                           \
+        dnnl_status_t st_ = (call);                                                                \
+        if (st_ != dnnl_success) {                                                                 \
+            ret = dnnl_fail(errmsg, st_, what, layer);                                             \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
 
 static float *buf_of(const CpuState *s, int blob)
@@ -216,8 +220,8 @@ static void warn_if_ref(const_dnnl_primitive_desc_t pd, const ReelNnLayer *l)
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
         !strncmp(impl, "ref", 3))
         reel_log(REEL_LOG_WARNING, "upscale",
-                 "%s: oneDNN has only its reference kernel (%s) for this layer here: slow",
-                 l->name, impl);
+                 "%s: oneDNN has only its reference kernel (%s) for this layer here: slow", l->name,
+                 impl);
 }
 
 /* Reorder user weights (OIHW) into the layout the convolution wants, once. */
@@ -285,8 +289,7 @@ static int conv_pd(CpuState *s, CpuStep *st, int fuse, dnnl_primitive_desc_t *pd
     nhwc_desc(&dst_md, osh);
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wei_md, 4, wd, dnnl_f32, dnnl_format_tag_any),
              "weights desc", st->l);
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a), "bias desc",
-             st->l);
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a), "bias desc", st->l);
     DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
                  &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
                  cv->bias ? &bias_md : NULL, &dst_md, strides, dil, pad_l, pad_r),
@@ -294,9 +297,9 @@ static int conv_pd(CpuState *s, CpuStep *st, int fuse, dnnl_primitive_desc_t *pd
     DNNL_TRY(dnnl_primitive_attr_clone(&attr, s->attr), "attr", st->l);
     if (fuse && cv->act != REEL_NN_ACT_NONE) {
         DNNL_TRY(dnnl_post_ops_create(&po), "post-ops", st->l);
-        DNNL_TRY(dnnl_post_ops_append_eltwise(
-                     po, 1.f, dnnl_eltwise_relu,
-                     cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f, 0.f),
+        DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu,
+                                              cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f,
+                                              0.f),
                  "eltwise post-op", st->l);
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", st->l);
     }
@@ -429,13 +432,12 @@ static int multi_create(CpuState *s, CpuStep *st, char *errmsg)
     }
     nhwc_desc(&dst_md, &s->shapes[st->dst]);
     if (l->op == REEL_NN_CONCAT)
-        DNNL_TRY(dnnl_concat_primitive_desc_create(&pd, &dst_md, st->nsrc, 1, mds, s->attr,
-                                                   s->eng),
+        DNNL_TRY(dnnl_concat_primitive_desc_create(&pd, &dst_md, st->nsrc, 1, mds, s->attr, s->eng),
                  "concat", l);
     else
-        DNNL_TRY(dnnl_sum_primitive_desc_create(&pd, &dst_md, st->nsrc, scales, mds, s->attr,
-                                                s->eng),
-                 "sum", l);
+        DNNL_TRY(
+            dnnl_sum_primitive_desc_create(&pd, &dst_md, st->nsrc, scales, mds, s->attr, s->eng),
+            "sum", l);
     warn_if_ref(pd, l);
     if ((ret = step_call(s, st, pd, st->nsrc + 1, &c, errmsg)) < 0)
         goto fail;
@@ -492,8 +494,7 @@ fail:
 /* ------------------------------------------------------------------------ */
 /* the loops (NHWC) */
 
-static void run_prelu(const float *src, float *dst, size_t pixels, int c, const float *slope,
-                      int n)
+static void run_prelu(const float *src, float *dst, size_t pixels, int c, const float *slope, int n)
 {
     for (size_t p = 0; p < pixels; p++, src += c, dst += c)
         for (int k = 0; k < c; k++) {
@@ -528,8 +529,8 @@ static void run_pixel_shuffle(const float *src, float *dst, const ReelNnShape *i
         }
 }
 
-static void run_interp(const float *src, float *dst, const ReelNnShape *is,
-                       const ReelNnShape *os, const int *ymap, const int *xmap)
+static void run_interp(const float *src, float *dst, const ReelNnShape *is, const ReelNnShape *os,
+                       const int *ymap, const int *xmap)
 {
     size_t row = (size_t)is->c * sizeof(float);
 
@@ -870,8 +871,8 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w, in
     DNNL_TRY(dnnl_engine_create(&s->eng, dnnl_cpu, 0), "engine", NULL);
     DNNL_TRY(dnnl_stream_create(&s->strm, s->eng, dnnl_stream_default_flags), "stream", NULL);
     DNNL_TRY(dnnl_primitive_attr_create(&s->attr), "attr", NULL);
-    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(s->attr, dnnl_scratchpad_mode_user),
-             "attr", NULL);
+    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(s->attr, dnnl_scratchpad_mode_user), "attr",
+             NULL);
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
         const ReelNnLayer *l = st->l;
@@ -908,8 +909,8 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w, in
         for (int i = 0; i < s->nbufs; i++)
             total += s->buf_floats[i] * sizeof(float);
         reel_log(REEL_LOG_DEBUG, "upscale",
-                 "cpu backend: %dx%d input, %d steps, %d buffers, %zu MB activations", in_w,
-                 in_h, s->nsteps, s->nbufs, total >> 20);
+                 "cpu backend: %dx%d input, %d steps, %d buffers, %zu MB activations", in_w, in_h,
+                 s->nsteps, s->nbufs, total >> 20);
     }
     *state = s;
     return 0;
@@ -942,8 +943,7 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             if (st->act_in_loop) {
                 run_act(d, n, l->p.conv.act, l->p.conv.act_alpha);
                 if (st->prelu)
-                    run_prelu(d, d, pixels, os->c, st->prelu->p.prelu.slope,
-                              st->prelu->p.prelu.n);
+                    run_prelu(d, d, pixels, os->c, st->prelu->p.prelu.slope, st->prelu->p.prelu.n);
             }
             continue;
         }
@@ -958,8 +958,7 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
                               l->p.shuffle.factor, l->p.shuffle.mode);
             break;
         case REEL_NN_INTERP:
-            run_interp(buf_of(s, st->src[0]), d, &s->shapes[st->src[0]], os, st->ymap,
-                       st->xmap);
+            run_interp(buf_of(s, st->src[0]), d, &s->shapes[st->src[0]], os, st->ymap, st->xmap);
             break;
         case REEL_NN_BINARY: /* with a scalar */
             run_binary(s, st, n);
@@ -968,8 +967,7 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             run_eltwise(s, st, n);
             break;
         default:
-            return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: step kind %d",
-                             st->kind);
+            return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: step kind %d", st->kind);
         }
     }
     {

@@ -38,8 +38,8 @@
 #include "core/error.h"
 
 #define NCNN_MAGIC 7767517
-#define MAX_PARAM_ID 32          /* ncnn's NCNN_MAX_PARAM_COUNT */
-#define ARRAY_KEY_BASE (-23300)  /* array key = -23300 - id */
+#define MAX_PARAM_ID 32         /* ncnn's NCNN_MAX_PARAM_COUNT */
+#define ARRAY_KEY_BASE (-23300) /* array key = -23300 - id */
 #define MAX_PARAM_FILE (64u << 20)
 #define MAX_BIN_FILE (4ull << 30)
 #define MAX_LAYERS 100000
@@ -47,7 +47,7 @@
 #define MAX_ARRAY 65536
 #define MAX_CHANNELS 65536
 #define MAX_KERNEL 31
-#define MAX_DIM (1 << 20)        /* any tensor side, to keep sizes far from overflow */
+#define MAX_DIM (1 << 20) /* any tensor side, to keep sizes far from overflow */
 
 #define TAG_FP16 0x01306B47u
 #define TAG_INT8 0x000D4B38u
@@ -66,8 +66,8 @@ typedef struct ParamValue {
 typedef struct LoadCtx {
     const char *param_path, *bin_path;
     char *errmsg;
-    int line;                      /* current .param line, for messages */
-    const unsigned char *bin;      /* whole .bin */
+    int line;                 /* current .param line, for messages */
+    const unsigned char *bin; /* whole .bin */
     size_t bin_len, bin_pos;
     ParamValue pv[MAX_PARAM_ID];
     /* blob name -> index, open addressing */
@@ -97,8 +97,8 @@ static int read_whole_file(const char *path, size_t max, unsigned char **data, s
         goto close_file;
     }
     if ((unsigned long long)size > max) {
-        ret = reel_fail(errmsg, REEL_ERROR_MODEL, "%s: %ld bytes, larger than any model", path,
-                        size);
+        ret =
+            reel_fail(errmsg, REEL_ERROR_MODEL, "%s: %ld bytes, larger than any model", path, size);
         goto close_file;
     }
     /* one spare byte so text parsing can NUL-terminate */
@@ -262,14 +262,12 @@ static int parse_params(LoadCtx *c, const ReelNnLayer *l, char **tok, int ntok)
             if (parse_int(p, &n) < 0 || n < 0 || n > MAX_ARRAY)
                 return LAYER_FAIL(c, l, "parameter %d: bad array length '%s'", id, p);
             if (n && !(v->arr = calloc((size_t)n, sizeof(float))))
-                return reel_fail(c->errmsg, REEL_ERR(ENOMEM), "%s: out of memory",
-                                 c->param_path);
+                return reel_fail(c->errmsg, REEL_ERR(ENOMEM), "%s: out of memory", c->param_path);
             v->kind = PV_ARRAY;
             v->n = n;
             for (int i = 0; i < n; i++) {
                 if (!comma)
-                    return LAYER_FAIL(c, l, "parameter %d: array has fewer than %d values", id,
-                                      n);
+                    return LAYER_FAIL(c, l, "parameter %d: array has fewer than %d values", id, n);
                 p = comma + 1;
                 if ((comma = strchr(p, ',')))
                     *comma = 0;
@@ -344,8 +342,8 @@ static int get_int_range(LoadCtx *c, const ReelNnLayer *l, int id, int def, int 
     if ((ret = get_int(c, l, id, def, v)) < 0)
         return ret;
     if (*v < lo || *v > hi)
-        return LAYER_FAIL(c, l, "%s=%d (parameter %d) is not supported (supported: %d..%d)",
-                          what, *v, id, lo, hi);
+        return LAYER_FAIL(c, l, "%s=%d (parameter %d) is not supported (supported: %d..%d)", what,
+                          *v, id, lo, hi);
     return 0;
 }
 
@@ -391,14 +389,13 @@ static int check_finite(LoadCtx *c, const ReelNnLayer *l, const char *what, cons
     for (size_t i = 0; i < n; i++)
         if (!isfinite(v[i]))
             return reel_fail(c->errmsg, REEL_ERROR_MODEL,
-                             "%s: layer %s (%s): %s value %zu is not a finite number",
-                             c->bin_path, l->name, l->type, what, i);
+                             "%s: layer %s (%s): %s value %zu is not a finite number", c->bin_path,
+                             l->name, l->type, what, i);
     return 0;
 }
 
 /* n raw little-endian float32 values (the host is little-endian: x86/arm64). */
-static int bin_load_raw(LoadCtx *c, const ReelNnLayer *l, const char *what, size_t n,
-                        float **out)
+static int bin_load_raw(LoadCtx *c, const ReelNnLayer *l, const char *what, size_t n, float **out)
 {
     size_t bytes = n * sizeof(float);
     int ret;
@@ -437,8 +434,8 @@ static int bin_load_tagged(LoadCtx *c, const ReelNnLayer *l, const char *what, s
     }
     if (tag == TAG_INT8)
         return reel_fail(c->errmsg, REEL_ERROR_MODEL,
-                         "%s: layer %s (%s): int8 %s are not supported (offset %zu)",
-                         c->bin_path, l->name, l->type, what, c->bin_pos);
+                         "%s: layer %s (%s): int8 %s are not supported (offset %zu)", c->bin_path,
+                         l->name, l->type, what, c->bin_pos);
     if (tag != TAG_FP16)
         return reel_fail(c->errmsg, REEL_ERROR_MODEL,
                          "%s: layer %s (%s): unsupported storage tag 0x%08x for %s (offset %zu)",
@@ -489,7 +486,8 @@ static int setup_split(LoadCtx *c, ReelNnLayer *l)
 
 static int setup_conv(LoadCtx *c, ReelNnLayer *l, ReelNnGraph *g)
 {
-    static const int allowed[] = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, -1};
+    static const int allowed[] = {0,  1,  2,  3,  4,  5,  6,  8,  9, 10,
+                                  11, 12, 13, 14, 15, 16, 18, 19, -1};
     ReelNnConv *cv = &l->p.conv;
     int ret, bias_term = 0, wsize = 0, int8 = 0, act = 0, dynamic = 0;
     float pad_value = 0.f;
@@ -517,8 +515,7 @@ static int setup_conv(LoadCtx *c, ReelNnLayer *l, ReelNnGraph *g)
         (ret = get_float(c, l, 18, 0.f, &pad_value)) < 0)
         return ret;
     if (pad_value != 0.f)
-        return LAYER_FAIL(c, l, "pad_value=%g (parameter 18) is not supported (want 0)",
-                          pad_value);
+        return LAYER_FAIL(c, l, "pad_value=%g (parameter 18) is not supported (want 0)", pad_value);
     per_out = (long long)cv->out_c * cv->kh * cv->kw;
     if (wsize % per_out != 0)
         return LAYER_FAIL(c, l, "weight_data_size=%d is not a multiple of %d x %d x %d", wsize,
@@ -534,9 +531,8 @@ static int setup_conv(LoadCtx *c, ReelNnLayer *l, ReelNnGraph *g)
         cv->act_alpha = c->pv[10].arr[0];
     } else if (act == REEL_NN_ACT_RELU) {
         /* ncnn ignores params for a plain ReLU; accept none or a zero slope */
-        if (c->pv[10].kind != PV_NONE &&
-            (c->pv[10].kind != PV_ARRAY || c->pv[10].n > 1 ||
-             (c->pv[10].n == 1 && c->pv[10].arr[0] != 0.f)))
+        if (c->pv[10].kind != PV_NONE && (c->pv[10].kind != PV_ARRAY || c->pv[10].n > 1 ||
+                                          (c->pv[10].n == 1 && c->pv[10].arr[0] != 0.f)))
             return LAYER_FAIL(c, l, "ReLU with activation_params is not supported");
     } else if (c->pv[10].kind != PV_NONE) {
         return LAYER_FAIL(c, l, "activation_params (-23310) without an activation");
@@ -598,10 +594,10 @@ static int setup_interp(LoadCtx *c, ReelNnLayer *l)
         (ret = get_int_range(c, l, 5, 0, 0, 0, "dynamic_target_size", &dynamic)) < 0 ||
         (ret = get_int_range(c, l, 6, 0, 0, 0, "align_corner", &align)) < 0)
         return ret;
-    if (!(l->p.interp.scale_h > 0.f && l->p.interp.scale_h <= 64.f &&
-          l->p.interp.scale_w > 0.f && l->p.interp.scale_w <= 64.f))
-        return LAYER_FAIL(c, l, "scale %g x %g is not supported (want 0..64)",
-                          l->p.interp.scale_h, l->p.interp.scale_w);
+    if (!(l->p.interp.scale_h > 0.f && l->p.interp.scale_h <= 64.f && l->p.interp.scale_w > 0.f &&
+          l->p.interp.scale_w <= 64.f))
+        return LAYER_FAIL(c, l, "scale %g x %g is not supported (want 0..64)", l->p.interp.scale_h,
+                          l->p.interp.scale_w);
     return 0;
 }
 
@@ -667,10 +663,14 @@ static int setup_layer(LoadCtx *c, ReelNnLayer *l, ReelNnGraph *g)
         const char *type;
         ReelNnOp op;
     } types[] = {
-        {"Input", REEL_NN_INPUT},     {"Split", REEL_NN_SPLIT},
-        {"Convolution", REEL_NN_CONV}, {"PReLU", REEL_NN_PRELU},
-        {"PixelShuffle", REEL_NN_PIXEL_SHUFFLE}, {"Interp", REEL_NN_INTERP},
-        {"BinaryOp", REEL_NN_BINARY}, {"Eltwise", REEL_NN_ELTWISE},
+        {"Input", REEL_NN_INPUT},
+        {"Split", REEL_NN_SPLIT},
+        {"Convolution", REEL_NN_CONV},
+        {"PReLU", REEL_NN_PRELU},
+        {"PixelShuffle", REEL_NN_PIXEL_SHUFFLE},
+        {"Interp", REEL_NN_INTERP},
+        {"BinaryOp", REEL_NN_BINARY},
+        {"Eltwise", REEL_NN_ELTWISE},
         {"Concat", REEL_NN_CONCAT},
     };
     size_t i;
@@ -835,8 +835,7 @@ static int parse_layers(LoadCtx *c, ReelNnGraph *g, char *text)
                 goto free_tok;
             }
             if (!(g->blob_names[nnames] = strdup(name))) {
-                ret = reel_fail(c->errmsg, REEL_ERR(ENOMEM), "%s: out of memory",
-                                c->param_path);
+                ret = reel_fail(c->errmsg, REEL_ERR(ENOMEM), "%s: out of memory", c->param_path);
                 goto free_tok;
             }
             g->blob_producer[nnames] = li;
@@ -960,8 +959,7 @@ int reel_nn_graph_load(ReelNnGraph **out, const char *param_path, const char *bi
     if ((ret = read_whole_file(param_path, MAX_PARAM_FILE, &text, &text_len, errmsg)) < 0)
         return ret;
     if (memchr(text, 0, text_len)) {
-        ret = reel_fail(errmsg, REEL_ERROR_MODEL, "%s: binary data in a text file",
-                        param_path);
+        ret = reel_fail(errmsg, REEL_ERROR_MODEL, "%s: binary data in a text file", param_path);
         goto free_text;
     }
     if ((ret = read_whole_file(bin_path, MAX_BIN_FILE, &bin, &bin_len, errmsg)) < 0)
@@ -1080,10 +1078,10 @@ int reel_nn_graph_infer(const ReelNnGraph *g, int h, int w, ReelNnShape *shapes,
             if (a->c != cv->in_c)
                 return shape_fail(errmsg, g, l, "gets %d channels, its weights want %d", a->c,
                                   cv->in_c);
-            oh = ((long long)a->h + cv->pad_t + cv->pad_b - ((cv->kh - 1) * cv->dh + 1)) /
-                     cv->sh + 1;
-            ow = ((long long)a->w + cv->pad_l + cv->pad_r - ((cv->kw - 1) * cv->dw + 1)) /
-                     cv->sw + 1;
+            oh = ((long long)a->h + cv->pad_t + cv->pad_b - ((cv->kh - 1) * cv->dh + 1)) / cv->sh +
+                 1;
+            ow = ((long long)a->w + cv->pad_l + cv->pad_r - ((cv->kw - 1) * cv->dw + 1)) / cv->sw +
+                 1;
             if (a->h + cv->pad_t + cv->pad_b < (cv->kh - 1) * cv->dh + 1 ||
                 a->w + cv->pad_l + cv->pad_r < (cv->kw - 1) * cv->dw + 1)
                 oh = ow = 0;
@@ -1093,8 +1091,7 @@ int reel_nn_graph_infer(const ReelNnGraph *g, int h, int w, ReelNnShape *shapes,
         }
         case REEL_NN_PRELU:
             if (l->p.prelu.n != 1 && l->p.prelu.n != a->c)
-                return shape_fail(errmsg, g, l, "%d slopes for %d channels", l->p.prelu.n,
-                                  a->c);
+                return shape_fail(errmsg, g, l, "%d slopes for %d channels", l->p.prelu.n, a->c);
             o = *a;
             break;
         case REEL_NN_PIXEL_SHUFFLE: {
@@ -1139,8 +1136,8 @@ int reel_nn_graph_infer(const ReelNnGraph *g, int h, int w, ReelNnShape *shapes,
                 const ReelNnShape *b = &shapes[l->in[i]];
 
                 if (b->h != a->h || b->w != a->w)
-                    return shape_fail(errmsg, g, l, "input %d is %dx%d, input 0 is %dx%d", i,
-                                      b->w, b->h, a->w, a->h);
+                    return shape_fail(errmsg, g, l, "input %d is %dx%d, input 0 is %dx%d", i, b->w,
+                                      b->h, a->w, a->h);
                 ch += b->c;
             }
             if (ch > MAX_CHANNELS)
@@ -1150,7 +1147,8 @@ int reel_nn_graph_infer(const ReelNnGraph *g, int h, int w, ReelNnShape *shapes,
         }
         }
         if (o.c < 1 || o.h < 1 || o.w < 1 || o.h > MAX_DIM || o.w > MAX_DIM)
-            return shape_fail(errmsg, g, l, "output size %dx%dx%d for a %dx%d input is out of "
+            return shape_fail(errmsg, g, l,
+                              "output size %dx%dx%d for a %dx%d input is out of "
                               "range",
                               o.c, o.h, o.w, w, h);
         shapes[l->out[0]] = o;

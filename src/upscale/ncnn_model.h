@@ -51,32 +51,32 @@ typedef enum ReelNnEltwiseOp {
 } ReelNnEltwiseOp;
 
 typedef struct ReelNnConv {
-    int out_c, in_c;        /* in_c = weight_data_size / (out_c * kh * kw) */
-    int kh, kw;             /* kernel */
-    int dh, dw;             /* dilation (1 = dense) */
-    int sh, sw;             /* stride */
+    int out_c, in_c;                /* in_c = weight_data_size / (out_c * kh * kw) */
+    int kh, kw;                     /* kernel */
+    int dh, dw;                     /* dilation (1 = dense) */
+    int sh, sw;                     /* stride */
     int pad_t, pad_b, pad_l, pad_r; /* zero padding */
-    ReelNnAct act;          /* fused activation */
-    float act_alpha;        /* leaky slope */
-    float *weight;          /* out_c x in_c x kh x kw (OIHW), float32 */
-    float *bias;            /* out_c, or NULL */
+    ReelNnAct act;                  /* fused activation */
+    float act_alpha;                /* leaky slope */
+    float *weight;                  /* out_c x in_c x kh x kw (OIHW), float32 */
+    float *bias;                    /* out_c, or NULL */
 } ReelNnConv;
 
 typedef struct ReelNnLayer {
     ReelNnOp op;
-    char *type;   /* ncnn type name, for messages */
-    char *name;   /* ncnn layer name, for messages */
+    char *type; /* ncnn type name, for messages */
+    char *name; /* ncnn layer name, for messages */
     int nin, nout;
     int *in, *out; /* blob indices */
     union {
         ReelNnConv conv;
         struct {
-            int n;        /* 1 = one slope for all channels */
+            int n; /* 1 = one slope for all channels */
             float *slope;
         } prelu;
         struct {
             int factor;
-            int mode;     /* 0: in channel = c*r*r + dy*r + dx; 1: (dy*r + dx)*C + c */
+            int mode; /* 0: in channel = c*r*r + dy*r + dx; 1: (dy*r + dx)*C + c */
         } shuffle;
         struct {
             float scale_h, scale_w; /* output = (int)(in * scale) */
@@ -94,7 +94,7 @@ typedef struct ReelNnLayer {
 } ReelNnLayer;
 
 typedef struct ReelNnGraph {
-    char *param_path;     /* for messages */
+    char *param_path; /* for messages */
     int nlayers, nblobs;
     ReelNnLayer *layers;
     char **blob_names;

@@ -85,8 +85,7 @@ int reel_png_read(const char *path, uint8_t **rgb, int *w, int *h, char *errmsg)
     png_set_strip_alpha(job->png);
     png_set_interlace_handling(job->png);
     png_read_update_info(job->png, job->info);
-    if (png_get_channels(job->png, job->info) != 3 ||
-        png_get_bit_depth(job->png, job->info) != 8 ||
+    if (png_get_channels(job->png, job->info) != 3 || png_get_bit_depth(job->png, job->info) != 8 ||
         png_get_rowbytes(job->png, job->info) != (size_t)width * 3) {
         ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: unsupported PNG layout", path);
         goto done;
@@ -126,8 +125,8 @@ int reel_png_write(const char *path, const uint8_t *rgb, int w, int h, ptrdiff_t
     int ret;
 
     if (w < 1 || h < 1 || w > (1 << 20) || h > (1 << 20) || stride < (ptrdiff_t)w * 3)
-        return reel_fail(errmsg, REEL_ERR(EINVAL), "%s: bad image %dx%d (stride %td)", path, w,
-                         h, stride);
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "%s: bad image %dx%d (stride %td)", path, w, h,
+                         stride);
     if (!(job = calloc(1, sizeof(*job))))
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "%s: out of memory", path);
     if (!(job->rows = malloc((size_t)h * sizeof(*job->rows)))) {

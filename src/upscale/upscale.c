@@ -34,19 +34,19 @@
 #include "upscale/backend.h"
 #include "upscale/ncnn_model.h"
 
-#define CONTEXT 10          /* input pixels of context around each tile */
+#define CONTEXT 10 /* input pixels of context around each tile */
 #define DEFAULT_TILE 128
 #define MAX_FRAME_SIDE 16384
 
 struct ReelUpscaler {
-    const char *component;            /* "upscale" */
+    const char *component; /* "upscale" */
     ReelNnGraph *graph;
     const ReelUpscaleBackend *backend;
-    void *state;                      /* backend state for tile_h x tile_w */
-    int tile;                         /* option: > 0 tile side, < 0 untiled */
+    void *state; /* backend state for tile_h x tile_w */
+    int tile;    /* option: > 0 tile side, < 0 untiled */
     int threads;
-    int tile_h, tile_w;               /* current tile (frame pixels, without context) */
-    float *in, *out;                  /* planar network input / output of one tile */
+    int tile_h, tile_w; /* current tile (frame pixels, without context) */
+    float *in, *out;    /* planar network input / output of one tile */
     char errmsg[REEL_ERRMSG_SIZE];
 };
 
@@ -78,14 +78,14 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
         return reel_fail(errmsg, REEL_ERR(EINVAL),
                          "upscale: unknown model '%s' (known: x4fast, x4plus)", opt->model);
     if (!reel_upscale_backend_find(opt->backend))
-        return reel_fail(errmsg, REEL_ERR(EINVAL),
-                         "upscale: unknown backend '%s' (known: cpu)", opt->backend);
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: unknown backend '%s' (known: cpu)",
+                         opt->backend);
     if (opt->threads < 0)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: threads=%d must be >= 0",
                          opt->threads);
     if (opt->tile > MAX_FRAME_SIDE)
-        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: tile=%d is larger than %d",
-                         opt->tile, MAX_FRAME_SIDE);
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: tile=%d is larger than %d", opt->tile,
+                         MAX_FRAME_SIDE);
     dir = opt->model_dir;
     if (!dir || !*dir)
         dir = getenv("CLIPREEL_MODELS");
@@ -103,9 +103,8 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     up->threads = opt->threads;
     if ((ret = reel_nn_graph_load(&up->graph, param, bin, errmsg)) < 0)
         goto fail;
-    reel_log(REEL_LOG_INFO, "upscale", "loaded %s: %d layers, %zu weights, x%d, %s backend",
-             param, up->graph->nlayers, up->graph->weight_floats, up->graph->scale,
-             up->backend->name);
+    reel_log(REEL_LOG_INFO, "upscale", "loaded %s: %d layers, %zu weights, x%d, %s backend", param,
+             up->graph->nlayers, up->graph->weight_floats, up->graph->scale, up->backend->name);
     *out = up;
     return 0;
 
@@ -155,8 +154,7 @@ static int prepare(ReelUpscaler *up, int th, int tw)
     if (!up->in || !up->out)
         return reel_fail(up->errmsg, REEL_ERR(ENOMEM), "upscale: out of memory for a %dx%d tile",
                          tw, th);
-    if ((ret = up->backend->create(&up->state, up->graph, in_h, in_w, up->threads,
-                                   up->errmsg)) < 0)
+    if ((ret = up->backend->create(&up->state, up->graph, in_h, in_w, up->threads, up->errmsg)) < 0)
         return ret;
     up->tile_h = th;
     up->tile_w = tw;
@@ -171,8 +169,8 @@ static int clampi(int v, int lo, int hi)
 }
 
 /* Planar float input of the tile at (x0, y0): edge-replicated outside the frame. */
-static void load_tile(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
-                      int x0, int y0)
+static void load_tile(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride, int x0,
+                      int y0)
 {
     int in_h = up->tile_h + 2 * CONTEXT, in_w = up->tile_w + 2 * CONTEXT;
     size_t plane = (size_t)in_h * in_w;
@@ -204,8 +202,8 @@ static uint8_t to_byte(float v)
 }
 
 /* Crop the tile's own rows x cols (frame pixels) out of the network output. */
-static void store_tile(const ReelUpscaler *up, uint8_t *out, ptrdiff_t out_stride, int x0,
-                       int y0, int rows, int cols)
+static void store_tile(const ReelUpscaler *up, uint8_t *out, ptrdiff_t out_stride, int x0, int y0,
+                       int rows, int cols)
 {
     int s = up->graph->scale;
     int ow = (up->tile_w + 2 * CONTEXT) * s, oh = (up->tile_h + 2 * CONTEXT) * s;

@@ -19,11 +19,15 @@
 typedef struct ReelUpscaler ReelUpscaler;
 
 typedef struct ReelUpscaleOptions {
-    const char *model_dir; /* folder with realesrgan-*.param/.bin; NULL = "models" or $CLIPREEL_MODELS */
-    const char *model;     /* "x4fast" (= "realesr-general-x4v3", default when NULL) or "x4plus" (= "RealESRGAN_x4plus") */
-    int tile;              /* tile size in input pixels (excl. 10 px context); 0 = default (e.g. 128); <0 = untiled (whole frame one tile) */
-    int threads;           /* 0 = all cores */
-    const char *backend;   /* NULL or "cpu"; unknown -> error */
+    /* folder with realesrgan-*.param/.bin; NULL = "models" or $CLIPREEL_MODELS */
+    const char *model_dir;
+    /* "x4fast" (= "realesr-general-x4v3", default when NULL) or "x4plus" (= "RealESRGAN_x4plus") */
+    const char *model;
+    /* tile size in input pixels (excl. 10 px context); 0 = default (128); <0 = untiled (whole
+     * frame one tile) */
+    int tile;
+    int threads;         /* 0 = all cores */
+    const char *backend; /* NULL or "cpu"; unknown -> error */
 } ReelUpscaleOptions;
 
 /**
@@ -53,11 +57,10 @@ const char *reel_upscale_errmsg(const ReelUpscaler *up);
  * Tiling: with opt->tile = T > 0 the frame is cut into ceil(h / T) rows and
  * ceil(w / T) columns of equal size (ceil(h / rows) x ceil(w / cols); the last
  * row/column may be shorter), each run with 10 px of context around it; with
- * T < 0 the frame is one tile. The first frame of a new size builds the backend state for its tile shape
- * (oneDNN primitives, buffers); later frames of that size only compute.
- * Returns 0 or a negative error (REEL_ERR(EINVAL) for bad arguments,
- * REEL_ERR(ENOMEM), REEL_ERROR_BACKEND), whose sentence is then in
- * reel_upscale_errmsg(up). On error the content of out is unspecified.
+ * T < 0 the frame is one tile. The first frame of a new size builds the backend state for its tile
+ * shape (oneDNN primitives, buffers); later frames of that size only compute. Returns 0 or a
+ * negative error (REEL_ERR(EINVAL) for bad arguments, REEL_ERR(ENOMEM), REEL_ERROR_BACKEND), whose
+ * sentence is then in reel_upscale_errmsg(up). On error the content of out is unspecified.
  */
 int reel_upscale_run(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
                      uint8_t *out, ptrdiff_t out_stride);

@@ -125,8 +125,8 @@ static void check_seams(const Case *k, const uint8_t *t, const uint8_t *u, int W
 
         for (int b = step; b < extent; b += step) {
             double jt = line_jump(t, W, H, vertical, b), ju = line_jump(u, W, H, vertical, b);
-            double on = (line_diff(t, u, W, H, vertical, b - 1) +
-                         line_diff(t, u, W, H, vertical, b)) / 2;
+            double on =
+                (line_diff(t, u, W, H, vertical, b - 1) + line_diff(t, u, W, H, vertical, b)) / 2;
 
             print_message("  %s %s boundary %d: mean jump tiled %.3f untiled %.3f; tiled vs "
                           "untiled %.3f\n",
@@ -166,8 +166,8 @@ static void test_case(void **state)
 
     t = upscale(tiled, in, w, h, &secs_t);
     p = psnr(t, u, (size_t)gw * gh * 3, &md);
-    print_message("%s %s tiled %d: PSNR %.2f dB vs untiled (max diff %d, %.2f s)\n", k->name,
-                  model, TILE, p, md, secs_t);
+    print_message("%s %s tiled %d: PSNR %.2f dB vs untiled (max diff %d, %.2f s)\n", k->name, model,
+                  TILE, p, md, secs_t);
     if (p < 40.0)
         fail_msg("%s tiled vs untiled: PSNR %.2f dB (want >= 40)", k->name, p);
     p = psnr(t, gold, (size_t)gw * gh * 3, &md);

@@ -274,8 +274,7 @@ static void test_bad_storage(void **state)
     memcpy(b, x4_bin, x4_bin_len);
     /* Conv_0's weights start the file, behind their tag */
     memcpy(b, "\x38\x4b\x0d\x00", 4);
-    expect_reject(x4_param, x4_param_len, b, x4_bin_len, REEL_ERROR_MODEL,
-                  "m.bin|Conv_0|int8");
+    expect_reject(x4_param, x4_param_len, b, x4_bin_len, REEL_ERROR_MODEL, "m.bin|Conv_0|int8");
     memcpy(b, "\x78\x56\x34\x12", 4);
     expect_reject(x4_param, x4_param_len, b, x4_bin_len, REEL_ERROR_MODEL,
                   "Conv_0|storage tag 0x12345678");
@@ -452,8 +451,8 @@ static void syn_conv_init(SynConv *cv)
     assert_non_null(cv->b);
     for (size_t i = 0; i < n; i++) {
         /* fp16-exact values, with a subnormal and a negative zero */
-        uint16_t h = (uint16_t)((rnd() & 0x8000) | ((cv->exp_lo + rnd() % 4) << 10) |
-                                (rnd() & 1023));
+        uint16_t h =
+            (uint16_t)((rnd() & 0x8000) | ((cv->exp_lo + rnd() % 4) << 10) | (rnd() & 1023));
 
         if (i == 0)
             h = 0x0001;
@@ -521,8 +520,7 @@ static Map ref_conv(const Map *in, const SynConv *cv)
                             int sy = y - cv->pt + i * cv->dil, sx = x - cv->pl + j * cv->dil;
 
                             if (sy >= 0 && sy < in->h && sx >= 0 && sx < in->w)
-                                s += (double)cv->w[((k * cv->in_c + c) * cv->kh + i) * cv->kw +
-                                                   j] *
+                                s += (double)cv->w[((k * cv->in_c + c) * cv->kh + i) * cv->kw + j] *
                                      AT(*in, c, sy, sx);
                         }
                 if (cv->act && s < 0)
@@ -532,15 +530,45 @@ static Map ref_conv(const Map *in, const SynConv *cv)
     return o;
 }
 
-static SynConv conv0 = {.out_c = 12, .in_c = 3, .kh = 3, .kw = 3, .dil = 1, .pt = 1, .pb = 1,
-                        .pl = 1, .pr = 1, .act = 2, .alpha = 0.1f, .storage = 0, .bias = 1,
+static SynConv conv0 = {.out_c = 12,
+                        .in_c = 3,
+                        .kh = 3,
+                        .kw = 3,
+                        .dil = 1,
+                        .pt = 1,
+                        .pb = 1,
+                        .pl = 1,
+                        .pr = 1,
+                        .act = 2,
+                        .alpha = 0.1f,
+                        .storage = 0,
+                        .bias = 1,
                         .exp_lo = 7};
-static SynConv conv1 = {.out_c = 5, .in_c = 3, .kh = 1, .kw = 1, .dil = 1, .storage = 1,
-                        .exp_lo = 13};
-static SynConv conv2 = {.out_c = 2, .in_c = 3, .kh = 3, .kw = 3, .dil = 2, .pt = 2, .pb = 2,
-                        .pl = 2, .pr = 2, .act = 1, .storage = 2, .bias = 1, .exp_lo = 7};
-static SynConv conv3 = {.out_c = 3, .in_c = 7, .kh = 1, .kw = 3, .dil = 1, .pl = 1, .pr = 1,
-                        .storage = 0, .bias = 1, .exp_lo = 12};
+static SynConv conv1 = {
+    .out_c = 5, .in_c = 3, .kh = 1, .kw = 1, .dil = 1, .storage = 1, .exp_lo = 13};
+static SynConv conv2 = {.out_c = 2,
+                        .in_c = 3,
+                        .kh = 3,
+                        .kw = 3,
+                        .dil = 2,
+                        .pt = 2,
+                        .pb = 2,
+                        .pl = 2,
+                        .pr = 2,
+                        .act = 1,
+                        .storage = 2,
+                        .bias = 1,
+                        .exp_lo = 7};
+static SynConv conv3 = {.out_c = 3,
+                        .in_c = 7,
+                        .kh = 1,
+                        .kw = 3,
+                        .dil = 1,
+                        .pl = 1,
+                        .pr = 1,
+                        .storage = 0,
+                        .bias = 1,
+                        .exp_lo = 12};
 static float pr0_slope[3] = {0.25f, -0.5f, 0.125f}, pr1_slope[1] = {0.8f};
 
 static const char syn_param[] =
@@ -679,8 +707,9 @@ static uint8_t *ref_upscale(const uint8_t *rgb, int w, int h, int *unclamped)
                 float v = AT(y, k, yy + 20, xx + 20) * 255.f + 0.5f;
 
                 *unclamped += v > 0.f && v < 255.f;
-                out[((size_t)yy * 2 * w + xx) * 3 + k] =
-                    (uint8_t)(v < 0.f ? 0.f : v > 255.f ? 255.f : v);
+                out[((size_t)yy * 2 * w + xx) * 3 + k] = (uint8_t)(v < 0.f     ? 0.f
+                                                                   : v > 255.f ? 255.f
+                                                                               : v);
             }
     free(x.v);
     free(y.v);
@@ -722,8 +751,8 @@ static void test_synthetic_network(void **state)
                     if (d > maxd)
                         maxd = d;
                 }
-            print_message("  tile %d, %dx%d: max diff %d, %d of %d samples unclamped\n",
-                          tiles[t], w, h, maxd, unclamped, w * h * 12);
+            print_message("  tile %d, %dx%d: max diff %d, %d of %d samples unclamped\n", tiles[t],
+                          w, h, maxd, unclamped, w * h * 12);
             assert_true(maxd <= 1);
             /* the comparison means something only if few samples clip */
             assert_true(unclamped > w * h * 12 * 9 / 10);
@@ -878,11 +907,11 @@ static void test_png_formats(void **state)
     }
     tmp_path(path, sizeof(path), "p.png");
 
-    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, rgb, W * 3, NULL, 0,
-                  NULL, 0);
+    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, rgb, W * 3, NULL, 0, NULL,
+                  0);
     expect_rgb(path, W, H, rgb);
-    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_ADAM7, rgb, W * 3, NULL, 0,
-                  NULL, 0);
+    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_ADAM7, rgb, W * 3, NULL, 0, NULL,
+                  0);
     expect_rgb(path, W, H, rgb);
     write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_RGBA, PNG_INTERLACE_NONE, rgba, W * 4, NULL, 0,
                   NULL, 0);
@@ -892,19 +921,19 @@ static void test_png_formats(void **state)
     expect_rgb(path, W, H, rgb);
     for (int i = 0; i < W * H; i++)
         want[i * 3] = want[i * 3 + 1] = want[i * 3 + 2] = gray[i];
-    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, gray, W, NULL, 0,
-                  NULL, 0);
+    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, gray, W, NULL, 0, NULL,
+                  0);
     expect_rgb(path, W, H, want);
-    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_INTERLACE_NONE, ga, W * 2, NULL,
-                  0, NULL, 0);
+    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_INTERLACE_NONE, ga, W * 2, NULL, 0,
+                  NULL, 0);
     expect_rgb(path, W, H, want);
     for (int i = 0; i < W * H; i++) {
         want[i * 3] = pal[i % 4].red;
         want[i * 3 + 1] = pal[i % 4].green;
         want[i * 3 + 2] = pal[i % 4].blue;
     }
-    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, idx, W, pal, 4,
-                  trns, 1);
+    write_png_raw(path, W, H, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, idx, W, pal, 4, trns,
+                  1);
     expect_rgb(path, W, H, want);
     {
         /* 2-bit gray: 0..3 -> 0, 85, 170, 255 */
@@ -916,8 +945,8 @@ static void test_png_formats(void **state)
             for (int x = 0; x < W; x++)
                 for (int c = 0; c < 3; c++)
                     want[(y * W + x) * 3 + c] = lv[codes[y][x]];
-        write_png_raw(path, W, H, 2, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, packed, 2, NULL,
-                      0, NULL, 0);
+        write_png_raw(path, W, H, 2, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, packed, 2, NULL, 0,
+                      NULL, 0);
         expect_rgb(path, W, H, want);
     }
 }
@@ -1037,11 +1066,11 @@ static void test_cli(void **state)
     snprintf(args, sizeof(args), "'%s/absent.png' -o '%s/x.png' --models '%s'", tmpdir, tmpdir,
              model_dir);
     assert_int_equal(run_cli(args), 1);
-    snprintf(args, sizeof(args), "'%s/README.md' -o '%s/x.png' --models '%s'", fixture_dir,
-             tmpdir, model_dir);
+    snprintf(args, sizeof(args), "'%s/README.md' -o '%s/x.png' --models '%s'", fixture_dir, tmpdir,
+             model_dir);
     assert_int_equal(run_cli(args), 1);
-    snprintf(args, sizeof(args), "'%s/flower_64x48.png' -o '%s/x.png' --models '%s'",
-             fixture_dir, tmpdir, tmpdir);
+    snprintf(args, sizeof(args), "'%s/flower_64x48.png' -o '%s/x.png' --models '%s'", fixture_dir,
+             tmpdir, tmpdir);
     assert_int_equal(run_cli(args), 1);
 }
 
@@ -1050,18 +1079,12 @@ static void test_cli(void **state)
 int main(int argc, char **argv)
 {
     static const struct CMUnitTest loader[] = {
-        cmocka_unit_test(test_loads_shipped_models),
-        cmocka_unit_test(test_bad_magic),
-        cmocka_unit_test(test_unknown_layer),
-        cmocka_unit_test(test_truncated_bin),
-        cmocka_unit_test(test_oversized_bin),
-        cmocka_unit_test(test_unsupported_activation),
-        cmocka_unit_test(test_unsupported_params),
-        cmocka_unit_test(test_bad_storage),
-        cmocka_unit_test(test_bad_wiring),
-        cmocka_unit_test(test_wrong_shapes),
-        cmocka_unit_test(test_missing_files),
-        cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_loads_shipped_models), cmocka_unit_test(test_bad_magic),
+        cmocka_unit_test(test_unknown_layer),        cmocka_unit_test(test_truncated_bin),
+        cmocka_unit_test(test_oversized_bin),        cmocka_unit_test(test_unsupported_activation),
+        cmocka_unit_test(test_unsupported_params),   cmocka_unit_test(test_bad_storage),
+        cmocka_unit_test(test_bad_wiring),           cmocka_unit_test(test_wrong_shapes),
+        cmocka_unit_test(test_missing_files),        cmocka_unit_test(test_fuzz),
     };
     static const struct CMUnitTest ops[] = {
         cmocka_unit_test(test_synthetic_network),
