@@ -1,0 +1,45 @@
+/*
+ * media_int.h - private to src/media: source probing and the frame transforms
+ * shared by the export pipeline's stages.
+ */
+#ifndef REEL_MEDIA_MEDIA_INT_H
+#define REEL_MEDIA_MEDIA_INT_H
+
+#include <stdint.h>
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/frame.h>
+
+typedef struct ReelSourceInfo {
+    int width, height;         /**< decoded frame size */
+    int rot_width, rot_height; /**< after the clip's rotation (the crop's frame) */
+    double t0;                 /**< first decoded video frame's time, seconds: source time 0 */
+    double duration;           /**< seconds of source time from t0 to the stream's end */
+    int video_stream;
+} ReelSourceInfo;
+
+/**
+ * Open path, find its video stream, decode its first frame. errmsg names the
+ * field `what` (e.g. "clips[1].source") and the file.
+ * @return 0 or REEL_ERROR_MEDIA.
+ */
+int reel_media_probe(const char *path, const char *what, double rotation, ReelSourceInfo *info,
+                     char *errmsg);
+
+/** Open path's video decoder (threads: 0 = auto). Caller frees both. */
+int reel_media_open_video(const char *path, AVFormatContext **fmt, AVCodecContext **dec,
+                          int *stream);
+
+/** Size of a W x H frame rotated by deg (counter-clockwise). */
+void reel_rotated_size(int W, int H, double deg, int *rw, int *rh);
+
+/**
+ * Rotate a packed RGB24 image by deg counter-clockwise about its centre into dst
+ * (size from reel_rotated_size). Multiples of 90 are exact; other angles use
+ * bilinear sampling with black outside the source.
+ */
+void reel_rotate_rgb(const uint8_t *src, int W, int H, int src_stride, uint8_t *dst, int dw,
+                     int dh, int dst_stride, double deg);
+
+#endif

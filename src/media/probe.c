@@ -1,0 +1,203 @@
+/*
+ * probe.c - open a source and learn what the job needs before any frame work:
+ * the video stream, its decoded size, the time of its first decoded frame
+ * (source time 0 for video and audio, DESIGN section 3) and its duration.
+ * Every failure names the job field and the file.
+ */
+#include "media/media_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include <libavcodec/avcodec.h>
+
+#include "core/error.h"
+
+int reel_media_open_video(const char *path, AVFormatContext **pfmt, AVCodecContext **pdec,
+                          int *pstream)
+{
+    AVFormatContext *fmt = NULL;
+    AVCodecContext *dec = NULL;
+    const AVCodec *codec = NULL;
+    int ret, st;
+
+    *pfmt = NULL;
+    *pdec = NULL;
+    if ((ret = avformat_open_input(&fmt, path, NULL, NULL)) < 0)
+        return ret;
+    if ((ret = avformat_find_stream_info(fmt, NULL)) < 0)
+        goto fail;
+    if ((st = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0)) < 0) {
+        ret = st;
+        goto fail;
+    }
+    for (unsigned i = 0; i < fmt->nb_streams; i++)
+        fmt->streams[i]->discard = (int)i == st ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+    if (!(dec = avcodec_alloc_context3(codec))) {
+        ret = AVERROR(ENOMEM);
+        goto fail;
+    }
+    if ((ret = avcodec_parameters_to_context(dec, fmt->streams[st]->codecpar)) < 0)
+        goto fail;
+    dec->pkt_timebase = fmt->streams[st]->time_base;
+    dec->thread_count = 0;
+    if ((ret = avcodec_open2(dec, codec, NULL)) < 0)
+        goto fail;
+    *pfmt = fmt;
+    *pdec = dec;
+    *pstream = st;
+    return 0;
+fail:
+    avcodec_free_context(&dec);
+    avformat_close_input(&fmt);
+    return ret;
+}
+
+void reel_rotated_size(int W, int H, double deg, int *rw, int *rh)
+{
+    double r = fmod(fmod(deg, 360.0) + 360.0, 360.0);
+    if (r == 0.0 || r == 180.0) {
+        *rw = W, *rh = H;
+    } else if (r == 90.0 || r == 270.0) {
+        *rw = H, *rh = W;
+    } else {
+        double a = r * M_PI / 180.0, c = fabs(cos(a)), s = fabs(sin(a));
+        *rw = (int)ceil(W * c + H * s - 1e-9);
+        *rh = (int)ceil(W * s + H * c - 1e-9);
+    }
+}
+
+int reel_media_probe(const char *path, const char *what, double rotation, ReelSourceInfo *info,
+                     char *errmsg)
+{
+    AVFormatContext *fmt = NULL;
+    AVCodecContext *dec = NULL;
+    AVPacket *pkt = av_packet_alloc();
+    AVFrame *frame = av_frame_alloc();
+    char buf[128];
+    int ret, st, got = 0;
+
+    memset(info, 0, sizeof(*info));
+    if (!pkt || !frame) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "%s: out of memory", what);
+        goto end;
+    }
+    if ((ret = reel_media_open_video(path, &fmt, &dec, &st)) < 0) {
+        if (ret == AVERROR_STREAM_NOT_FOUND)
+            ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no video stream", what, path);
+        else
+            ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: cannot read %s: %s", what, path,
+                            reel_strerror(ret, buf, sizeof(buf)));
+        goto end;
+    }
+    /* decode the first frame: its time is source time 0 */
+    while (!got) {
+        ret = av_read_frame(fmt, pkt);
+        if (ret < 0) {
+            avcodec_send_packet(dec, NULL); /* drain */
+        } else if (pkt->stream_index != st) {
+            av_packet_unref(pkt);
+            continue;
+        } else {
+            avcodec_send_packet(dec, pkt); /* errors show as no frame */
+            av_packet_unref(pkt);
+        }
+        int r = avcodec_receive_frame(dec, frame);
+        if (r == 0) {
+            got = 1;
+        } else if (ret < 0 && r != AVERROR(EAGAIN)) {
+            break;
+        }
+    }
+    if (!got) {
+        ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no decodable video frames", what,
+                        path);
+        goto end;
+    }
+    AVStream *s = fmt->streams[st];
+    int64_t pts = frame->best_effort_timestamp;
+    if (pts == AV_NOPTS_VALUE)
+        pts = s->start_time != AV_NOPTS_VALUE ? s->start_time : 0;
+    info->t0 = pts * av_q2d(s->time_base);
+    info->width = frame->width;
+    info->height = frame->height;
+    info->video_stream = st;
+    /* the end of the video: stream duration if known, else the container's */
+    double end = -1.0;
+    if (s->duration != AV_NOPTS_VALUE && s->duration > 0) {
+        double start = s->start_time != AV_NOPTS_VALUE ? s->start_time * av_q2d(s->time_base) : 0;
+        end = start + s->duration * av_q2d(s->time_base);
+    } else if (fmt->duration > 0) {
+        double start = fmt->start_time != AV_NOPTS_VALUE ? fmt->start_time / (double)AV_TIME_BASE
+                                                          : 0;
+        end = start + fmt->duration / (double)AV_TIME_BASE;
+    }
+    if (end <= info->t0) {
+        ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no duration (truncated?)", what,
+                        path);
+        goto end;
+    }
+    info->duration = end - info->t0;
+    if (info->width <= 0 || info->height <= 0 || info->width > 16384 || info->height > 16384) {
+        ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s: unsupported frame size %dx%d", what,
+                        path, info->width, info->height);
+        goto end;
+    }
+    reel_rotated_size(info->width, info->height, rotation, &info->rot_width, &info->rot_height);
+    ret = 0;
+end:
+    av_frame_free(&frame);
+    av_packet_free(&pkt);
+    avcodec_free_context(&dec);
+    avformat_close_input(&fmt);
+    return ret;
+}
+
+void reel_rotate_rgb(const uint8_t *src, int W, int H, int ss, uint8_t *dst, int dw, int dh,
+                     int ds, double deg)
+{
+    double r = fmod(fmod(deg, 360.0) + 360.0, 360.0);
+
+    if (r == 0.0 || r == 90.0 || r == 180.0 || r == 270.0) {
+        for (int y = 0; y < dh; y++) {
+            uint8_t *d = dst + (size_t)y * ds;
+            for (int x = 0; x < dw; x++) {
+                int sx, sy; /* counter-clockwise: dst (x, y) shows src (sx, sy) */
+                if (r == 0.0)
+                    sx = x, sy = y;
+                else if (r == 90.0)
+                    sx = W - 1 - y, sy = x;
+                else if (r == 180.0)
+                    sx = W - 1 - x, sy = H - 1 - y;
+                else
+                    sx = y, sy = H - 1 - x;
+                memcpy(d + 3 * x, src + (size_t)sy * ss + 3 * sx, 3);
+            }
+        }
+        return;
+    }
+    double a = r * M_PI / 180.0, c = cos(a), s = sin(a);
+    double cx = (W - 1) / 2.0, cy = (H - 1) / 2.0, dcx = (dw - 1) / 2.0, dcy = (dh - 1) / 2.0;
+    for (int y = 0; y < dh; y++) {
+        uint8_t *d = dst + (size_t)y * ds;
+        for (int x = 0; x < dw; x++) {
+            /* image y points down, so a counter-clockwise turn on screen maps
+             * dst offset (u, v) back to src by the clockwise matrix */
+            double u = x - dcx, v = y - dcy;
+            double fx = c * u - s * v + cx, fy = s * u + c * v + cy;
+            int x0 = (int)floor(fx), y0 = (int)floor(fy);
+            double ax = fx - x0, ay = fy - y0;
+            for (int ch = 0; ch < 3; ch++) {
+                double acc = 0.0;
+                for (int k = 0; k < 4; k++) {
+                    int px = x0 + (k & 1), py = y0 + (k >> 1);
+                    double w = ((k & 1) ? ax : 1 - ax) * ((k >> 1) ? ay : 1 - ay);
+                    if (px >= 0 && py >= 0 && px < W && py < H)
+                        acc += w * src[(size_t)py * ss + 3 * px + ch];
+                }
+                d[3 * x + ch] = (uint8_t)(acc + 0.5 > 255 ? 255 : acc + 0.5);
+            }
+        }
+    }
+}
