@@ -188,6 +188,8 @@ static int step_call(CpuState *s, CpuStep *st, const_dnnl_primitive_desc_t pd, i
     int ret = 0;
 
     *out = NULL;
+    if (st->ncalls == (int)(sizeof(st->call) / sizeof(st->call[0])))
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: too many calls in a step");
     if (!(c->args = calloc((size_t)nargs + 1, sizeof(*c->args))))
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
     st->ncalls++;
