@@ -375,8 +375,18 @@ static int collect(ReelJobStore *js, sqlite3_stmt *st, RowList *list, int with_s
     return rc == SQLITE_DONE ? 0 : db_error(js, rc, "read");
 }
 
+static int walk2(ReelJobStore *js, const char *sql, const char *user, int64_t since_ms, int limit,
+                 int with_sources, int (*cb)(void *, const ReelExportRecord *), void *opaque);
+
 static int walk(ReelJobStore *js, const char *sql, const char *user, int with_sources,
                 int (*cb)(void *, const ReelExportRecord *), void *opaque)
+{
+    return walk2(js, sql, user, -1, -1, with_sources, cb, opaque);
+}
+
+/* Parameters: user (if not NULL), then since_ms and limit (if >= 0). */
+static int walk2(ReelJobStore *js, const char *sql, const char *user, int64_t since_ms, int limit,
+                 int with_sources, int (*cb)(void *, const ReelExportRecord *), void *opaque)
 {
     sqlite3_stmt *st = NULL;
     RowList list = {0};
@@ -387,8 +397,13 @@ static int walk(ReelJobStore *js, const char *sql, const char *user, int with_so
     if (rc != SQLITE_OK) {
         ret = db_error(js, rc, "prepare");
     } else {
+        int n = 1;
         if (user)
-            sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, n++, user, -1, SQLITE_STATIC);
+        if (since_ms >= 0)
+            sqlite3_bind_int64(st, n++, since_ms);
+        if (limit >= 0)
+            sqlite3_bind_int(st, n++, limit);
         ret = collect(js, st, &list, with_sources);
     }
     sqlite3_finalize(st);
@@ -422,6 +437,15 @@ int reel_jobstore_list(ReelJobStore *js, const char *user, unsigned status_mask,
         return 0;
     snprintf(sql + n, sizeof(sql) - n, ") ORDER BY seq");
     return walk(js, sql, user, 0, cb, opaque);
+}
+
+int reel_jobstore_list_recent(ReelJobStore *js, const char *user, int64_t since_ms, int limit,
+                              int (*cb)(void *opaque, const ReelExportRecord *rec), void *opaque)
+{
+    return walk2(js,
+                 "SELECT " COLUMNS " FROM exports WHERE user_id = ? AND created_ms >= ?"
+                 " AND status != 'receiving' ORDER BY seq DESC LIMIT ?",
+                 user, since_ms < 0 ? 0 : since_ms, limit < 0 ? 0 : limit, 0, cb, opaque);
 }
 
 int reel_jobstore_list_undeleted(ReelJobStore *js,

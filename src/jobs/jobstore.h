@@ -117,6 +117,14 @@ void reel_jobstore_record_uninit(ReelExportRecord *rec);
 int reel_jobstore_list(ReelJobStore *js, const char *user, unsigned status_mask,
                        int (*cb)(void *opaque, const ReelExportRecord *rec), void *opaque);
 
+/**
+ * Call cb for the rows of user created at or after since_ms, newest first, at
+ * most limit rows (the app's GET /api/exports/recent). Same contract as
+ * reel_jobstore_list.
+ */
+int reel_jobstore_list_recent(ReelJobStore *js, const char *user, int64_t since_ms, int limit,
+                              int (*cb)(void *opaque, const ReelExportRecord *rec), void *opaque);
+
 /** PENDING -> PROCESSING: started_at = now, attempts + 1. -ENOENT if not PENDING. */
 int reel_jobstore_mark_processing(ReelJobStore *js, const char *user, const char *export_id);
 

@@ -7,6 +7,7 @@
  *   GET    /api/health
  *   POST   /api/export/multi-clip            upload.c
  *   GET    /api/exports/active
+ *   GET    /api/exports/recent?hours=N       (default 24; newest first, at most 200)
  *   GET    /api/exports/{id}
  *   DELETE /api/exports/{id}                 cancel
  *   GET    /api/exports/{id}/output          the MP4 (Range) or 302 to a presigned URL
@@ -411,6 +412,24 @@ static int h_exports(struct mg_connection *conn, void *cbdata)
                            (1u << REEL_EXPORT_RECEIVING) | (1u << REEL_EXPORT_PENDING) |
                                (1u << REEL_EXPORT_PROCESSING),
                            add_active, &a);
+        return reel_http_json(conn, 200, json_pack("{s:o}", "exports", a.list));
+    }
+    if (!strcmp(rest, "recent") || !strcmp(rest, "recent/")) {
+        ActiveList a = {json_array()};
+        char hours[32] = "";
+        double h = 24;
+        if (!get)
+            return reel_http_error(conn, 405, "Method not allowed");
+        if (ri->query_string &&
+            mg_get_var(ri->query_string, strlen(ri->query_string), "hours", hours, sizeof(hours)) >
+                0) {
+            char *end;
+            h = strtod(hours, &end);
+            if (end == hours || *end || !(h > 0 && h <= 24 * 366))
+                return reel_http_error(conn, 400, "hours: a number of hours, up to a year");
+        }
+        reel_jobstore_list_recent(srv->jobs, user, reel_jobstore_now_ms() - (int64_t)(h * 3600e3),
+                                  200, add_active, &a);
         return reel_http_json(conn, 200, json_pack("{s:o}", "exports", a.list));
     }
     slash = strchr(rest, '/');

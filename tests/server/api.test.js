@@ -195,6 +195,10 @@ run([
     await assertNothingLeft(srv, 'a');
     const active = await api(srv, 'GET', '/api/exports/active');
     assert.deepEqual(active.body.exports.filter((e) => e.job_id === id), []);
+    const recent = await api(srv, 'GET', '/api/exports/recent?hours=1');
+    assert.equal(recent.body.exports[0].job_id, id); // newest first
+    assert.equal(recent.body.exports[0].status, 'complete');
+    await expectError(await api(srv, 'GET', '/api/exports/recent?hours=-3'), 400, 'hours');
   }],
 
   ['late joiner gets the latest frame at once; ping is answered pong', async () => {

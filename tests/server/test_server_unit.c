@@ -276,6 +276,22 @@ static void test_jobstore(void **state)
     assert_int_equal(reel_jobstore_list_undeleted(js, collect, &c), 0);
     assert_int_equal(c.n, 0);
 
+    /* recent: newest first, by user, receiving rows hidden */
+    assert_int_equal(reel_jobstore_claim(js, "a", "e2", NULL, NULL, NULL), 0);
+    assert_int_equal(reel_jobstore_claim(js, "a", "e3", NULL, NULL, NULL), 0);
+    assert_int_equal(reel_jobstore_set_pending(js, "a", "e3", "{}", "[]"), 0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(reel_jobstore_list_recent(js, "a", 0, 10, collect, &c), 0);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.ids[0], "e3");
+    assert_string_equal(c.ids[1], "e1");
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(reel_jobstore_list_recent(js, "a", 0, 1, collect, &c), 0);
+    assert_int_equal(c.n, 1);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(reel_jobstore_list_recent(js, "a", reel_jobstore_now_ms() + 60000, 10, collect, &c), 0);
+    assert_int_equal(c.n, 0);
+
     /* delete (a request that failed before its 202) */
     assert_int_equal(reel_jobstore_delete(js, "b", "e1"), 0);
     assert_int_equal(reel_jobstore_get(js, "b", "e1", &rec, 0), REEL_ERR(ENOENT));
