@@ -1,0 +1,1095 @@
+/*
+ * pipeline.c - reel_export_run(): one job in, one finished reel out
+ * (DESIGN sections 3 and 4; export.h has the contract).
+ *
+ * DESIGN
+ *
+ *   probe (caller's thread)      every source opened, first frame decoded, the
+ *        |                       job completed with sizes and durations, the
+ *        |                       layout computed, the muxer's header written to
+ *        |                       a temporary file: every input error is found
+ *        |                       before a frame is processed.
+ *        v
+ *   decode thread                clip by clip: seek to the trim, decode forward,
+ *        |  ReelQueue decoded    and for each output frame n pick the source
+ *        |  (DecItem, 8)         frame with the largest pts <= t + 1 us (a
+ *        |                       reference, not a copy: repeats are free).
+ *        v
+ *   transform thread             to RGB (source tags honoured), rotate, crop
+ *        |  ReelQueue composed   at the interpolated box, upscale (model loaded
+ *        |  (AVFrame RGB, 8)     once), Lanczos to the output size, then the
+ *        |                       compositor: fades scale towards black, a
+ *        |                       dissolve holds the last D frames of clip k
+ *        |                       until clip k+1's first D arrive and blends.
+ *        v
+ *   encode thread (caller's)     RGB -> BT.709 limited yuv420p, libx264, and
+ *                                the audio timeline (audio.h) encoded to AAC
+ *                                up to each video frame's end, interleaved
+ *                                into ONE mp4; trailer (+faststart), rename.
+ *
+ * Ownership: a DecItem owns its frame reference until the transform stage
+ * frees it; an RGB frame belongs to the queue until popped, then to the popper.
+ * Memory is bounded by the two queues (8 frames each), the dissolve hold
+ * (D output frames) and one source frame per stage: nothing grows with the
+ * number or the length of the clips.
+ *
+ * Errors: the first failure (or a cancel) is recorded once, both queues are
+ * aborted so every stage returns, the temporary files are deleted and the
+ * recorded message is returned. Nothing is ever left at the output paths.
+ */
+#include "media/export.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/channel_layout.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/opt.h>
+#include <libswscale/swscale.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/timeline.h"
+#include "media/audio.h"
+#include "media/media_int.h"
+#include "media/queue.h"
+#include "upscale/upscale.h"
+
+#define QUEUE_FRAMES 8
+#define PROGRESS_INTERVAL_S 0.1
+#define AUDIO_FRAME 1024
+
+typedef struct DecItem {
+    AVFrame *frame; /* NULL marks the end of the reel */
+    int clip;
+    int64_t n;
+    double t;
+} DecItem;
+
+typedef struct Export {
+    ReelJob *job;
+    const ReelExportOptions *opt;
+    ReelLayout layout;
+    ReelSourceInfo *src;
+    int out_w, out_h;
+    double fps;
+    int64_t clip_frames_total; /* sum of N over clips: the work measure */
+
+    ReelUpscaler *up;
+    int own_up;
+
+    ReelQueue decoded, composed;
+
+    pthread_mutex_t lock; /* guards everything below */
+    int err;
+    char errmsg[REEL_ERRMSG_SIZE];
+    double percent;
+    int64_t clip_frames_done, reel_frames_done;
+    double t_start, t_last_progress;
+    ReelPhase phase;
+    double phase_start;
+    double phase_s[REEL_PHASE_CANCELLED + 1];
+    int upscaled_clip_seen;
+    int upscaled_clips;
+} Export;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+const char *reel_phase_name(ReelPhase phase)
+{
+    static const char *const names[] = {"queued",   "downloading", "loading_model", "processing",
+                                        "encoding", "finalizing",  "uploading",     "complete",
+                                        "error",    "cancelled"};
+    return (unsigned)phase < sizeof(names) / sizeof(names[0]) ? names[phase] : "unknown";
+}
+
+/* Record the first failure and stop every stage. */
+static int ex_fail(Export *ex, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int ex_fail(Export *ex, int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(&ex->lock);
+    if (!ex->err) {
+        ex->err = err;
+        va_start(ap, fmt);
+        vsnprintf(ex->errmsg, sizeof(ex->errmsg), fmt, ap);
+        va_end(ap);
+        if (err != REEL_ERROR_CANCELLED)
+            reel_log(REEL_LOG_ERROR, "export", "%s", ex->errmsg);
+    }
+    pthread_mutex_unlock(&ex->lock);
+    reel_queue_abort(&ex->decoded);
+    reel_queue_abort(&ex->composed);
+    return err;
+}
+
+static int cancelled(Export *ex)
+{
+    if (ex->opt->cancel && atomic_load(ex->opt->cancel)) {
+        ex_fail(ex, REEL_ERROR_CANCELLED, "cancelled");
+        return 1;
+    }
+    return 0;
+}
+
+/* Emit a progress event; percent never goes down. */
+static void progress(Export *ex, ReelPhase phase, int clip, int force)
+{
+    ReelProgress p;
+    double t = now_s();
+
+    pthread_mutex_lock(&ex->lock);
+    if (phase != ex->phase) {
+        ex->phase_s[ex->phase] += t - ex->phase_start;
+        ex->phase = phase;
+        ex->phase_start = t;
+        force = 1;
+    }
+    if (!force && t - ex->t_last_progress < PROGRESS_INTERVAL_S) {
+        pthread_mutex_unlock(&ex->lock);
+        return;
+    }
+    ex->t_last_progress = t;
+    double pct;
+    if (phase == REEL_PHASE_COMPLETE)
+        pct = 100.0;
+    else if (phase == REEL_PHASE_FINALIZING)
+        pct = 97.0;
+    else
+        pct = 2.0 + 93.0 * (double)ex->clip_frames_done / (double)(ex->clip_frames_total ? ex->clip_frames_total : 1);
+    if (pct < ex->percent)
+        pct = ex->percent;
+    ex->percent = pct;
+    memset(&p, 0, sizeof(p));
+    p.phase = phase;
+    p.clip = clip;
+    p.total_clips = ex->job->nb_clips;
+    p.frames_done = ex->reel_frames_done;
+    p.frames_total = ex->layout.nb_frames;
+    p.percent = pct;
+    double el = t - ex->t_start;
+    p.fps = el > 0 ? ex->reel_frames_done / el : 0.0;
+    p.eta_s = ex->clip_frames_done > 0 && phase == REEL_PHASE_PROCESSING
+                  ? el * (double)(ex->clip_frames_total - ex->clip_frames_done) / ex->clip_frames_done
+                  : -1.0;
+    p.message = reel_phase_name(phase);
+    if (ex->opt->progress)
+        ex->opt->progress(ex->opt->progress_opaque, &p);
+    pthread_mutex_unlock(&ex->lock);
+}
+
+/* ---- decode stage --------------------------------------------------------- */
+
+typedef struct Decoder {
+    AVFormatContext *fmt;
+    AVCodecContext *dec;
+    AVPacket *pkt;
+    int stream;
+    double tb, t0;
+    int eof;
+    double last_t;
+} Decoder;
+
+static void decoder_close(Decoder *d)
+{
+    avcodec_free_context(&d->dec);
+    avformat_close_input(&d->fmt);
+    av_packet_free(&d->pkt);
+}
+
+/* The next decoded frame with its source time in *t, or NULL at the end.
+ * A packet the decoder rejects is skipped (the previous frame is held). */
+static AVFrame *decoder_next(Decoder *d, double *t)
+{
+    AVFrame *f = av_frame_alloc();
+    if (!f)
+        return NULL;
+    for (;;) {
+        int r = avcodec_receive_frame(d->dec, f);
+        if (r == 0) {
+            int64_t pts = f->best_effort_timestamp;
+            *t = pts == AV_NOPTS_VALUE ? d->last_t + 1e-3 : pts * d->tb - d->t0;
+            d->last_t = *t;
+            return f;
+        }
+        if (r != AVERROR(EAGAIN) || d->eof)
+            break;
+        r = av_read_frame(d->fmt, d->pkt);
+        if (r < 0) {
+            d->eof = 1;
+            avcodec_send_packet(d->dec, NULL);
+            continue;
+        }
+        if (d->pkt->stream_index == d->stream && avcodec_send_packet(d->dec, d->pkt) < 0)
+            reel_log(REEL_LOG_WARNING, "export", "skipping a damaged video packet");
+        av_packet_unref(d->pkt);
+    }
+    av_frame_free(&f);
+    return NULL;
+}
+
+static int decode_clip(Export *ex, int k)
+{
+    const ReelClip *clip = &ex->job->clips[k];
+    char what[64];
+    ReelClipFrames cf = {0};
+    Decoder d = {0};
+    AVFrame *cur = NULL, *next = NULL;
+    double tcur = 0, tnext = 0;
+    int ret;
+
+    snprintf(what, sizeof(what), "clips[clipIndex=%d].source", clip->clip_index);
+    if ((ret = reel_clip_frames_init(&cf, clip, ex->fps)) < 0)
+        return ex_fail(ex, ret, "out of memory");
+    if (!(d.pkt = av_packet_alloc()) ||
+        (ret = reel_media_open_video(clip->source, &d.fmt, &d.dec, &d.stream)) < 0) {
+        ret = ex_fail(ex, REEL_ERROR_MEDIA, "%s: cannot read %s", what, clip->source);
+        goto end;
+    }
+    d.tb = av_q2d(d.fmt->streams[d.stream]->time_base);
+    d.t0 = ex->src[k].t0;
+    if (clip->trim_start > 0.0) {
+        int64_t ts = (int64_t)floor((clip->trim_start + d.t0) / d.tb);
+        if (av_seek_frame(d.fmt, d.stream, ts, AVSEEK_FLAG_BACKWARD) < 0)
+            reel_log(REEL_LOG_WARNING, "export", "%s: seek failed, decoding from the start",
+                     what);
+        avcodec_flush_buffers(d.dec);
+    }
+    cur = decoder_next(&d, &tcur);
+    if (!cur) {
+        ret = ex_fail(ex, REEL_ERROR_MEDIA, "%s: %s has no decodable frames at %.3f s", what,
+                      clip->source, clip->trim_start);
+        goto end;
+    }
+    next = decoder_next(&d, &tnext);
+    for (int64_t n = 0; n < cf.nb_frames; n++) {
+        double t = reel_clip_source_time(clip, &cf, ex->fps, n, NULL);
+        while (next && tnext <= t + 1e-6) {
+            av_frame_free(&cur);
+            cur = next;
+            tcur = tnext;
+            next = decoder_next(&d, &tnext);
+        }
+        if (cancelled(ex)) {
+            ret = REEL_ERROR_CANCELLED;
+            goto end;
+        }
+        DecItem *it = calloc(1, sizeof(*it));
+        if (!it || !(it->frame = av_frame_clone(cur))) {
+            free(it);
+            ret = ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+            goto end;
+        }
+        it->clip = k;
+        it->n = n;
+        it->t = t;
+        if ((ret = reel_queue_push(&ex->decoded, it)) < 0) {
+            av_frame_free(&it->frame);
+            free(it);
+            goto end;
+        }
+    }
+    ret = 0;
+end:
+    av_frame_free(&cur);
+    av_frame_free(&next);
+    decoder_close(&d);
+    reel_clip_frames_uninit(&cf);
+    return ret;
+}
+
+static void free_dec_item(void *p)
+{
+    DecItem *it = p;
+    av_frame_free(&it->frame);
+    free(it);
+}
+
+static void free_av_frame(void *p)
+{
+    AVFrame *f = p;
+    av_frame_free(&f);
+}
+
+static void *decode_thread(void *arg)
+{
+    Export *ex = arg;
+    for (int k = 0; k < ex->job->nb_clips; k++)
+        if (decode_clip(ex, k) < 0)
+            return NULL;
+    DecItem *end = calloc(1, sizeof(*end));
+    if (!end || reel_queue_push(&ex->decoded, end) < 0)
+        free(end);
+    return NULL;
+}
+
+/* ---- transform stage -------------------------------------------------------- */
+
+typedef struct Transform {
+    struct SwsContext *to_rgb, *resize;
+    int src_w, src_h, src_fmt, src_cs, src_range;
+    uint8_t *rgb, *rot, *up;
+    size_t rgb_size, rot_size, up_size;
+    AVFrame *held[1024]; /* dissolve: the previous clip's last D frames */
+    int64_t emitted;
+} Transform;
+
+static int sws_cs_of(int colorspace)
+{
+    switch (colorspace) {
+    case AVCOL_SPC_BT709:
+        return SWS_CS_ITU709;
+    case AVCOL_SPC_BT2020_NCL:
+    case AVCOL_SPC_BT2020_CL:
+        return SWS_CS_BT2020;
+    case AVCOL_SPC_SMPTE240M:
+        return SWS_CS_SMPTE240M;
+    case AVCOL_SPC_FCC:
+        return SWS_CS_FCC;
+    default:
+        return SWS_CS_ITU601; /* untagged: BT.601, as FFmpeg reads it */
+    }
+}
+
+static int grow(uint8_t **buf, size_t *size, size_t need)
+{
+    if (need <= *size)
+        return 0;
+    uint8_t *n = av_realloc(*buf, need);
+    if (!n)
+        return REEL_ERR(ENOMEM);
+    *buf = n;
+    *size = need;
+    return 0;
+}
+
+/* The source frame as packed RGB24 in tr->rgb (stride 3 * width). */
+static int to_rgb(Export *ex, Transform *tr, const AVFrame *f)
+{
+    int full = f->color_range == AVCOL_RANGE_JPEG || f->format == AV_PIX_FMT_YUVJ420P ||
+               f->format == AV_PIX_FMT_YUVJ422P || f->format == AV_PIX_FMT_YUVJ444P;
+    int cs = sws_cs_of(f->colorspace);
+
+    if (!tr->to_rgb || f->width != tr->src_w || f->height != tr->src_h ||
+        f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range) {
+        sws_freeContext(tr->to_rgb);
+        tr->to_rgb = sws_getContext(f->width, f->height, f->format, f->width, f->height,
+                                    AV_PIX_FMT_RGB24,
+                                    SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT |
+                                        SWS_FULL_CHR_H_INP,
+                                    NULL, NULL, NULL);
+        if (!tr->to_rgb)
+            return ex_fail(ex, REEL_ERROR_MEDIA, "unsupported source pixel format %s",
+                           av_get_pix_fmt_name(f->format));
+        sws_setColorspaceDetails(tr->to_rgb, sws_getCoefficients(cs), full,
+                                 sws_getCoefficients(cs), 1, 0, 1 << 16, 1 << 16);
+        tr->src_w = f->width, tr->src_h = f->height, tr->src_fmt = f->format;
+        tr->src_cs = cs, tr->src_range = full;
+        if (grow(&tr->rgb, &tr->rgb_size, (size_t)f->width * f->height * 3 + 64) < 0)
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+    }
+    uint8_t *dst[4] = {tr->rgb};
+    int dst_stride[4] = {f->width * 3};
+    sws_scale(tr->to_rgb, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst,
+              dst_stride);
+    return 0;
+}
+
+/* Lanczos-3 of a w x h RGB24 region (stride bytes) to a new output-size frame. */
+static AVFrame *resize_rgb(Export *ex, Transform *tr, const uint8_t *src, int w, int h,
+                           int stride)
+{
+    AVFrame *out = av_frame_alloc();
+    if (!out)
+        return NULL;
+    out->format = AV_PIX_FMT_RGB24;
+    out->width = ex->out_w;
+    out->height = ex->out_h;
+    if (av_frame_get_buffer(out, 0) < 0) {
+        av_frame_free(&out);
+        return NULL;
+    }
+    tr->resize = sws_getCachedContext(tr->resize, w, h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
+                                      AV_PIX_FMT_RGB24, SWS_LANCZOS | SWS_ACCURATE_RND, NULL,
+                                      NULL, NULL);
+    if (!tr->resize) {
+        av_frame_free(&out);
+        return NULL;
+    }
+    const uint8_t *s[4] = {src};
+    int ss[4] = {stride};
+    sws_scale(tr->resize, s, ss, 0, h, out->data, out->linesize);
+    return out;
+}
+
+static int need_model(const Export *ex, const ReelRect *r)
+{
+    switch (ex->job->output.upscale_mode) {
+    case REEL_UPSCALE_ALWAYS:
+        return 1;
+    case REEL_UPSCALE_OFF:
+        return 0;
+    default:
+        return r->width < ex->out_w || r->height < ex->out_h;
+    }
+}
+
+static int open_model(Export *ex)
+{
+    ReelUpscaleOptions uo = {0};
+    char err[REEL_ERRMSG_SIZE] = "";
+    double t = now_s();
+    int ret;
+
+    if (ex->up)
+        return 0;
+    if (ex->opt->upscaler) {
+        ex->up = ex->opt->upscaler;
+        return 0;
+    }
+    progress(ex, REEL_PHASE_LOADING_MODEL, 0, 1);
+    uo.model_dir = ex->opt->model_dir;
+    uo.model = ex->job->output.upscale_model;
+    uo.tile = ex->job->output.upscale_tile;
+    uo.threads = ex->opt->threads;
+    if ((ret = reel_upscale_open(&ex->up, &uo, err)) < 0)
+        return ex_fail(ex, REEL_ERROR_MODEL, "upscaler: %s", err);
+    ex->own_up = 1;
+    reel_log(REEL_LOG_INFO, "export", "model %s loaded in %.0f ms", uo.model,
+             (now_s() - t) * 1000);
+    progress(ex, REEL_PHASE_PROCESSING, 0, 1);
+    return 0;
+}
+
+/* Multiply an RGB frame by w (fade towards black). */
+static void scale_frame(AVFrame *f, double w)
+{
+    int iw = (int)lrint(w * 65536.0);
+    for (int y = 0; y < f->height; y++) {
+        uint8_t *p = f->data[0] + (size_t)y * f->linesize[0];
+        for (int x = 0; x < f->width * 3; x++)
+            p[x] = (uint8_t)((p[x] * iw + 32768) >> 16);
+    }
+}
+
+/* a = a * wa + b * wb, rounded. */
+static void blend_into(AVFrame *a, double wa, const AVFrame *b, double wb)
+{
+    for (int y = 0; y < a->height; y++) {
+        uint8_t *p = a->data[0] + (size_t)y * a->linesize[0];
+        const uint8_t *q = b->data[0] + (size_t)y * b->linesize[0];
+        for (int x = 0; x < a->width * 3; x++) {
+            double v = p[x] * wa + q[x] * wb + 0.5;
+            p[x] = (uint8_t)(v > 255.0 ? 255.0 : v);
+        }
+    }
+}
+
+static int emit(Export *ex, Transform *tr, AVFrame *f)
+{
+    f->pts = tr->emitted++;
+    int ret = reel_queue_push(&ex->composed, f);
+    if (ret < 0)
+        av_frame_free(&f);
+    return ret;
+}
+
+/* The compositor: clip frames arrive in order, reel frames leave in order. */
+static int composite(Export *ex, Transform *tr, int k, int64_t n, AVFrame *f)
+{
+    const ReelClipPlace *p = &ex->layout.clips[k];
+    double w = reel_clip_weight(p, n);
+
+    if (ex->job->transition == REEL_TRANSITION_DISSOLVE) {
+        if (p->d_out > 0 && n >= p->nb_frames - p->d_out) {
+            tr->held[n - (p->nb_frames - p->d_out)] = f; /* wait for the next clip */
+            return 0;
+        }
+        if (p->d_in > 0 && n < p->d_in) {
+            const ReelClipPlace *prev = &ex->layout.clips[k - 1];
+            AVFrame *g = tr->held[n];
+            tr->held[n] = NULL;
+            blend_into(f, w, g, reel_clip_weight(prev, prev->nb_frames - p->d_in + n));
+            av_frame_free(&g);
+        }
+    } else if (ex->job->transition == REEL_TRANSITION_FADE && w < 1.0) {
+        scale_frame(f, w);
+    }
+    return emit(ex, tr, f);
+}
+
+static int transform_item(Export *ex, Transform *tr, DecItem *it)
+{
+    const ReelClip *clip = &ex->job->clips[it->clip];
+    const uint8_t *img;
+    int W, H, stride, ret;
+
+    if ((ret = to_rgb(ex, tr, it->frame)) < 0)
+        return ret;
+    W = it->frame->width;
+    H = it->frame->height;
+    img = tr->rgb;
+    stride = W * 3;
+    if (clip->rotation != 0.0) {
+        int rw, rh;
+        reel_rotated_size(W, H, clip->rotation, &rw, &rh);
+        if (grow(&tr->rot, &tr->rot_size, (size_t)rw * rh * 3 + 64) < 0)
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+        reel_rotate_rgb(tr->rgb, W, H, W * 3, tr->rot, rw, rh, rw * 3, clip->rotation);
+        img = tr->rot, W = rw, H = rh, stride = rw * 3;
+    }
+    ReelRect r = reel_crop_at(clip, it->t, W, H, ex->job->aspect_w, ex->job->aspect_h);
+    const uint8_t *crop = img + (size_t)r.y * stride + (size_t)r.x * 3;
+    AVFrame *out;
+    if (need_model(ex, &r)) {
+        if ((ret = open_model(ex)) < 0)
+            return ret;
+        if (ex->upscaled_clip_seen != it->clip + 1) {
+            ex->upscaled_clip_seen = it->clip + 1;
+            ex->upscaled_clips++;
+        }
+        int s = reel_upscale_scale(ex->up);
+        if (grow(&tr->up, &tr->up_size, (size_t)r.width * s * r.height * s * 3 + 64) < 0)
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+        if ((ret = reel_upscale_run(ex->up, crop, r.width, r.height, stride, tr->up,
+                                    (ptrdiff_t)r.width * s * 3)) < 0)
+            return ex_fail(ex, ret, "upscaler: %s", reel_upscale_errmsg(ex->up));
+        out = resize_rgb(ex, tr, tr->up, r.width * s, r.height * s, r.width * s * 3);
+    } else {
+        out = resize_rgb(ex, tr, crop, r.width, r.height, stride);
+    }
+    if (!out)
+        return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
+    return composite(ex, tr, it->clip, it->n, out);
+}
+
+static void *transform_thread(void *arg)
+{
+    Export *ex = arg;
+    Transform tr;
+    void *p;
+
+    memset(&tr, 0, sizeof(tr));
+    while (reel_queue_pop(&ex->decoded, &p) == 0) {
+        DecItem *it = p;
+        if (!it->frame) {
+            free(it);
+            AVFrame *end = av_frame_alloc(); /* an empty frame ends the reel */
+            if (!end || reel_queue_push(&ex->composed, end) < 0)
+                av_frame_free(&end);
+            break;
+        }
+        int ret = cancelled(ex) ? REEL_ERROR_CANCELLED : transform_item(ex, &tr, it);
+        int clip = it->clip;
+        free_dec_item(it);
+        if (ret < 0)
+            break;
+        pthread_mutex_lock(&ex->lock);
+        ex->clip_frames_done++;
+        pthread_mutex_unlock(&ex->lock);
+        progress(ex, REEL_PHASE_PROCESSING, clip + 1, 0);
+    }
+    for (size_t i = 0; i < sizeof(tr.held) / sizeof(tr.held[0]); i++)
+        av_frame_free(&tr.held[i]);
+    sws_freeContext(tr.to_rgb);
+    sws_freeContext(tr.resize);
+    av_free(tr.rgb);
+    av_free(tr.rot);
+    av_free(tr.up);
+    return NULL;
+}
+
+/* ---- encode stage ------------------------------------------------------------- */
+
+typedef struct Muxer {
+    AVFormatContext *oc;
+    AVCodecContext *venc, *aenc;
+    AVStream *vst, *ast;
+    struct SwsContext *to_yuv;
+    AVPacket *pkt;
+    AVFrame *aframe;
+    ReelAudioReel *audio;
+    int64_t audio_done; /* samples encoded */
+    int header_written;
+} Muxer;
+
+static int write_packets(Export *ex, Muxer *m, AVCodecContext *enc, AVStream *st)
+{
+    int ret;
+    while ((ret = avcodec_receive_packet(enc, m->pkt)) == 0) {
+        av_packet_rescale_ts(m->pkt, enc->time_base, st->time_base);
+        m->pkt->stream_index = st->index;
+        if ((ret = av_interleaved_write_frame(m->oc, m->pkt)) < 0) {
+            char b[128];
+            return ex_fail(ex, ret, "writing the output failed: %s",
+                           reel_strerror(ret, b, sizeof(b)));
+        }
+    }
+    return ret == AVERROR(EAGAIN) || ret == AVERROR_EOF ? 0 : ret;
+}
+
+/* Encode reel audio up to sample `until` (or to the end when until < 0). */
+static int encode_audio(Export *ex, Muxer *m, int64_t until)
+{
+    int ret;
+    if (!m->audio)
+        return 0;
+    while (until < 0 || m->audio_done < until) {
+        if ((ret = av_frame_make_writable(m->aframe)) < 0)
+            return ex_fail(ex, ret, "out of memory");
+        int got = reel_audio_read(m->audio, (float *)m->aframe->data[0],
+                                  (float *)m->aframe->data[1], AUDIO_FRAME);
+        if (got < 0)
+            return ex_fail(ex, got, "audio: %s", reel_audio_errmsg(m->audio));
+        if (got == 0)
+            break;
+        m->aframe->nb_samples = got;
+        m->aframe->pts = m->audio_done;
+        m->audio_done += got;
+        if ((ret = avcodec_send_frame(m->aenc, m->aframe)) < 0)
+            return ex_fail(ex, ret, "audio encoder failed");
+        if ((ret = write_packets(ex, m, m->aenc, m->ast)) < 0)
+            return ret;
+        if (got < AUDIO_FRAME)
+            break;
+    }
+    return 0;
+}
+
+static int encode_video_frame(Export *ex, Muxer *m, AVFrame *rgb)
+{
+    AVFrame *yuv = av_frame_alloc();
+    int ret;
+    if (!yuv)
+        return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+    yuv->format = AV_PIX_FMT_YUV420P;
+    yuv->width = ex->out_w;
+    yuv->height = ex->out_h;
+    if ((ret = av_frame_get_buffer(yuv, 0)) < 0) {
+        av_frame_free(&yuv);
+        return ex_fail(ex, ret, "out of memory");
+    }
+    sws_scale(m->to_yuv, (const uint8_t *const *)rgb->data, rgb->linesize, 0, ex->out_h,
+              yuv->data, yuv->linesize);
+    yuv->pts = rgb->pts;
+    yuv->color_range = AVCOL_RANGE_MPEG;
+    yuv->colorspace = AVCOL_SPC_BT709;
+    yuv->color_primaries = AVCOL_PRI_BT709;
+    yuv->color_trc = AVCOL_TRC_BT709;
+    ret = avcodec_send_frame(m->venc, yuv);
+    av_frame_free(&yuv);
+    if (ret < 0)
+        return ex_fail(ex, ret, "video encoder failed");
+    return write_packets(ex, m, m->venc, m->vst);
+}
+
+static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
+{
+    const ReelOutputSettings *o = &ex->job->output;
+    const AVCodec *vc = avcodec_find_encoder_by_name("libx264"), *ac = avcodec_find_encoder(AV_CODEC_ID_AAC);
+    AVDictionary *mopts = NULL;
+    char buf[32], eb[128];
+    int ret;
+
+    if (!vc || !ac)
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "libx264 or aac encoder missing in FFmpeg");
+    if ((ret = avformat_alloc_output_context2(&m->oc, NULL, "mp4", tmp_path)) < 0)
+        return reel_fail(errmsg, ret, "cannot create the mp4 muxer");
+    if (!(m->pkt = av_packet_alloc()))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+
+    m->venc = avcodec_alloc_context3(vc);
+    if (!m->venc)
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+    m->venc->width = ex->out_w;
+    m->venc->height = ex->out_h;
+    m->venc->pix_fmt = AV_PIX_FMT_YUV420P;
+    m->venc->time_base = (AVRational){o->fps_den, o->fps_num};
+    m->venc->framerate = (AVRational){o->fps_num, o->fps_den};
+    m->venc->sample_aspect_ratio = (AVRational){1, 1};
+    m->venc->color_primaries = AVCOL_PRI_BT709;
+    m->venc->color_trc = AVCOL_TRC_BT709;
+    m->venc->colorspace = AVCOL_SPC_BT709;
+    m->venc->color_range = AVCOL_RANGE_MPEG;
+    m->venc->thread_count = ex->opt->threads;
+    m->venc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+    av_opt_set(m->venc->priv_data, "preset", o->preset, 0);
+    snprintf(buf, sizeof(buf), "%d", o->crf);
+    av_opt_set(m->venc->priv_data, "crf", buf, 0);
+    if ((ret = avcodec_open2(m->venc, vc, NULL)) < 0)
+        return reel_fail(errmsg, ret, "cannot open libx264 for %dx%d: %s", ex->out_w, ex->out_h,
+                         reel_strerror(ret, eb, sizeof(eb)));
+    if (!(m->vst = avformat_new_stream(m->oc, NULL)))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+    avcodec_parameters_from_context(m->vst->codecpar, m->venc);
+    m->vst->time_base = m->venc->time_base;
+    m->vst->avg_frame_rate = m->venc->framerate;
+
+    if (o->include_audio) {
+        m->aenc = avcodec_alloc_context3(ac);
+        if (!m->aenc)
+            return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+        m->aenc->sample_fmt = AV_SAMPLE_FMT_FLTP;
+        m->aenc->sample_rate = REEL_AUDIO_RATE;
+        av_channel_layout_default(&m->aenc->ch_layout, 2);
+        m->aenc->bit_rate = o->audio_bitrate;
+        m->aenc->time_base = (AVRational){1, REEL_AUDIO_RATE};
+        m->aenc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+        if ((ret = avcodec_open2(m->aenc, ac, NULL)) < 0)
+            return reel_fail(errmsg, ret, "cannot open the AAC encoder");
+        if (!(m->ast = avformat_new_stream(m->oc, NULL)))
+            return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+        avcodec_parameters_from_context(m->ast->codecpar, m->aenc);
+        m->ast->time_base = m->aenc->time_base;
+        if (!(m->aframe = av_frame_alloc()))
+            return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+        m->aframe->format = AV_SAMPLE_FMT_FLTP;
+        m->aframe->sample_rate = REEL_AUDIO_RATE;
+        m->aframe->nb_samples = AUDIO_FRAME;
+        av_channel_layout_default(&m->aframe->ch_layout, 2);
+        if ((ret = av_frame_get_buffer(m->aframe, 0)) < 0)
+            return reel_fail(errmsg, ret, "out of memory");
+    }
+
+    if (o->chapters) {
+        for (int k = 0; k < ex->job->nb_clips; k++) {
+            AVChapter *ch = av_mallocz(sizeof(*ch));
+            AVChapter **arr = av_realloc_array(m->oc->chapters, m->oc->nb_chapters + 1,
+                                               sizeof(*arr));
+            if (!ch || !arr) {
+                av_free(ch);
+                return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+            }
+            m->oc->chapters = arr;
+            ch->id = k;
+            ch->time_base = (AVRational){o->fps_den, o->fps_num};
+            ch->start = ex->layout.clips[k].start;
+            ch->end = k + 1 < ex->job->nb_clips ? ex->layout.clips[k + 1].start
+                                                : ex->layout.nb_frames;
+            av_dict_set(&ch->metadata, "title", ex->job->clips[k].title, 0);
+            m->oc->chapters[m->oc->nb_chapters++] = ch;
+        }
+    }
+
+    m->to_yuv = sws_getContext(ex->out_w, ex->out_h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
+                               AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL,
+                               NULL);
+    if (!m->to_yuv)
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cannot set up the colour conversion");
+    sws_setColorspaceDetails(m->to_yuv, sws_getCoefficients(SWS_CS_ITU709), 1,
+                             sws_getCoefficients(SWS_CS_ITU709), 0, 0, 1 << 16, 1 << 16);
+
+    if ((ret = avio_open(&m->oc->pb, tmp_path, AVIO_FLAG_WRITE)) < 0)
+        return reel_fail(errmsg, ret, "%s: cannot write: %s", tmp_path,
+                         reel_strerror(ret, eb, sizeof(eb)));
+    av_dict_set(&mopts, "movflags", "+faststart", 0);
+    ret = avformat_write_header(m->oc, &mopts);
+    av_dict_free(&mopts);
+    if (ret < 0)
+        return reel_fail(errmsg, ret, "cannot write the mp4 header");
+    m->header_written = 1;
+    return 0;
+}
+
+static void close_muxer(Muxer *m)
+{
+    if (m->oc && m->oc->pb)
+        avio_closep(&m->oc->pb);
+    avformat_free_context(m->oc);
+    avcodec_free_context(&m->venc);
+    avcodec_free_context(&m->aenc);
+    av_packet_free(&m->pkt);
+    av_frame_free(&m->aframe);
+    sws_freeContext(m->to_yuv);
+    reel_audio_close(&m->audio);
+    memset(m, 0, sizeof(*m));
+}
+
+/* Pop composed frames, encode, interleave audio; flush. Returns 0 or error. */
+static int encode_all(Export *ex, Muxer *m)
+{
+    void *p;
+    int ret;
+
+    while ((ret = reel_queue_pop(&ex->composed, &p)) == 0) {
+        AVFrame *f = p;
+        if (!f->data[0]) { /* end of the reel */
+            av_frame_free(&f);
+            break;
+        }
+        int64_t idx = f->pts, a0, a1;
+        ret = encode_video_frame(ex, m, f);
+        av_frame_free(&f);
+        if (ret < 0)
+            return ret;
+        reel_frames_to_samples(ex->fps, 0, idx + 1, &a0, &a1);
+        if ((ret = encode_audio(ex, m, a1)) < 0)
+            return ret;
+        pthread_mutex_lock(&ex->lock);
+        ex->reel_frames_done = idx + 1;
+        pthread_mutex_unlock(&ex->lock);
+    }
+    if (ret < 0)
+        return ret;
+    if (cancelled(ex))
+        return REEL_ERROR_CANCELLED;
+    if ((ret = avcodec_send_frame(m->venc, NULL)) < 0 ||
+        (ret = write_packets(ex, m, m->venc, m->vst)) < 0)
+        return ret < 0 ? ex_fail(ex, ret, "video encoder flush failed") : ret;
+    if (m->audio) {
+        if ((ret = encode_audio(ex, m, -1)) < 0)
+            return ret;
+        if ((ret = avcodec_send_frame(m->aenc, NULL)) < 0 ||
+            (ret = write_packets(ex, m, m->aenc, m->ast)) < 0)
+            return ret < 0 ? ex_fail(ex, ret, "audio encoder flush failed") : ret;
+    }
+    return 0;
+}
+
+/* ---- chapters file ---------------------------------------------------------- */
+
+static void vtt_time(char *buf, size_t size, double s)
+{
+    int64_t ms = (int64_t)llround(s * 1000.0);
+    snprintf(buf, size, "%02d:%02d:%02d.%03d", (int)(ms / 3600000), (int)(ms / 60000 % 60),
+             (int)(ms / 1000 % 60), (int)(ms % 1000));
+}
+
+static int write_vtt(Export *ex, const char *path, char *errmsg)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return reel_fail(errmsg, REEL_ERR(errno), "%s: cannot write: %s", path, strerror(errno));
+    fprintf(f, "WEBVTT\n");
+    for (int k = 0; k < ex->job->nb_clips; k++) {
+        char a[32], b[32];
+        int64_t end = k + 1 < ex->job->nb_clips ? ex->layout.clips[k + 1].start
+                                                : ex->layout.nb_frames;
+        vtt_time(a, sizeof(a), ex->layout.clips[k].start / ex->fps);
+        vtt_time(b, sizeof(b), end / ex->fps);
+        /* a cue's text must not contain "-->" or blank lines: titles are one line */
+        char title[256];
+        snprintf(title, sizeof(title), "%s", ex->job->clips[k].title);
+        for (char *c = title; *c; c++)
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';
+        fprintf(f, "\nchapter-%d\n%s --> %s\n%s\n", k + 1, a, b, title);
+    }
+    if (fclose(f) != 0)
+        return reel_fail(errmsg, REEL_ERR(EIO), "%s: write failed", path);
+    return 0;
+}
+
+/* ---- the export ------------------------------------------------------------- */
+
+static int probe_all(Export *ex, char *errmsg)
+{
+    ReelJob *job = ex->job;
+    int ret;
+
+    if (!(ex->src = calloc((size_t)job->nb_clips, sizeof(*ex->src))))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+    for (int k = 0; k < job->nb_clips; k++) {
+        char what[64];
+        const ReelClip *c = &job->clips[k];
+        snprintf(what, sizeof(what), "clips[clipIndex=%d].source", c->clip_index);
+        if (!c->source)
+            return reel_fail(errmsg, REEL_ERROR_INVALID_JOB, "%s: missing", what);
+        if ((ret = reel_media_probe(c->source, what, c->rotation, &ex->src[k], errmsg)) < 0)
+            return ret;
+        if ((ret = reel_job_apply_probe(job, k, ex->src[k].rot_width, ex->src[k].rot_height,
+                                        ex->src[k].duration, errmsg)) < 0)
+            return ret;
+    }
+    if (job->output_size_given) {
+        ex->out_w = job->output.width;
+        ex->out_h = job->output.height;
+    } else {
+        reel_job_default_size(job, &ex->out_w, &ex->out_h);
+    }
+    ex->fps = reel_job_fps(job);
+    if ((ret = reel_layout_init(&ex->layout, job)) < 0)
+        return reel_fail(errmsg, ret, "out of memory");
+    for (int k = 0; k < ex->layout.nb_clips; k++) {
+        ex->clip_frames_total += ex->layout.clips[k].nb_frames;
+        if (ex->layout.clips[k].d_out > 1024)
+            return reel_fail(errmsg, REEL_ERROR_LIMIT, "transition.duration: %lld frames is more "
+                             "than the 1024 the compositor holds", (long long)ex->layout.clips[k].d_out);
+    }
+    return 0;
+}
+
+static void derive_vtt_path(const char *out, char *buf, size_t size)
+{
+    size_t n = strlen(out);
+    if (n > 4 && !strcasecmp(out + n - 4, ".mp4"))
+        snprintf(buf, size, "%.*s.chapters.vtt", (int)(n - 4), out);
+    else
+        snprintf(buf, size, "%s.chapters.vtt", out);
+}
+
+int reel_export_run(ReelJob *job, const ReelExportOptions *opt, ReelExportStats *stats,
+                    char *errmsg)
+{
+    static atomic_int seq;
+    Export ex;
+    Muxer mux;
+    pthread_t dec_tid, tr_tid;
+    int dec_started = 0, tr_started = 0, ret;
+    char tmp_mp4[4200], tmp_vtt[4200], vtt[4096];
+    char local_err[REEL_ERRMSG_SIZE];
+
+    if (!errmsg)
+        errmsg = local_err;
+    errmsg[0] = '\0';
+    memset(&ex, 0, sizeof(ex));
+    memset(&mux, 0, sizeof(mux));
+    if (stats)
+        memset(stats, 0, sizeof(*stats));
+    if (!opt || !opt->output_path)
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "export: no output path");
+    if (strlen(opt->output_path) > 4000 || (opt->chapters_path && strlen(opt->chapters_path) > 4000))
+        return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "export: output path too long");
+    ex.job = job;
+    ex.opt = opt;
+    ex.t_start = ex.phase_start = now_s();
+    ex.phase = REEL_PHASE_QUEUED;
+    pthread_mutex_init(&ex.lock, NULL);
+    if (opt->chapters_path)
+        snprintf(vtt, sizeof(vtt), "%s", opt->chapters_path);
+    else
+        derive_vtt_path(opt->output_path, vtt, sizeof(vtt));
+    int id = atomic_fetch_add(&seq, 1);
+    snprintf(tmp_mp4, sizeof(tmp_mp4), "%s.%d-%d.part", opt->output_path, (int)getpid(), id);
+    snprintf(tmp_vtt, sizeof(tmp_vtt), "%s.%d-%d.part", vtt, (int)getpid(), id);
+
+    if ((ret = reel_queue_init(&ex.decoded, QUEUE_FRAMES, free_dec_item)) < 0 ||
+        (ret = reel_queue_init(&ex.composed, QUEUE_FRAMES, free_av_frame)) < 0) {
+        reel_fail(errmsg, ret, "out of memory");
+        goto end;
+    }
+    if ((ret = probe_all(&ex, errmsg)) < 0)
+        goto end;
+    if (job->output.include_audio) {
+        double *t0 = calloc((size_t)job->nb_clips, sizeof(*t0));
+        if (!t0) {
+            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+            goto end;
+        }
+        for (int k = 0; k < job->nb_clips; k++)
+            t0[k] = ex.src[k].t0;
+        ret = reel_audio_open(&mux.audio, job, &ex.layout, t0, errmsg);
+        free(t0);
+        if (ret < 0)
+            goto end;
+    }
+    if ((ret = open_muxer(&ex, &mux, tmp_mp4, errmsg)) < 0)
+        goto end;
+    /* load the model up front when any clip certainly needs it: its time is
+     * its own phase, not hidden in the first frame */
+    if (job->output.upscale_mode == REEL_UPSCALE_ALWAYS && (ret = open_model(&ex)) < 0)
+        goto fail_stages;
+
+    progress(&ex, REEL_PHASE_PROCESSING, 1, 1);
+    if (pthread_create(&dec_tid, NULL, decode_thread, &ex) != 0) {
+        ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
+        goto fail_stages;
+    }
+    dec_started = 1;
+    if (pthread_create(&tr_tid, NULL, transform_thread, &ex) != 0) {
+        ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
+        goto fail_stages;
+    }
+    tr_started = 1;
+    ret = encode_all(&ex, &mux);
+    if (ret < 0 && !ex.err)
+        ex_fail(&ex, ret, "encoding failed");
+
+fail_stages:
+    if (ret < 0 || ex.err) {
+        reel_queue_abort(&ex.decoded);
+        reel_queue_abort(&ex.composed);
+    }
+    if (dec_started)
+        pthread_join(dec_tid, NULL);
+    if (tr_started)
+        pthread_join(tr_tid, NULL);
+    if (ex.err) {
+        ret = ex.err;
+        snprintf(errmsg, REEL_ERRMSG_SIZE, "%s", ex.errmsg);
+        goto end;
+    }
+    if (ret < 0)
+        goto end;
+    if (ex.reel_frames_done != ex.layout.nb_frames) {
+        ret = reel_fail(errmsg, REEL_ERROR_INTERNAL, "export: %lld of %lld frames were encoded",
+                        (long long)ex.reel_frames_done, (long long)ex.layout.nb_frames);
+        goto end;
+    }
+    progress(&ex, REEL_PHASE_FINALIZING, job->nb_clips, 1);
+    if ((ret = av_write_trailer(mux.oc)) < 0) {
+        reel_fail(errmsg, ret, "%s: finishing the mp4 failed", opt->output_path);
+        goto end;
+    }
+    avio_closep(&mux.oc->pb);
+    if (job->output.chapters && (ret = write_vtt(&ex, tmp_vtt, errmsg)) < 0)
+        goto end;
+    if (rename(tmp_mp4, opt->output_path) < 0) {
+        ret = reel_fail(errmsg, REEL_ERR(errno), "%s: cannot publish: %s", opt->output_path,
+                        strerror(errno));
+        goto end;
+    }
+    if (job->output.chapters && rename(tmp_vtt, vtt) < 0) {
+        ret = reel_fail(errmsg, REEL_ERR(errno), "%s: cannot publish: %s", vtt, strerror(errno));
+        unlink(opt->output_path);
+        goto end;
+    }
+    progress(&ex, REEL_PHASE_COMPLETE, job->nb_clips, 1);
+    if (stats) {
+        FILE *f = fopen(opt->output_path, "rb");
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            stats->size_bytes = ftell(f);
+            fclose(f);
+        }
+        stats->frames = ex.layout.nb_frames;
+        stats->duration_s = ex.layout.nb_frames / ex.fps;
+        stats->width = ex.out_w;
+        stats->height = ex.out_h;
+        stats->chapters = job->output.chapters ? job->nb_clips : 0;
+        stats->upscaled_clips = ex.upscaled_clips;
+        memcpy(stats->phase_s, ex.phase_s, sizeof(stats->phase_s));
+        stats->total_s = now_s() - ex.t_start;
+    }
+    ret = 0;
+end:
+    close_muxer(&mux);
+    if (ret < 0) {
+        unlink(tmp_mp4);
+        unlink(tmp_vtt);
+    }
+    if (ex.own_up)
+        reel_upscale_close(&ex.up);
+    reel_queue_uninit(&ex.decoded);
+    reel_queue_uninit(&ex.composed);
+    reel_layout_uninit(&ex.layout);
+    free(ex.src);
+    pthread_mutex_destroy(&ex.lock);
+    return ret;
+}
