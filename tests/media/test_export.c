@@ -1,0 +1,636 @@
+/*
+ * test_export.c - reel_export_run on generated sources, judged by ffprobe and by
+ * decoded pixels and samples: sizes, frame counts and durations exactly as the
+ * timeline gives them; audio length; chapters in the MP4 and the .vtt; moov
+ * before mdat; a moving marker landing where the crop keyframes put it; dissolve
+ * and fade frames; a 60 fps source at its real speed; silence for a clip
+ * without audio; rotation; bad sources failing with nothing written.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/imgutils.h>
+#include <libswscale/swscale.h>
+
+#include "core/error.h"
+#include "core/job.h"
+#include "core/log.h"
+#include "core/timeline.h"
+#include "media/export.h"
+
+static char data_dir[1024];
+
+static const char *data(const char *name)
+{
+    static char bufs[8][1200];
+    static int i;
+    char *b = bufs[i++ % 8];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", data_dir, name);
+    return b;
+}
+
+static void sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+/* Generate a source once: name, lavfi video graph, optional lavfi audio, seconds. */
+static void gen(const char *name, const char *video, const char *audio, double secs)
+{
+    struct stat sb;
+    if (stat(data(name), &sb) == 0)
+        return;
+    if (audio)
+        sh("ffmpeg -v error -y -f lavfi -i \"%s\" -f lavfi -i \"%s\" -t %g -c:v libx264 -preset "
+           "veryfast -crf 4 -pix_fmt yuv420p -c:a aac -b:a 128k -shortest %s",
+           video, audio, secs, data(name));
+    else
+        sh("ffmpeg -v error -y -f lavfi -i \"%s\" -t %g -c:v libx264 -preset veryfast -crf 4 "
+           "-pix_fmt yuv420p %s",
+           video, secs, data(name));
+}
+
+static ReelJob *job_of(const char *json)
+{
+    char err[REEL_ERRMSG_SIZE];
+    ReelJob *job = NULL;
+    if (reel_job_parse(&job, json, data_dir, NULL, err) < 0)
+        fail_msg("job: %s", err);
+    return job;
+}
+
+static int export_to(ReelJob *job, const char *out, char *err)
+{
+    ReelExportOptions o = {0};
+    o.output_path = out;
+    return reel_export_run(job, &o, NULL, err);
+}
+
+static void export_ok(ReelJob *job, const char *out)
+{
+    char err[REEL_ERRMSG_SIZE] = "";
+    if (export_to(job, out, err) < 0)
+        fail_msg("export failed: %s", err);
+}
+
+static json_t *ffprobe(const char *path)
+{
+    char cmd[2048], *buf = NULL;
+    size_t len = 0;
+    FILE *p, *mem = open_memstream(&buf, &len);
+    snprintf(cmd, sizeof(cmd),
+             "ffprobe -v error -count_frames -show_streams -show_chapters -show_format -of json %s",
+             path);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0)
+        fwrite(chunk, 1, n, mem);
+    assert_int_equal(pclose(p), 0);
+    fclose(mem);
+    json_error_t e;
+    json_t *j = json_loads(buf, 0, &e);
+    free(buf);
+    assert_non_null(j);
+    return j;
+}
+
+static json_t *stream_of(json_t *probe, const char *type)
+{
+    json_t *streams = json_object_get(probe, "streams");
+    for (size_t i = 0; i < json_array_size(streams); i++) {
+        json_t *s = json_array_get(streams, i);
+        if (!strcmp(json_string_value(json_object_get(s, "codec_type")), type))
+            return s;
+    }
+    return NULL;
+}
+
+static double jnum(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_string(v))
+        return atof(json_string_value(v));
+    return json_number_value(v);
+}
+
+/* Decoded frames of a file, as RGB24 (BT.709 limited converted), by index. */
+typedef struct Frames {
+    int w, h, count;
+    uint8_t **rgb; /* rgb[i] or NULL when not kept */
+} Frames;
+
+static Frames decode_frames(const char *path, const int *keep, int nkeep)
+{
+    AVFormatContext *fmt = NULL;
+    Frames fr = {0};
+    assert_int_equal(avformat_open_input(&fmt, path, NULL, NULL), 0);
+    assert_true(avformat_find_stream_info(fmt, NULL) >= 0);
+    const AVCodec *codec;
+    int st = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+    assert_true(st >= 0);
+    AVCodecContext *dec = avcodec_alloc_context3(codec);
+    avcodec_parameters_to_context(dec, fmt->streams[st]->codecpar);
+    assert_int_equal(avcodec_open2(dec, codec, NULL), 0);
+    AVPacket *pkt = av_packet_alloc();
+    AVFrame *f = av_frame_alloc();
+    struct SwsContext *sws = NULL;
+    fr.rgb = calloc(100000, sizeof(*fr.rgb));
+    int eof = 0;
+    while (!eof) {
+        if (av_read_frame(fmt, pkt) < 0) {
+            avcodec_send_packet(dec, NULL);
+            eof = 1;
+        } else {
+            if (pkt->stream_index == st)
+                avcodec_send_packet(dec, pkt);
+            av_packet_unref(pkt);
+        }
+        while (avcodec_receive_frame(dec, f) == 0) {
+            int idx = fr.count++, want = 0;
+            for (int k = 0; k < nkeep; k++)
+                want |= keep[k] == idx;
+            fr.w = f->width, fr.h = f->height;
+            if (want && idx < 100000) {
+                if (!sws) {
+                    sws = sws_getContext(f->width, f->height, f->format, f->width, f->height,
+                                         AV_PIX_FMT_RGB24, SWS_BICUBIC | SWS_ACCURATE_RND |
+                                         SWS_FULL_CHR_H_INT, NULL, NULL, NULL);
+                    sws_setColorspaceDetails(sws, sws_getCoefficients(SWS_CS_ITU709), 0,
+                                             sws_getCoefficients(SWS_CS_ITU709), 1, 0, 1 << 16,
+                                             1 << 16);
+                }
+                fr.rgb[idx] = malloc((size_t)f->width * f->height * 3);
+                uint8_t *d[4] = {fr.rgb[idx]};
+                int ds[4] = {f->width * 3};
+                sws_scale(sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, d, ds);
+            }
+        }
+    }
+    sws_freeContext(sws);
+    av_frame_free(&f);
+    av_packet_free(&pkt);
+    avcodec_free_context(&dec);
+    avformat_close_input(&fmt);
+    return fr;
+}
+
+static void frames_free(Frames *fr)
+{
+    for (int i = 0; i < 100000; i++)
+        free(fr->rgb[i]);
+    free(fr->rgb);
+}
+
+static const uint8_t *px(const Frames *fr, int i, int x, int y)
+{
+    assert_non_null(fr->rgb[i]);
+    return fr->rgb[i] + ((size_t)y * fr->w + x) * 3;
+}
+
+/* Decoded audio: total samples (per channel) and RMS over [a, b). */
+static int64_t audio_samples(const char *path, int64_t a, int64_t b, double *rms)
+{
+    AVFormatContext *fmt = NULL;
+    assert_int_equal(avformat_open_input(&fmt, path, NULL, NULL), 0);
+    assert_true(avformat_find_stream_info(fmt, NULL) >= 0);
+    const AVCodec *codec;
+    int st = av_find_best_stream(fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
+    assert_true(st >= 0);
+    AVCodecContext *dec = avcodec_alloc_context3(codec);
+    avcodec_parameters_to_context(dec, fmt->streams[st]->codecpar);
+    assert_int_equal(avcodec_open2(dec, codec, NULL), 0);
+    AVPacket *pkt = av_packet_alloc();
+    AVFrame *f = av_frame_alloc();
+    int64_t pos = 0;
+    double acc = 0;
+    int64_t cnt = 0;
+    int eof = 0;
+    /* the encoder's priming samples are trimmed by the edit list: skip them */
+    int64_t skip = fmt->streams[st]->codecpar->initial_padding;
+    while (!eof) {
+        if (av_read_frame(fmt, pkt) < 0) {
+            avcodec_send_packet(dec, NULL);
+            eof = 1;
+        } else {
+            if (pkt->stream_index == st)
+                avcodec_send_packet(dec, pkt);
+            av_packet_unref(pkt);
+        }
+        while (avcodec_receive_frame(dec, f) == 0) {
+            for (int i = 0; i < f->nb_samples; i++) {
+                if (skip > 0) {
+                    skip--;
+                    continue;
+                }
+                if (pos >= a && pos < b) {
+                    for (int c = 0; c < 2; c++) {
+                        double v = ((float *)f->data[c])[i];
+                        acc += v * v;
+                        cnt++;
+                    }
+                }
+                pos++;
+            }
+        }
+    }
+    if (rms)
+        *rms = cnt ? sqrt(acc / cnt) : 0;
+    av_frame_free(&f);
+    av_packet_free(&pkt);
+    avcodec_free_context(&dec);
+    avformat_close_input(&fmt);
+    return pos;
+}
+
+static int moov_before_mdat(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char h[8];
+    long off = 0;
+    int moov = -1, mdat = -1, i = 0;
+    assert_non_null(f);
+    while (fseek(f, off, SEEK_SET) == 0 && fread(h, 1, 8, f) == 8) {
+        uint32_t size = (uint32_t)h[0] << 24 | h[1] << 16 | h[2] << 8 | h[3];
+        if (!memcmp(h + 4, "moov", 4))
+            moov = i;
+        if (!memcmp(h + 4, "mdat", 4))
+            mdat = i;
+        if (size < 8)
+            break;
+        off += size;
+        i++;
+    }
+    fclose(f);
+    return moov >= 0 && mdat >= 0 && moov < mdat;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+static void test_reel_structure(void **state)
+{
+    gen("a30.mp4", "testsrc2=size=320x240:rate=30", "sine=frequency=440:sample_rate=44100", 3);
+    gen("b25.mp4", "testsrc=size=160x120:rate=25", "sine=frequency=880:sample_rate=48000", 2);
+    const char *json =
+        "{\"clips\":[{\"clipIndex\":3,\"source\":\"b25.mp4\",\"fileName\":\"second.mp4\"},"
+        "{\"clipIndex\":1,\"source\":\"a30.mp4\",\"clipName\":\"First\","
+        "\"trimRange\":{\"start\":0.5,\"end\":2.5},"
+        "\"segments\":{\"boundaries\":[0,1,2,3],\"segmentSpeeds\":{\"1\":0.5}},"
+        "\"cropKeyframes\":[{\"time\":0.5,\"x\":10,\"y\":10,\"width\":90,\"height\":160},"
+        "{\"time\":2.5,\"x\":200,\"y\":60,\"width\":90,\"height\":160}]}],"
+        "\"transition\":{\"type\":\"dissolve\",\"duration\":0.4},"
+        "\"output\":{\"width\":180,\"height\":320,\"upscale\":{\"mode\":\"off\"}}}";
+    ReelJob *job = job_of(json);
+    const char *out = data("structure.mp4");
+    export_ok(job, out);
+
+    ReelLayout lay;
+    assert_int_equal(reel_layout_init(&lay, job), 0);
+    /* clip "First": 0.5 s at 1x + 1 s at 0.5x + 0.5 s = 3 s = 90 frames; the 25 fps clip 60 */
+    assert_int_equal(lay.clips[0].nb_frames, 90);
+    assert_int_equal(lay.clips[1].nb_frames, 60);
+    assert_int_equal(lay.clips[0].d_out, 12);
+    assert_int_equal(lay.nb_frames, 138);
+
+    json_t *p = ffprobe(out);
+    json_t *v = stream_of(p, "video"), *a = stream_of(p, "audio");
+    assert_non_null(v);
+    assert_non_null(a);
+    assert_int_equal((int)jnum(v, "width"), 180);
+    assert_int_equal((int)jnum(v, "height"), 320);
+    assert_string_equal(json_string_value(json_object_get(v, "r_frame_rate")), "30/1");
+    assert_string_equal(json_string_value(json_object_get(v, "pix_fmt")), "yuv420p");
+    assert_string_equal(json_string_value(json_object_get(v, "color_space")), "bt709");
+    assert_int_equal((int)jnum(v, "nb_read_frames"), 138);
+    double vdur = jnum(v, "duration"), adur = jnum(a, "duration");
+    assert_true(fabs(vdur - 138 / 30.0) < 1e-3);
+    assert_true(fabs(adur - vdur) <= 1024.0 / 48000 + 1e-6);
+    assert_int_equal((int)jnum(a, "sample_rate"), 48000);
+    assert_int_equal((int)jnum(a, "channels"), 2);
+    /* decoded audio length in samples: the reel's, within one AAC frame */
+    int64_t ns = audio_samples(out, 0, 0, NULL);
+    assert_true(llabs(ns - lay.nb_samples) <= 1024);
+
+    json_t *ch = json_object_get(p, "chapters");
+    assert_int_equal(json_array_size(ch), 2);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(ch, 0), "tags"), "title")),
+                        "First");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(ch, 1), "tags"), "title")),
+                        "second");
+    /* the second chapter starts where its dissolve begins: frame 78 */
+    assert_true(fabs(jnum(json_array_get(ch, 1), "start_time") - 78 / 30.0) < 1e-3);
+    assert_true(fabs(jnum(json_array_get(ch, 1), "end_time") - 138 / 30.0) < 1e-3);
+    json_decref(p);
+
+    char *vtt = slurp(data("structure.chapters.vtt"));
+    assert_non_null(vtt);
+    assert_non_null(strstr(vtt, "WEBVTT"));
+    assert_non_null(strstr(vtt, "00:00:00.000 --> 00:00:02.600\nFirst"));
+    assert_non_null(strstr(vtt, "00:00:02.600 --> 00:00:04.600\nsecond"));
+    assert_true(moov_before_mdat(out));
+    reel_layout_uninit(&lay);
+    reel_job_free(&job);
+}
+
+static void test_marker_follows_crop(void **state)
+{
+    /* an 8x8 white square moving 3 px right and 2 px down per frame */
+    gen("marker.mp4",
+        "color=black:s=320x240:r=30:d=2[bg];color=white:s=8x8:r=30:d=2[fg];"
+        "[bg][fg]overlay=x=20+3*n:y=40+2*n",
+        NULL, 2);
+    ReelJob *job = job_of(
+        "{\"clips\":[{\"source\":\"marker.mp4\",\"cropKeyframes\":["
+        "{\"time\":0,\"x\":0,\"y\":10,\"width\":160,\"height\":120},"
+        "{\"time\":1.9,\"x\":150,\"y\":100,\"width\":160,\"height\":120}]}],"
+        "\"output\":{\"width\":320,\"height\":240,\"include_audio\":false,"
+        "\"upscale\":{\"mode\":\"off\"}}}");
+    const char *out = data("marker_out.mp4");
+    export_ok(job, out);
+    int keep[] = {0, 10, 25, 40, 57};
+    Frames fr = decode_frames(out, keep, 5);
+    Frames src = decode_frames(data("marker.mp4"), keep, 5); /* where the marker really is */
+    assert_int_equal(fr.count, 60);
+    for (int k = 0; k < 5; k++) {
+        int n = keep[k];
+        double t = n / 30.0; /* 30 fps source at speed 1: output n shows source n */
+        ReelRect r = reel_crop_at(&job->clips[0], t, 320, 240, 9, 16);
+        double c[2][2];
+        const Frames *fs[2] = {&src, &fr};
+        for (int i = 0; i < 2; i++) {
+            double sx = 0, sy = 0, sw = 0;
+            for (int y = 0; y < fs[i]->h; y++)
+                for (int x = 0; x < fs[i]->w; x++) {
+                    double l = px(fs[i], n, x, y)[1];
+                    if (l > 60)
+                        sx += x * l, sy += y * l, sw += l;
+                }
+            assert_true(sw > 0);
+            c[i][0] = sx / sw, c[i][1] = sy / sw;
+        }
+        /* pixel centres aligned: out = (src - crop + 0.5) * scale - 0.5 */
+        double ex = (c[0][0] - r.x + 0.5) * 320.0 / r.width - 0.5;
+        double ey = (c[0][1] - r.y + 0.5) * 240.0 / r.height - 0.5;
+        if (fabs(c[1][0] - ex) > 1.0 || fabs(c[1][1] - ey) > 1.0)
+            fail_msg("frame %d: marker at %.2f,%.2f, expected %.2f,%.2f (crop %d,%d %dx%d)", n,
+                     c[1][0], c[1][1], ex, ey, r.x, r.y, r.width, r.height);
+    }
+    frames_free(&src);
+    frames_free(&fr);
+    reel_job_free(&job);
+}
+
+static void test_dissolve_and_fade(void **state)
+{
+    gen("red.mp4", "color=red:s=160x120:r=30", "sine=frequency=440:sample_rate=48000", 1);
+    gen("blue.mp4", "color=blue:s=160x120:r=30", "sine=frequency=1000:sample_rate=48000", 1);
+    const char *tpl = "{\"clips\":[{\"source\":\"red.mp4\"},{\"source\":\"blue.mp4\"}],"
+                      "\"transition\":{\"type\":\"%s\",\"duration\":0.5},"
+                      "\"output\":{\"width\":160,\"height\":120,\"upscale\":{\"mode\":\"off\"}}}";
+    char json[1024];
+
+    /* dissolve: D = 15, clip 2 starts at frame 15; reel frame 22 = red 22 + blue 7 */
+    snprintf(json, sizeof(json), tpl, "dissolve");
+    ReelJob *job = job_of(json);
+    export_ok(job, data("dissolve.mp4"));
+    int keep[] = {5, 22, 40};
+    Frames fr = decode_frames(data("dissolve.mp4"), keep, 3);
+    assert_int_equal(fr.count, 45);
+    const uint8_t *mid = px(&fr, 22, 80, 60);
+    double wr = 8.0 / 15, wb = 7.0 / 15;
+    assert_true(fabs(mid[0] - 255 * wr) < 12);
+    assert_true(fabs(mid[2] - 255 * wb) < 12);
+    assert_true(px(&fr, 5, 80, 60)[0] > 240 && px(&fr, 5, 80, 60)[2] < 15);
+    assert_true(px(&fr, 40, 80, 60)[2] > 240 && px(&fr, 40, 80, 60)[0] < 15);
+    frames_free(&fr);
+    /* the audio crossfades: both tones in the overlap, not silent */
+    double rms;
+    audio_samples(data("dissolve.mp4"), 18 * 1600, 27 * 1600, &rms);
+    assert_true(rms > 0.03); /* lavfi sine: amplitude 1/8, RMS 0.088 */
+    reel_job_free(&job);
+
+    /* fade: length kept (60 frames), dark around the join, first frame of clip 2 black */
+    snprintf(json, sizeof(json), tpl, "fade");
+    job = job_of(json);
+    export_ok(job, data("fade.mp4"));
+    json_t *p = ffprobe(data("fade.mp4"));
+    assert_int_equal((int)jnum(stream_of(p, "video"), "nb_read_frames"), 60); /* 30 + 30 */
+    json_decref(p);
+    /* the audio dips to silence at the join (frames 29-30) and is back after */
+    double join, after;
+    audio_samples(data("fade.mp4"), 29 * 1600 + 800, 30 * 1600 + 800, &join);
+    audio_samples(data("fade.mp4"), 50 * 1600, 55 * 1600, &after);
+    assert_true(join < 0.2 * after);
+    reel_job_free(&job);
+}
+
+static void test_fade_dark(void **state)
+{
+    gen("white.mp4", "color=white:s=160x120:r=30", NULL, 1);
+    ReelJob *job = job_of("{\"clips\":[{\"source\":\"white.mp4\"},{\"source\":\"white.mp4\"}],"
+                          "\"transition\":{\"type\":\"fade\",\"duration\":0.5},"
+                          "\"output\":{\"width\":160,\"height\":120,\"upscale\":{\"mode\":\"off\"}}}");
+    export_ok(job, data("fadew.mp4"));
+    int keep[] = {5, 22, 29, 30, 37, 55};
+    Frames fr = decode_frames(data("fadew.mp4"), keep, 6);
+    assert_int_equal(fr.count, 60);
+    assert_true(px(&fr, 5, 80, 60)[1] > 240);          /* before the fade */
+    assert_true(fabs(px(&fr, 22, 80, 60)[1] - 255 * 8.0 / 15) < 12); /* fading out */
+    assert_true(px(&fr, 29, 80, 60)[1] < 30);          /* last frame of clip 1: 1/15 */
+    assert_true(px(&fr, 30, 80, 60)[1] < 6);           /* first frame of clip 2: black */
+    assert_true(fabs(px(&fr, 37, 80, 60)[1] - 255 * 7.0 / 15) < 12); /* fading in */
+    assert_true(px(&fr, 55, 80, 60)[1] > 240);
+    frames_free(&fr);
+    reel_job_free(&job);
+}
+
+static void test_60fps_real_speed(void **state)
+{
+    /* luma = 16 + 1.5 * source frame number: output frame n at 30 fps must show
+     * source frame 2n, not n */
+    gen("count60.mp4", "color=black:s=64x64:r=60,geq=lum='16+1.5*N':cb=128:cr=128", NULL, 2);
+    ReelJob *job = job_of("{\"clips\":[{\"source\":\"count60.mp4\"}],\"globalAspectRatio\":\"1:1\","
+                          "\"output\":{\"width\":64,\"height\":64,\"crf\":1,"
+                          "\"include_audio\":false,\"upscale\":{\"mode\":\"off\"}}}");
+    export_ok(job, data("count60_out.mp4"));
+    int keep[] = {3, 20, 45};
+    Frames fr = decode_frames(data("count60_out.mp4"), keep, 3);
+    assert_int_equal(fr.count, 60); /* 2 s at 30 fps */
+    for (int k = 0; k < 3; k++) {
+        int n = keep[k];
+        /* back to limited-range luma from the decoded RGB grey */
+        double y = 16 + px(&fr, n, 32, 32)[1] * 219.0 / 255.0;
+        double want = 16 + 1.5 * (2 * n);
+        if (fabs(y - want) > 3)
+            fail_msg("output frame %d shows luma %.1f, expected %.1f (source frame %d)", n, y,
+                     want, 2 * n);
+    }
+    frames_free(&fr);
+    reel_job_free(&job);
+}
+
+static void test_silent_clip(void **state)
+{
+    gen("silent.mp4", "testsrc=size=160x120:rate=30", NULL, 1);
+    gen("tone.mp4", "testsrc=size=160x120:rate=30", "sine=frequency=440:sample_rate=48000", 1);
+    ReelJob *job = job_of("{\"clips\":[{\"source\":\"silent.mp4\"},{\"source\":\"tone.mp4\"}],"
+                          "\"output\":{\"width\":160,\"height\":120,\"upscale\":{\"mode\":\"off\"}}}");
+    export_ok(job, data("silent_out.mp4"));
+    double rms_silent, rms_tone;
+    int64_t n = audio_samples(data("silent_out.mp4"), 0, 46000, &rms_silent);
+    audio_samples(data("silent_out.mp4"), 50000, 94000, &rms_tone);
+    assert_true(llabs(n - 96000) <= 1024);
+    assert_true(rms_silent < 1e-3);
+    assert_true(rms_tone > 0.03);
+    reel_job_free(&job);
+
+    job = job_of("{\"clips\":[{\"source\":\"tone.mp4\"}],\"output\":{\"width\":160,\"height\":120,"
+                 "\"include_audio\":false,\"upscale\":{\"mode\":\"off\"}}}");
+    export_ok(job, data("noaudio.mp4"));
+    json_t *p = ffprobe(data("noaudio.mp4"));
+    assert_null(stream_of(p, "audio"));
+    json_decref(p);
+    reel_job_free(&job);
+}
+
+static void test_rotation(void **state)
+{
+    /* a white square in the top-right corner; rotated 90 CCW it is top-left */
+    gen("corner.mp4",
+        "color=black:s=320x240:r=30:d=1[bg];color=white:s=40x40:r=30:d=1[fg];"
+        "[bg][fg]overlay=x=280:y=0",
+        NULL, 1);
+    ReelJob *job = job_of("{\"clips\":[{\"source\":\"corner.mp4\",\"rotation\":90,"
+                          "\"cropKeyframes\":[{\"time\":0,\"x\":0,\"y\":0,\"width\":240,"
+                          "\"height\":320}]}],\"output\":{\"width\":240,\"height\":320,"
+                          "\"include_audio\":false,\"upscale\":{\"mode\":\"off\"}}}");
+    export_ok(job, data("rot.mp4"));
+    int keep[] = {10};
+    Frames fr = decode_frames(data("rot.mp4"), keep, 1);
+    assert_int_equal(fr.w, 240);
+    assert_int_equal(fr.h, 320);
+    assert_true(px(&fr, 10, 10, 10)[1] > 200);
+    assert_true(px(&fr, 10, 230, 10)[1] < 40);
+    assert_true(px(&fr, 10, 10, 310)[1] < 40);
+    frames_free(&fr);
+    reel_job_free(&job);
+}
+
+static void test_upscale_small(void **state)
+{
+    gen("tiny.mp4", "testsrc2=size=96x64:rate=30", NULL, 0.2);
+    ReelJob *job = job_of("{\"clips\":[{\"source\":\"tiny.mp4\",\"cropKeyframes\":["
+                          "{\"time\":0,\"x\":20,\"y\":10,\"width\":32,\"height\":32}]}],"
+                          "\"globalAspectRatio\":\"1:1\",\"output\":{\"include_audio\":false,"
+                          "\"upscale\":{\"mode\":\"auto\"}}}");
+    ReelExportStats st;
+    ReelExportOptions o = {0};
+    char err[REEL_ERRMSG_SIZE] = "";
+    o.output_path = data("tiny_up.mp4");
+    if (reel_export_run(job, &o, &st, err) < 0)
+        fail_msg("%s", err);
+    assert_int_equal(st.width, 128); /* default size: 32 x 4 */
+    assert_int_equal(st.height, 128);
+    assert_int_equal(st.upscaled_clips, 1);
+    assert_int_equal(st.frames, 6);
+    reel_job_free(&job);
+}
+
+static int dir_has_leftovers(const char *dir, const char *stem)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "ls %s | grep -q '^%s'", dir, stem);
+    return system(cmd) == 0;
+}
+
+static void test_bad_sources(void **state)
+{
+    gen("good.mp4", "testsrc=size=160x120:rate=30", NULL, 1);
+    sh("echo 'not a video' > %s", data("text.mp4"));
+    sh("head -c 3000 %s > %s", data("good.mp4"), data("trunc.mp4"));
+    sh("ffmpeg -v error -y -f lavfi -i sine=d=1 -c:a aac %s", data("audioonly.m4a"));
+    static const char *const bad[][2] = {
+        {"missing.mp4", "missing.mp4"},
+        {"text.mp4", "text.mp4"},
+        {"trunc.mp4", "trunc.mp4"},
+        {"audioonly.m4a", "no video stream"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char json[512], err[REEL_ERRMSG_SIZE] = "";
+        snprintf(json, sizeof(json),
+                 "{\"clips\":[{\"source\":\"good.mp4\"},{\"source\":\"%s\"}],"
+                 "\"output\":{\"width\":160,\"height\":120,\"upscale\":{\"mode\":\"off\"}}}",
+                 bad[i][0]);
+        ReelJob *job = job_of(json);
+        int ret = export_to(job, data("badout.mp4"), err);
+        if (ret >= 0 || !strstr(err, bad[i][1]) || !strstr(err, "clips[clipIndex=1].source"))
+            fail_msg("%s: expected an error naming the file, got %d: %s", bad[i][0], ret, err);
+        assert_false(dir_has_leftovers(data_dir, "badout"));
+        reel_job_free(&job);
+    }
+}
+
+static void test_cancel(void **state)
+{
+    gen("long.mp4", "testsrc2=size=320x240:rate=30", NULL, 10);
+    ReelJob *job = job_of("{\"clips\":[{\"source\":\"long.mp4\"}],"
+                          "\"output\":{\"width\":320,\"height\":240,\"upscale\":{\"mode\":\"off\"}}}");
+    atomic_int cancel = 1; /* cancelled before it starts: stops at once, writes nothing */
+    ReelExportOptions o = {0};
+    char err[REEL_ERRMSG_SIZE];
+    o.output_path = data("cancelled.mp4");
+    o.cancel = &cancel;
+    assert_int_equal(reel_export_run(job, &o, NULL, err), REEL_ERROR_CANCELLED);
+    assert_false(dir_has_leftovers(data_dir, "cancelled"));
+    reel_job_free(&job);
+}
+
+int main(void)
+{
+    const char *d = getenv("REEL_TEST_DATA");
+    snprintf(data_dir, sizeof(data_dir), "%s", d ? d : "media-data");
+    mkdir(data_dir, 0755);
+    reel_log_set_level(REEL_LOG_QUIET);
+    av_log_set_level(AV_LOG_QUIET);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reel_structure),  cmocka_unit_test(test_marker_follows_crop),
+        cmocka_unit_test(test_dissolve_and_fade), cmocka_unit_test(test_fade_dark),
+        cmocka_unit_test(test_60fps_real_speed), cmocka_unit_test(test_silent_clip),
+        cmocka_unit_test(test_rotation),        cmocka_unit_test(test_upscale_small),
+        cmocka_unit_test(test_bad_sources),     cmocka_unit_test(test_cancel),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
