@@ -9,7 +9,8 @@ cd "$root"
 packages=(build-essential cmake pkg-config git ca-certificates xz-utils
     ffmpeg libavformat-dev libavcodec-dev libavfilter-dev libavutil-dev libswscale-dev
     libswresample-dev libjansson-dev libdnnl-dev libcmocka-dev libpng-dev
-    libcurl4-openssl-dev libssl-dev libcivetweb-dev libsqlite3-dev sqlite3 curl)
+    libcurl4-openssl-dev libssl-dev libcivetweb-dev libsqlite3-dev sqlite3 curl
+    libhiredis-dev redis-server)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
