@@ -402,6 +402,29 @@ static int publish_result(RunCtx *r, const char *mp4, const char *vtt, char *out
     return 0;
 }
 
+/*
+ * The engine names sources by their path; to the user they are uploads. Replace
+ * each clip's local path in the message by the form field it came from.
+ */
+static void hide_paths(char *msg, const ReelJob *job)
+{
+    for (int i = 0; i < job->nb_clips; i++) {
+        const char *src = job->clips[i].source;
+        char field[32], *at;
+        size_t n = src ? strlen(src) : 0, m;
+
+        if (!n)
+            continue;
+        m = (size_t)snprintf(field, sizeof(field), "video_%d", job->clips[i].clip_index);
+        if (m > n)
+            continue; /* defensive: paths are longer than this in practice */
+        while ((at = strstr(msg, src))) {
+            memmove(at + m, at + n, strlen(at + n) + 1);
+            memcpy(at, field, m);
+        }
+    }
+}
+
 static void release_model(ReelExecutor *ex)
 {
     pthread_mutex_lock(&ex->lock);
@@ -482,10 +505,10 @@ static void run_task(ReelExecutor *ex, Task *task)
     ReelJob *job = NULL;
     char dir[PATH_MAX], mp4[PATH_MAX + 16], vtt[PATH_MAX + 32];
     char out_key[REEL_KEY_MAX], vtt_key[REEL_KEY_MAX];
-    char errmsg[REEL_ERRMSG_SIZE] = "";
+    char errmsg[REEL_ERRMSG_SIZE] = "", reason[REEL_ERRMSG_SIZE + 32] = "";
     ReelExportOptions opt = {0};
     ReelExportStats stats = {0};
-    int ret, model_locked = 0;
+    int ret, model_locked = 0, kind = -1;
 
     if (reel_jobstore_get(ex->cfg.jobs, task->user, task->export_id, &rec,
                           REEL_JOBSTORE_WITH_JSON) < 0)
@@ -549,9 +572,21 @@ static void run_task(ReelExecutor *ex, Task *task)
 done:
     if (model_locked)
         release_model(ex);
+    if (ret < 0 && job)
+        hide_paths(errmsg, job);
     reel_job_free(&job);
     rm_tree(dir);
 
+    if (ret == REEL_ERROR_CANCELLED && task->shutdown) {
+        /* Interrupted by a stop: run again at the next start; the sources stay. */
+        reel_jobstore_requeue(ex->cfg.jobs, rec.user, rec.export_id);
+        reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: interrupted by shutdown, requeued", rec.user,
+                 rec.export_id);
+        reel_jobstore_record_uninit(&rec);
+        return;
+    }
+    /* The row first (durable), then the clean-up, then the announcement: a client
+     * that sees the terminal frame finds the record final and the temp keys gone. */
     if (ret >= 0) {
         if (reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_COMPLETE,
                                  NULL, out_key, vtt_key) < 0) {
@@ -560,33 +595,25 @@ done:
             reel_store_delete(ex->cfg.store, out_key);
             if (vtt_key[0])
                 reel_store_delete(ex->cfg.store, vtt_key);
+            kind = -1;
         } else {
             const char *base = strrchr(out_key, '/');
             snprintf(rec.output_key, sizeof(rec.output_key), "%s", out_key);
             snprintf(rec.chapters_key, sizeof(rec.chapters_key), "%s", vtt_key);
-            snprintf(rec.output_filename, sizeof(rec.output_filename), "%s", base ? base + 1 : out_key);
+            snprintf(rec.output_filename, sizeof(rec.output_filename), "%s",
+                     base ? base + 1 : out_key);
             rec.status = REEL_EXPORT_COMPLETE;
             reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: complete, %s (%.1f s, %lld bytes)", rec.user,
                      rec.export_id, out_key, stats.total_s, (long long)stats.size_bytes);
-            emit(ex, REEL_EXEC_COMPLETE, &rec, "complete", 100, "Multi-clip export complete!",
-                 NULL);
+            kind = REEL_EXEC_COMPLETE;
         }
-    } else if (ret == REEL_ERROR_CANCELLED && task->shutdown) {
-        /* Interrupted by a stop: run again at the next start. */
-        reel_jobstore_requeue(ex->cfg.jobs, rec.user, rec.export_id);
-        reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: interrupted by shutdown, requeued", rec.user,
-                 rec.export_id);
-        reel_jobstore_record_uninit(&rec);
-        return;
     } else if (ret == REEL_ERROR_CANCELLED) {
         reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_CANCELLED,
                              "Cancelled by user", NULL, NULL);
         rec.status = REEL_EXPORT_CANCELLED;
         reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: cancelled", rec.user, rec.export_id);
-        emit(ex, REEL_EXEC_CANCELLED, &rec, "cancelled", r.last_pct, "Export cancelled",
-             "Cancelled by user");
+        kind = REEL_EXEC_CANCELLED;
     } else {
-        char reason[REEL_ERRMSG_SIZE + 32];
         if (!errmsg[0])
             reel_strerror(ret, errmsg, sizeof(errmsg));
         snprintf(reason, sizeof(reason), "Export failed: %s", errmsg);
@@ -594,10 +621,17 @@ done:
                              NULL, NULL);
         rec.status = REEL_EXPORT_ERROR;
         reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: %s", rec.user, rec.export_id, reason);
-        emit(ex, REEL_EXEC_ERROR, &rec, "error", 0, reason, reason);
+        kind = REEL_EXEC_ERROR;
     }
     if (reel_executor_delete_sources(ex->cfg.store, rec.user, rec.export_id, rec.sources_json) >= 0)
         reel_jobstore_set_sources_deleted(ex->cfg.jobs, rec.user, rec.export_id);
+    if (kind == REEL_EXEC_COMPLETE)
+        emit(ex, REEL_EXEC_COMPLETE, &rec, "complete", 100, "Multi-clip export complete!", NULL);
+    else if (kind == REEL_EXEC_CANCELLED)
+        emit(ex, REEL_EXEC_CANCELLED, &rec, "cancelled", r.last_pct, "Export cancelled",
+             "Cancelled by user");
+    else if (kind == REEL_EXEC_ERROR)
+        emit(ex, REEL_EXEC_ERROR, &rec, "error", 0, reason, reason);
     reel_jobstore_record_uninit(&rec);
 }
 
@@ -898,10 +932,10 @@ int reel_executor_cancel(ReelExecutor *ex, const char *user, const char *export_
     if (reel_jobstore_finish(ex->cfg.jobs, user, export_id, REEL_EXPORT_CANCELLED,
                              "Cancelled by user", NULL, NULL) == 0 &&
         reel_jobstore_get(ex->cfg.jobs, user, export_id, &rec, REEL_JOBSTORE_WITH_JSON) == 0) {
-        emit(ex, REEL_EXEC_CANCELLED, &rec, "cancelled", 0, "Export cancelled",
-             "Cancelled by user");
         if (reel_executor_delete_sources(ex->cfg.store, user, export_id, rec.sources_json) >= 0)
             reel_jobstore_set_sources_deleted(ex->cfg.jobs, user, export_id);
+        emit(ex, REEL_EXEC_CANCELLED, &rec, "cancelled", 0, "Export cancelled",
+             "Cancelled by user");
         reel_jobstore_record_uninit(&rec);
     }
     return REEL_EXEC_CANCELLED_NOW;

@@ -355,10 +355,10 @@ static void *cancel_main(void *arg)
         ReelExecEvent ev = {.kind = REEL_EXEC_CANCELLED, .rec = &full, .phase = "cancelled",
                             .eta_s = -1, .message = "Export cancelled",
                             .error = "Cancelled by user"};
-        on_exec_event(srv, &ev);
         if (full.sources_json &&
             reel_executor_delete_sources(srv->store, c->user, c->export_id, full.sources_json) >= 0)
             reel_jobstore_set_sources_deleted(srv->jobs, c->user, c->export_id);
+        on_exec_event(srv, &ev);
         reel_jobstore_record_uninit(&full);
     }
     c->result = REEL_EXEC_CANCELLED_NOW;

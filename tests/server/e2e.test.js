@@ -116,7 +116,8 @@ run([
     const end = await w.terminal;
     w.close();
     assert.equal(end.status, 'error');
-    assert.match(end.error, /^Export failed: /);
+    assert.match(end.error, /^Export failed: .*video_1/);
+    assert.ok(!end.error.includes(srv.dir), 'the error shows a server path: ' + end.error);
     const rec = await api(srv, 'GET', `/api/exports/${id}`);
     assert.equal(rec.body.status, 'error');
     assert.ok(rec.body.error.length > 15);
