@@ -165,6 +165,7 @@ int reel_executor_delete_sources(ReelStore *store, const char *user, const char 
     int ret = 0, r;
 
     if (json_is_array(root)) {
+        /* The row lists every key its request put (it is written after the last put). */
         json_array_foreach(root, i, item) {
             const char *key = json_string_value(json_object_get(item, "key"));
             if (key && (r = reel_store_delete(store, key)) < 0) {
@@ -173,14 +174,15 @@ int reel_executor_delete_sources(ReelStore *store, const char *user, const char 
                 ret = r;
             }
         }
+    } else {
+        /* No list: an upload interrupted half way. Whatever it put is under the
+         * export's temp prefix. */
+        snprintf(prefix, sizeof(prefix), "%s/temp/multi_clip_%s/", user, export_id);
+        r = reel_store_list(store, prefix, delete_listed, store);
+        if (r < 0 && r != REEL_ERR(ENOENT))
+            ret = r;
     }
     json_decref(root);
-    /* Whatever the row lists, nothing may stay under the export's temp prefix:
-     * an upload interrupted half way has keys no row ever listed. */
-    snprintf(prefix, sizeof(prefix), "%s/temp/multi_clip_%s/", user, export_id);
-    r = reel_store_list(store, prefix, delete_listed, store);
-    if (r < 0 && r != REEL_ERR(ENOENT))
-        ret = r;
     return ret;
 }
 

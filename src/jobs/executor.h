@@ -127,7 +127,11 @@ int reel_executor_submit(ReelExecutor *ex, const char *user, const char *export_
  */
 int reel_executor_cancel(ReelExecutor *ex, const char *user, const char *export_id);
 
-/** Delete the temporary source objects of an export (keys from sources_json). */
+/**
+ * Delete the temporary source objects of an export: the keys of sources_json,
+ * or, when it is NULL (an upload that never completed), every key under
+ * {user}/temp/multi_clip_{export_id}/.
+ */
 int reel_executor_delete_sources(struct ReelStore *store, const char *user, const char *export_id,
                                  const char *sources_json);
 

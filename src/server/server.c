@@ -405,9 +405,10 @@ static int h_exports(struct mg_connection *conn, void *cbdata)
     if (!*rest)
         return reel_http_error(conn, 404, "Not found");
     if (!strcmp(rest, "active") || !strcmp(rest, "active/")) {
-        ActiveList a = {json_array()};
+        ActiveList a;
         if (!get)
             return reel_http_error(conn, 405, "Method not allowed");
+        a.list = json_array();
         reel_jobstore_list(srv->jobs, user,
                            (1u << REEL_EXPORT_RECEIVING) | (1u << REEL_EXPORT_PENDING) |
                                (1u << REEL_EXPORT_PROCESSING),
@@ -415,7 +416,7 @@ static int h_exports(struct mg_connection *conn, void *cbdata)
         return reel_http_json(conn, 200, json_pack("{s:o}", "exports", a.list));
     }
     if (!strcmp(rest, "recent") || !strcmp(rest, "recent/")) {
-        ActiveList a = {json_array()};
+        ActiveList a;
         char hours[32] = "";
         double h = 24;
         if (!get)
@@ -428,6 +429,7 @@ static int h_exports(struct mg_connection *conn, void *cbdata)
             if (end == hours || *end || !(h > 0 && h <= 24 * 366))
                 return reel_http_error(conn, 400, "hours: a number of hours, up to a year");
         }
+        a.list = json_array();
         reel_jobstore_list_recent(srv->jobs, user, reel_jobstore_now_ms() - (int64_t)(h * 3600e3),
                                   200, add_active, &a);
         return reel_http_json(conn, 200, json_pack("{s:o}", "exports", a.list));

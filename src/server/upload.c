@@ -524,7 +524,8 @@ int reel_server_handle_upload(ReelServer *srv, struct mg_connection *conn, const
     int continue_expected = expect && !strcasecmp(expect, "100-continue");
     Upload *u;
     Finish fin = {0};
-    int status, r;
+    char id[REEL_ID_MAX + 1] = "", detail[1024];
+    int status, r, close_conn = 0;
 
     if (!ctype || strncasecmp(ctype, "multipart/form-data", 19)) {
         reel_http_drain(conn, MAX_DRAIN, 10000);
@@ -569,27 +570,35 @@ int reel_server_handle_upload(ReelServer *srv, struct mg_connection *conn, const
         if (!u->status)
             fail(u, 400, "Malformed multipart/form-data body");
         reel_http_drain(conn, MAX_DRAIN, 30000);
-        status = reel_http_error_close(conn, u->status, "%s", u->detail);
-        goto end;
+        close_conn = 1;
+    } else {
+        fin.u = u;
+        if (reel_http_run_big_stack(finish_main, &fin) < 0)
+            fail(u, 503, "Server busy: cannot start a thread");
     }
-
-    fin.u = u;
-    if (reel_http_run_big_stack(finish_main, &fin) < 0)
-        fail(u, 503, "Server busy: cannot start a thread");
+    /* Everything this request left on disk goes before the answer does. */
+    if (fin.outcome != OUT_FAILED)
+        snprintf(id, sizeof(id), "%s", text(u, TXT_EXPORT_ID));
+    status = u->status ? u->status : 500;
+    snprintf(detail, sizeof(detail), "%s", u->detail[0] ? u->detail : "Internal error");
+    upload_uninit(u);
+    free(u);
+    u = NULL;
     if (fin.outcome == OUT_FAILED) {
-        status = reel_http_error(conn, u->status ? u->status : 500, "%s",
-                                 u->detail[0] ? u->detail : "Internal error");
-        goto end;
+        reel_executor_unreserve(srv->exec);
+        return close_conn ? reel_http_error_close(conn, status, "%s", detail)
+                          : reel_http_error(conn, status, "%s", detail);
     }
-    status = reply_accepted(conn, text(u, TXT_EXPORT_ID), fin.outcome == OUT_DUPLICATE);
-    if (fin.outcome == OUT_ACCEPTED) {
-        if (reel_executor_submit(srv->exec, user, text(u, TXT_EXPORT_ID)) < 0)
-            reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: stopping; runs at the next start", user,
-                     text(u, TXT_EXPORT_ID));
-        upload_uninit(u);
-        free(u);
-        return status; /* the reservation went to the submission */
+    status = reply_accepted(conn, id, fin.outcome == OUT_DUPLICATE);
+    if (fin.outcome == OUT_DUPLICATE) {
+        reel_executor_unreserve(srv->exec);
+        return status;
     }
+    /* The reservation goes to the submission. */
+    if (reel_executor_submit(srv->exec, user, id) < 0)
+        reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: stopping; runs at the next start", user, id);
+    return status;
+
 end:
     reel_executor_unreserve(srv->exec);
     upload_uninit(u);
