@@ -257,7 +257,8 @@ static void report(RunCtx *r, ReelPhase phase, double pct, const ReelProgress *p
         ev.frames_total = p->frames_total;
         ev.eta_s = p->eta_s;
     }
-    ev.message = p && p->message && *p->message
+    /* The engine's text when it says more than the phase's name; else ours. */
+    ev.message = p && p->message && *p->message && strcmp(p->message, reel_phase_name(p->phase))
                      ? p->message
                      : phase_message(phase, ev.clip, ev.total_clips, r->message, sizeof(r->message));
     if (r->ex->cfg.on_event)
