@@ -1,16 +1,14 @@
 /*
  * store_local.c - the object store (storage.h) on a local directory: the
  * embedded default. A key is a relative path under the root. Puts copy into a
- * temporary file in the destination directory, fsync and rename, so a reader
- * sees the old object or the whole new one, never half a file.
+ * temporary file in the destination directory ("<name>.tmp-XXXXXX"), fsync and
+ * rename, so a reader sees the old object or the whole new one, never half a
+ * file; listings skip those temporary names.
  *
- * Only the local backend is built so far; reel_store_open rejects other kinds
- * with a clear error (the S3 backend is the next piece of this module).
- * Thread-safety: every call works on its own file descriptors; the errmsg is
- * per store and best effort when calls race.
+ * Thread-safety: the context is immutable after open and every call works on
+ * its own file descriptors, so calls may run concurrently. Two puts of one key
+ * race benignly: each renames a complete file, the last rename wins.
  */
-#include "storage/storage.h"
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,41 +20,23 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "storage/storage_int.h"
 
-struct ReelStore {
-    char root[PATH_MAX];
-    char errmsg[REEL_ERRMSG_SIZE];
-};
+#define COPY_CHUNK (1 << 16)
 
-int reel_store_key_valid(const char *key)
+typedef struct LocalStore {
+    char root[PATH_MAX]; /* absolute, symlinks resolved */
+} LocalStore;
+
+static int key_path(LocalStore *ls, const char *key, char *path, size_t size, char *errmsg)
 {
-    size_t n;
-    const char *seg;
-
-    if (!key || !*key || key[0] == '/' || (n = strlen(key)) > 1024)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f || key[i] == '\\')
-            return 0;
-    seg = key;
-    for (;;) {
-        const char *slash = strchr(seg, '/');
-        size_t len = slash ? (size_t)(slash - seg) : strlen(seg);
-        if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-            return 0;
-        if (!slash)
-            return 1;
-        seg = slash + 1;
-    }
-}
-
-static int key_path(ReelStore *st, const char *key, char *path, size_t size)
-{
+    /* storage.c checked the key already; checked again because this is the
+     * line between a key and the filesystem (no "..", no absolute path) */
     if (!reel_store_key_valid(key))
-        return reel_fail(st->errmsg, REEL_ERR(EINVAL), "storage: invalid key '%s'",
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "storage: invalid key '%.300s'",
                          key ? key : "(null)");
-    if ((size_t)snprintf(path, size, "%s/%s", st->root, key) >= size)
-        return reel_fail(st->errmsg, REEL_ERR(ENAMETOOLONG), "storage: key too long");
+    if ((size_t)snprintf(path, size, "%s/%s", ls->root, key) >= size)
+        return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "storage: key too long for a path");
     return 0;
 }
 
@@ -75,67 +55,74 @@ static int make_parents(char *path)
     return 0;
 }
 
-int reel_store_open(ReelStore **out, const ReelStoreConfig *cfg, char *errmsg)
+/* "<anything>.tmp-XXXXXX": a file copy_atomic has not published (yet) */
+static int is_temp_name(const char *name)
 {
-    ReelStore *st;
+    size_t n = strlen(name);
+    return n > 11 && !memcmp(name + n - 11, ".tmp-", 5);
+}
+
+static int local_open(void **priv, const ReelStoreConfig *cfg, char *errmsg)
+{
+    LocalStore *ls;
     char tmp[PATH_MAX];
 
-    *out = NULL;
-    if (cfg->kind && strcmp(cfg->kind, "local") != 0)
-        return reel_fail(errmsg, REEL_ERR(ENOTSUP),
-                         "storage: kind '%s' is not available in this build (local only)",
-                         cfg->kind);
+    *priv = NULL;
     if (!cfg->root || !*cfg->root)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "storage: local store needs a root folder");
-    if (!(st = calloc(1, sizeof(*st))))
-        return REEL_ERR(ENOMEM);
+    if (!(ls = calloc(1, sizeof(*ls))))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "storage: out of memory");
+    errno = 0;
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s/", cfg->root) >= sizeof(tmp) ||
-        make_parents(tmp) < 0 || !realpath(cfg->root, st->root)) {
-        int e = errno;
-        free(st);
-        return reel_fail(errmsg, REEL_ERR(e ? e : EINVAL), "storage: %s: cannot use: %s",
-                         cfg->root, strerror(e));
+        make_parents(tmp) < 0 || !realpath(cfg->root, ls->root)) {
+        int e = errno ? errno : ENAMETOOLONG;
+        free(ls);
+        return reel_fail(errmsg, REEL_ERR(e), "storage: %s: cannot use: %s", cfg->root,
+                         strerror(e));
     }
-    *out = st;
+    *priv = ls;
     return 0;
 }
 
-void reel_store_close(ReelStore **st)
+static void local_close(void **priv)
 {
-    if (st) {
-        free(*st);
-        *st = NULL;
-    }
-}
-
-const char *reel_store_errmsg(const ReelStore *st)
-{
-    return st->errmsg;
+    free(*priv);
+    *priv = NULL;
 }
 
 /* Copy src to a temp file next to dst, fsync, rename over dst. */
-static int copy_atomic(ReelStore *st, const char *src, char *dst)
+static int copy_atomic(const char *src, char *dst, char *errmsg)
 {
     char tmp[PATH_MAX + 32];
-    char buf[1 << 16];
+    char *buf = NULL;
     int in = -1, outfd = -1, ret;
     ssize_t n;
 
+    tmp[0] = '\0';
     if ((ret = make_parents(dst)) < 0)
-        return reel_fail(st->errmsg, ret, "storage: cannot create folders for %s", dst);
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", dst) >= sizeof(tmp))
-        return reel_fail(st->errmsg, REEL_ERR(ENAMETOOLONG), "storage: path too long");
-    if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
-        return reel_fail(st->errmsg, REEL_ERR(errno), "storage: %s: %s", src, strerror(errno));
-    if ((outfd = mkstemp(tmp)) < 0) {
-        ret = reel_fail(st->errmsg, REEL_ERR(errno), "storage: %s: %s", tmp, strerror(errno));
+        return reel_fail(errmsg, ret, "storage: cannot create folders for %s", dst);
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", dst) >= sizeof(tmp)) {
+        tmp[0] = '\0';
+        return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "storage: path too long");
+    }
+    /* on the heap: the server calls stores from threads with small stacks */
+    if (!(buf = malloc(COPY_CHUNK)))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "storage: out of memory");
+    if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
+        tmp[0] = '\0';
+        ret = reel_fail(errmsg, REEL_ERR(errno), "storage: %s: %s", src, strerror(errno));
         goto end;
     }
-    while ((n = read(in, buf, sizeof(buf))) > 0) {
+    if ((outfd = mkstemp(tmp)) < 0) {
+        ret = reel_fail(errmsg, REEL_ERR(errno), "storage: %s: %s", tmp, strerror(errno));
+        tmp[0] = '\0';
+        goto end;
+    }
+    while ((n = read(in, buf, COPY_CHUNK)) > 0) {
         for (ssize_t off = 0; off < n;) {
             ssize_t w = write(outfd, buf + off, (size_t)(n - off));
             if (w < 0) {
-                ret = reel_fail(st->errmsg, REEL_ERR(errno), "storage: write %s: %s", dst,
+                ret = reel_fail(errmsg, REEL_ERR(errno), "storage: write %s: %s", dst,
                                 strerror(errno));
                 goto end;
             }
@@ -143,17 +130,17 @@ static int copy_atomic(ReelStore *st, const char *src, char *dst)
         }
     }
     if (n < 0) {
-        ret = reel_fail(st->errmsg, REEL_ERR(errno), "storage: read %s: %s", src, strerror(errno));
+        ret = reel_fail(errmsg, REEL_ERR(errno), "storage: read %s: %s", src, strerror(errno));
         goto end;
     }
     if (fsync(outfd) < 0 || fchmod(outfd, 0644) < 0) {
-        ret = reel_fail(st->errmsg, REEL_ERR(errno), "storage: sync %s: %s", dst, strerror(errno));
+        ret = reel_fail(errmsg, REEL_ERR(errno), "storage: sync %s: %s", dst, strerror(errno));
         goto end;
     }
     close(outfd);
     outfd = -1;
     if (rename(tmp, dst) < 0) {
-        ret = reel_fail(st->errmsg, REEL_ERR(errno), "storage: publish %s: %s", dst,
+        ret = reel_fail(errmsg, REEL_ERR(errno), "storage: publish %s: %s", dst,
                         strerror(errno));
         goto end;
     }
@@ -166,70 +153,106 @@ end:
         close(outfd);
     if (tmp[0])
         unlink(tmp);
+    free(buf);
     return ret;
 }
 
-int reel_store_put_file(ReelStore *st, const char *key, const char *path)
+static int local_put_file(void *priv, const char *key, const char *path, char *errmsg)
 {
     char dst[PATH_MAX];
-    int ret = key_path(st, key, dst, sizeof(dst));
-    return ret < 0 ? ret : copy_atomic(st, path, dst);
+    int ret = key_path(priv, key, dst, sizeof(dst), errmsg);
+    return ret < 0 ? ret : copy_atomic(path, dst, errmsg);
 }
 
-int reel_store_get_file(ReelStore *st, const char *key, const char *path)
+/* The "no such object" sentence: an expected outcome, so not logged. */
+static int absent(char *errmsg, const char *key)
+{
+    snprintf(errmsg, REEL_ERRMSG_SIZE, "storage: %.300s: no such object", key);
+    return REEL_ERR(ENOENT);
+}
+
+static int local_get_file(void *priv, const char *key, const char *path, char *errmsg)
 {
     char src[PATH_MAX], dst[PATH_MAX];
-    int ret = key_path(st, key, src, sizeof(src));
+    struct stat sb;
+    int ret = key_path(priv, key, src, sizeof(src), errmsg);
+
     if (ret < 0)
         return ret;
-    if (access(src, R_OK) < 0)
-        return reel_fail(st->errmsg, REEL_ERR(errno), "storage: %s: %s", key, strerror(errno));
-    snprintf(dst, sizeof(dst), "%s", path);
-    return copy_atomic(st, src, dst);
+    if (stat(src, &sb) < 0)
+        return errno == EACCES ? reel_fail(errmsg, REEL_ERR(EACCES), "storage: %s: %s", key,
+                                           strerror(EACCES))
+                               : absent(errmsg, key);
+    if (!S_ISREG(sb.st_mode))
+        return absent(errmsg, key);
+    if ((size_t)snprintf(dst, sizeof(dst), "%s", path) >= sizeof(dst))
+        return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "storage: path too long");
+    return copy_atomic(src, dst, errmsg);
 }
 
-int64_t reel_store_get_range(ReelStore *st, const char *key, int64_t offset, void *buf,
-                             size_t len)
+static int64_t local_get_range(void *priv, const char *key, int64_t offset, void *buf,
+                               size_t len, char *errmsg)
 {
     char src[PATH_MAX];
-    int ret = key_path(st, key, src, sizeof(src)), fd;
-    ssize_t n;
+    int ret = key_path(priv, key, src, sizeof(src), errmsg), fd;
+    int64_t total = 0;
+
     if (ret < 0)
         return ret;
     if ((fd = open(src, O_RDONLY | O_CLOEXEC)) < 0)
-        return reel_fail(st->errmsg, REEL_ERR(errno), "storage: %s: %s", key, strerror(errno));
-    n = pread(fd, buf, len, offset);
-    if (n < 0)
-        ret = reel_fail(st->errmsg, REEL_ERR(errno), "storage: %s: %s", key, strerror(errno));
+        return errno == ENOENT || errno == ENOTDIR
+                   ? absent(errmsg, key)
+                   : reel_fail(errmsg, REEL_ERR(errno), "storage: %s: %s", key, strerror(errno));
+    /* pread may return less than asked before the end (signals, huge lengths) */
+    while ((size_t)total < len) {
+        ssize_t n = pread(fd, (char *)buf + total, len - (size_t)total, offset + total);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EISDIR) {
+            close(fd);
+            return absent(errmsg, key);
+        }
+        if (n < 0) {
+            ret = reel_fail(errmsg, REEL_ERR(errno), "storage: %s: %s", key, strerror(errno));
+            close(fd);
+            return ret;
+        }
+        if (n == 0)
+            break;
+        total += n;
+    }
     close(fd);
-    return n < 0 ? ret : n;
+    return total;
 }
 
-int reel_store_head(ReelStore *st, const char *key, ReelStoreInfo *info)
+static int local_head(void *priv, const char *key, ReelStoreInfo *info, char *errmsg)
 {
     char p[PATH_MAX];
     struct stat sb;
-    int ret = key_path(st, key, p, sizeof(p));
+    int ret = key_path(priv, key, p, sizeof(p), errmsg);
+
     if (ret < 0)
         return ret;
     if (stat(p, &sb) < 0 || !S_ISREG(sb.st_mode))
-        return REEL_ERR(ENOENT);
+        return absent(errmsg, key);
     info->size = sb.st_size;
     info->mtime = sb.st_mtime;
     return 0;
 }
 
-int reel_store_delete(ReelStore *st, const char *key)
+static int local_delete(void *priv, const char *key, char *errmsg)
 {
+    LocalStore *ls = priv;
     char p[PATH_MAX];
-    int ret = key_path(st, key, p, sizeof(p));
+    int ret = key_path(ls, key, p, sizeof(p), errmsg);
+
     if (ret < 0)
         return ret;
     if (unlink(p) < 0 && errno != ENOENT)
-        return reel_fail(st->errmsg, REEL_ERR(errno), "storage: delete %s: %s", key,
+        return reel_fail(errmsg, REEL_ERR(errno), "storage: delete %s: %s", key,
                          strerror(errno));
     /* drop now-empty parent folders, up to the root */
-    for (char *slash = strrchr(p, '/'); slash && slash > p + strlen(st->root);
+    for (char *slash = strrchr(p, '/'); slash && slash > p + strlen(ls->root);
          slash = strrchr(p, '/')) {
         *slash = '\0';
         if (rmdir(p) < 0)
@@ -238,85 +261,131 @@ int reel_store_delete(ReelStore *st, const char *key)
     return 0;
 }
 
-static int cmp_names(const void *a, const void *b)
+typedef struct Entry {
+    char *name;
+    int is_dir;
+} Entry;
+
+/*
+ * A folder "a" sorts as "a/": everything under it starts with that, so a
+ * depth-first walk in this order yields whole keys in byte-wise order ("a-b"
+ * before "a/c", as S3 lists them).
+ */
+static int cmp_entries(const void *pa, const void *pb)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    const Entry *a = pa, *b = pb;
+    const unsigned char *x = (const unsigned char *)a->name, *y = (const unsigned char *)b->name;
+
+    while (*x && *x == *y) {
+        x++;
+        y++;
+    }
+    int cx = *x ? *x : a->is_dir ? '/' : 0;
+    int cy = *y ? *y : b->is_dir ? '/' : 0;
+    return cx - cy;
 }
 
-/* Walk dir (relative rel) in lexical order, calling cb for files under prefix. */
-static int walk(ReelStore *st, const char *rel, const char *prefix,
-                int (*cb)(void *, const char *, const ReelStoreInfo *), void *opaque)
+/* Walk dir (relative rel) in key order, calling cb for files under prefix. */
+static int walk(LocalStore *ls, const char *rel, const char *prefix, ReelStoreListCb cb,
+                void *opaque, char *errmsg)
 {
-    char dir[PATH_MAX];
-    DIR *d;
+    char *dir = NULL, *key = NULL, *full = NULL;
+    DIR *d = NULL;
     struct dirent *e;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
+    Entry *ents = NULL;
+    size_t n = 0, cap = 0, pl = strlen(prefix);
     int ret = 0;
 
-    if ((size_t)snprintf(dir, sizeof(dir), "%s%s%s", st->root, *rel ? "/" : "", rel) >= sizeof(dir))
-        return 0;
+    /* heap, not stack: walks recurse and may run on small stacks */
+    if (!(dir = malloc(PATH_MAX)) || !(key = malloc(PATH_MAX)) || !(full = malloc(PATH_MAX))) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "storage: out of memory");
+        goto end;
+    }
+    if ((size_t)snprintf(dir, PATH_MAX, "%s%s%s", ls->root, *rel ? "/" : "", rel) >= PATH_MAX)
+        goto end;
     if (!(d = opendir(dir)))
-        return 0;
+        goto end; /* vanished under a concurrent delete: nothing to list */
     while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || strstr(e->d_name, ".tmp-"))
+        struct stat sb;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_temp_name(e->d_name))
+            continue;
+        if ((size_t)snprintf(full, PATH_MAX, "%s/%s", dir, e->d_name) >= PATH_MAX ||
+            stat(full, &sb) < 0 || !(S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode)))
             continue;
         if (n == cap) {
-            char **nn = realloc(names, (cap = cap ? cap * 2 : 32) * sizeof(*nn));
-            if (!nn) {
-                ret = REEL_ERR(ENOMEM);
+            Entry *ne = realloc(ents, (cap = cap ? cap * 2 : 32) * sizeof(*ne));
+            if (!ne) {
+                ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "storage: out of memory");
                 goto end;
             }
-            names = nn;
+            ents = ne;
         }
-        if (!(names[n] = strdup(e->d_name))) {
-            ret = REEL_ERR(ENOMEM);
+        if (!(ents[n].name = strdup(e->d_name))) {
+            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "storage: out of memory");
             goto end;
         }
-        n++;
+        ents[n++].is_dir = S_ISDIR(sb.st_mode);
     }
-    qsort(names, n, sizeof(*names), cmp_names);
+    qsort(ents, n, sizeof(*ents), cmp_entries);
     for (size_t i = 0; i < n && ret == 0; i++) {
-        char key[PATH_MAX], full[PATH_MAX];
         struct stat sb;
-        if ((size_t)snprintf(key, sizeof(key), "%s%s%s", rel, *rel ? "/" : "", names[i]) >=
-                sizeof(key) ||
-            (size_t)snprintf(full, sizeof(full), "%s/%s", st->root, key) >= sizeof(full) ||
-            stat(full, &sb) < 0)
+        size_t kl;
+        if ((size_t)snprintf(key, PATH_MAX, "%s%s%s", rel, *rel ? "/" : "", ents[i].name) >=
+            PATH_MAX)
             continue;
-        size_t kl = strlen(key), pl = strlen(prefix);
-        if (S_ISDIR(sb.st_mode)) {
+        kl = strlen(key);
+        if (ents[i].is_dir) {
             /* descend when the folder can hold keys with the prefix */
             if (!strncmp(key, prefix, kl < pl ? kl : pl))
-                ret = walk(st, key, prefix, cb, opaque);
-        } else if (S_ISREG(sb.st_mode) && !strncmp(key, prefix, pl)) {
+                ret = walk(ls, key, prefix, cb, opaque, errmsg);
+        } else if (!strncmp(key, prefix, pl) && reel_store_key_valid(key)) {
+            if ((size_t)snprintf(full, PATH_MAX, "%s/%s", ls->root, key) >= PATH_MAX ||
+                stat(full, &sb) < 0)
+                continue; /* deleted since readdir */
             ReelStoreInfo info = {sb.st_size, sb.st_mtime};
             ret = cb(opaque, key, &info);
         }
     }
 end:
     for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    closedir(d);
+        free(ents[i].name);
+    free(ents);
+    if (d)
+        closedir(d);
+    free(dir);
+    free(key);
+    free(full);
     return ret;
 }
 
-int reel_store_list(ReelStore *st, const char *prefix,
-                    int (*cb)(void *opaque, const char *key, const ReelStoreInfo *info),
-                    void *opaque)
+static int local_list(void *priv, const char *prefix, ReelStoreListCb cb, void *opaque,
+                      char *errmsg)
 {
-    if (!prefix || strstr(prefix, ".."))
-        return reel_fail(st->errmsg, REEL_ERR(EINVAL), "storage: invalid prefix");
-    return walk(st, "", prefix, cb, opaque);
+    return walk(priv, "", prefix, cb, opaque, errmsg);
 }
 
-int reel_store_presign_get(ReelStore *st, const char *key, int expires_s, char *url, size_t size)
+static int local_presign_get(void *priv, const char *key, int expires_s, int64_t now, char *url,
+                             size_t size, char *errmsg)
 {
+    snprintf(errmsg, REEL_ERRMSG_SIZE, "storage: the local store has no presigned URLs");
     return REEL_ERR(ENOTSUP);
 }
 
-int reel_store_local_path(ReelStore *st, const char *key, char *path, size_t size)
+static int local_local_path(void *priv, const char *key, char *path, size_t size, char *errmsg)
 {
-    return key_path(st, key, path, size);
+    return key_path(priv, key, path, size, errmsg);
 }
+
+const ReelStoreBackend reel_store_backend_local = {
+    .name = "local",
+    .open = local_open,
+    .close = local_close,
+    .put_file = local_put_file,
+    .get_file = local_get_file,
+    .get_range = local_get_range,
+    .head = local_head,
+    .del = local_delete,
+    .list = local_list,
+    .presign_get = local_presign_get,
+    .local_path = local_local_path,
+};
