@@ -11,5 +11,6 @@ int reel_cli_upscale(int argc, char **argv);
 int reel_cli_serve(int argc, char **argv);
 int reel_cli_submit(int argc, char **argv);
 int reel_cli_plan(int argc, char **argv);
+int reel_cli_worker(int argc, char **argv);
 
 #endif

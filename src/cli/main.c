@@ -17,6 +17,7 @@ static const struct {
     {"serve", reel_cli_serve, "serve [--port N] [--data DIR]  run the export service (HTTP + WebSocket)"},
     {"submit", reel_cli_submit, "submit JOB.json --server URL  export on a server, follow it, download it"},
     {"plan", reel_cli_plan, "plan JOB.json                 single vs per-clip containers, and their cost"},
+    {"worker", reel_cli_worker, "worker --redis URL --gpu-class t4  run exports from Redis Streams"},
 };
 
 static void usage(FILE *f)
