@@ -12,6 +12,8 @@ packages=(build-essential cmake pkg-config git ca-certificates xz-utils
     libcurl4-openssl-dev libssl-dev libcivetweb-dev libsqlite3-dev sqlite3 curl
     libhiredis-dev redis-server)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+# the web page test drives Debian's Chromium (playwright-core, no browser download)
+packages+=(chromium)
 
 missing=()
 for p in "${packages[@]}"; do
