@@ -326,7 +326,8 @@ static int walk(LocalStore *ls, const char *rel, const char *prefix, ReelStoreLi
         }
         ents[n++].is_dir = S_ISDIR(sb.st_mode);
     }
-    qsort(ents, n, sizeof(*ents), cmp_entries);
+    if (n) /* qsort wants a non-NULL array even for 0 entries */
+        qsort(ents, n, sizeof(*ents), cmp_entries);
     for (size_t i = 0; i < n && ret == 0; i++) {
         struct stat sb;
         size_t kl;
