@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -270,7 +271,7 @@ struct Fake {
     int lfd;
     int port;
     pthread_t thread;
-    volatile int stop;
+    atomic_int stop;
     FakeHandler handler;
     pthread_mutex_t lock;
     FakeReq log[64];

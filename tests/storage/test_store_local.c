@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -319,7 +320,7 @@ static void test_presign_unsupported(void **state)
 
 typedef struct Race {
     Fix *f;
-    volatile int stop;
+    atomic_int stop;
     int bad;     /* a reader saw something it must not */
     int reads;
 } Race;
