@@ -784,6 +784,13 @@ static int perform(Call *c, Req *r)
                                                     : strerror(r->local_errno));
             break;
         }
+        if (rc != CURLE_OK && (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR) &&
+            r->status >= 400 && r->status < 500 && r->status != 429) {
+            /* the store refused before the body was all sent, then closed: its answer
+             * (403, 400...) is the error, not the broken connection */
+            ret = http_error(c, r);
+            break;
+        }
         if (rc != CURLE_OK) {
             snprintf(why, sizeof(why), "%s", c->curlerr[0] ? c->curlerr : curl_easy_strerror(rc));
             if (transient_curl(rc) && attempt < c->s3->max_retries) {
