@@ -34,8 +34,8 @@ int reel_s3_uri_encode(char *out, size_t size, size_t *len, const char *s, int k
 
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         int plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' ||
-                    *p == '~' || (keep_slash && *p == '/');
+                    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == '~' ||
+                    (keep_slash && *p == '/');
         if (n + (plain ? 1 : 3) >= size)
             return REEL_ERR(ENAMETOOLONG);
         if (plain) {
@@ -65,7 +65,8 @@ static int hmac(const void *key, size_t klen, const char *msg, unsigned char out
 {
     unsigned int olen = 0;
     return HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)msg, strlen(msg), out,
-                &olen) && olen == 32
+                &olen) &&
+                   olen == 32
                ? 0
                : REEL_ERR(ENOMEM);
 }

@@ -28,9 +28,9 @@
 
 struct ReelStore {
     const ReelStoreBackend *be;
-    void *priv;                  /* the backend's context */
-    uint64_t id;                 /* unique per store in this process (tags thread-local errors) */
-    pthread_mutex_t lock;        /* guards errmsg */
+    void *priv;           /* the backend's context */
+    uint64_t id;          /* unique per store in this process (tags thread-local errors) */
+    pthread_mutex_t lock; /* guards errmsg */
     char errmsg[REEL_ERRMSG_SIZE];
 };
 
@@ -42,8 +42,8 @@ static const ReelStoreBackend *const backends[] = {
 static atomic_uint_fast64_t next_id = 1;
 
 static _Thread_local struct {
-    uint64_t id;     /* store of this thread's last call (0: none) */
-    int failed;      /* that call failed and msg holds its sentence */
+    uint64_t id; /* store of this thread's last call (0: none) */
+    int failed;  /* that call failed and msg holds its sentence */
     char msg[REEL_ERRMSG_SIZE];
     char copy[REEL_ERRMSG_SIZE]; /* what reel_store_errmsg returned from the shared slot */
 } tl_err;
@@ -212,8 +212,7 @@ int reel_store_get_file(ReelStore *st, const char *key, const char *path)
     return (int)done(st, ret, msg, "get", key);
 }
 
-int64_t reel_store_get_range(ReelStore *st, const char *key, int64_t offset, void *buf,
-                             size_t len)
+int64_t reel_store_get_range(ReelStore *st, const char *key, int64_t offset, void *buf, size_t len)
 {
     char msg[REEL_ERRMSG_SIZE] = "";
     int64_t ret;
@@ -277,8 +276,8 @@ int reel_store_list(ReelStore *st, const char *prefix,
     return (int)done(st, ret, msg, "list", prefix);
 }
 
-int reel_store_presign_get_at(ReelStore *st, const char *key, int expires_s, int64_t now,
-                              char *url, size_t size)
+int reel_store_presign_get_at(ReelStore *st, const char *key, int expires_s, int64_t now, char *url,
+                              size_t size)
 {
     char msg[REEL_ERRMSG_SIZE] = "";
     int ret;
@@ -295,8 +294,7 @@ int reel_store_presign_get_at(ReelStore *st, const char *key, int expires_s, int
     return (int)done(st, ret, msg, "presign", key);
 }
 
-int reel_store_presign_get(ReelStore *st, const char *key, int expires_s, char *url,
-                           size_t size)
+int reel_store_presign_get(ReelStore *st, const char *key, int expires_s, char *url, size_t size)
 {
     return reel_store_presign_get_at(st, key, expires_s, (int64_t)time(NULL), url, size);
 }

@@ -35,26 +35,27 @@ typedef struct ReelStore ReelStore;
  * plus the strings is a complete configuration.
  */
 typedef struct ReelStoreConfig {
-    const char *kind;       /**< "local" (default when NULL or "") or "s3" */
+    const char *kind; /**< "local" (default when NULL or "") or "s3" */
     /* local */
-    const char *root;       /**< local: the directory holding the objects (created if absent) */
+    const char *root; /**< local: the directory holding the objects (created if absent) */
     /* s3 */
-    const char *endpoint;   /**< e.g. "http://127.0.0.1:4569" or "https://<acct>.r2.cloudflarestorage.com" */
+    const char
+        *endpoint; /**< e.g. "http://127.0.0.1:4569" or "https://<acct>.r2.cloudflarestorage.com" */
     const char *bucket;
-    const char *region;     /**< "auto" for R2; default "us-east-1" */
+    const char *region; /**< "auto" for R2; default "us-east-1" */
     const char *access_key;
     const char *secret_key;
-    int path_style;         /**< 1: endpoint/bucket/key (the server's default); 0: bucket.endpoint/key */
+    int path_style; /**< 1: endpoint/bucket/key (the server's default); 0: bucket.endpoint/key */
     int64_t multipart_threshold; /**< bytes; puts above it use multipart upload (default 64 MiB) */
-    int64_t part_size;      /**< default 16 MiB; at least 5 MiB (S3's minimum) */
-    int max_retries;        /**< retries after the first try; 0 = default 4, < 0 = none */
-    int retry_base_ms;      /**< first backoff delay, doubled per retry; default 200 */
-    int list_page;          /**< keys per ListObjectsV2 request, 1..1000; default 1000 */
+    int64_t part_size;           /**< default 16 MiB; at least 5 MiB (S3's minimum) */
+    int max_retries;             /**< retries after the first try; 0 = default 4, < 0 = none */
+    int retry_base_ms;           /**< first backoff delay, doubled per retry; default 200 */
+    int list_page;               /**< keys per ListObjectsV2 request, 1..1000; default 1000 */
 } ReelStoreConfig;
 
 typedef struct ReelStoreInfo {
     int64_t size;
-    int64_t mtime;          /**< seconds since the epoch, 0 if unknown */
+    int64_t mtime; /**< seconds since the epoch, 0 if unknown */
 } ReelStoreInfo;
 
 /**
@@ -91,8 +92,7 @@ int reel_store_get_file(ReelStore *st, const char *key, const char *path);
  * at the end of the object, 0 at or past it), or a negative error (-ENOENT if
  * absent, -EINVAL for a negative offset).
  */
-int64_t reel_store_get_range(ReelStore *st, const char *key, int64_t offset, void *buf,
-                             size_t len);
+int64_t reel_store_get_range(ReelStore *st, const char *key, int64_t offset, void *buf, size_t len);
 
 /** Size and mtime of key; -ENOENT if absent. */
 int reel_store_head(ReelStore *st, const char *key, ReelStoreInfo *info);
@@ -117,8 +117,7 @@ int reel_store_list(ReelStore *st, const char *prefix,
  * request is made, and an absent key gives a URL that answers 404.
  * Local store: -ENOTSUP (the server streams the file itself instead).
  */
-int reel_store_presign_get(ReelStore *st, const char *key, int expires_s, char *url,
-                           size_t size);
+int reel_store_presign_get(ReelStore *st, const char *key, int expires_s, char *url, size_t size);
 
 /**
  * Local store only: the filesystem path of key (for zero-copy reads by the

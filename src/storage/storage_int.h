@@ -52,8 +52,8 @@ extern const ReelStoreBackend reel_store_backend_s3;
 int reel_store_prefix_valid(const char *prefix);
 
 /** reel_store_presign_get at a given time (known-answer tests). */
-int reel_store_presign_get_at(ReelStore *st, const char *key, int expires_s, int64_t now,
-                              char *url, size_t size);
+int reel_store_presign_get_at(ReelStore *st, const char *key, int expires_s, int64_t now, char *url,
+                              size_t size);
 
 /* ---- SigV4 (s3_sigv4.c) ----------------------------------------------------------------- */
 
@@ -66,14 +66,14 @@ int reel_s3_uri_encode(char *out, size_t size, size_t *len, const char *s, int k
 
 /** A SigV4 query-string presign request (GET, signed header host, UNSIGNED-PAYLOAD). */
 typedef struct ReelS3Presign {
-    const char *method;     /**< "GET" */
-    const char *scheme;     /**< "http" or "https" */
-    const char *host;       /**< as sent in Host: default ports left out */
-    const char *path;       /**< canonical URI, already encoded ("/bucket/a%20b") */
+    const char *method; /**< "GET" */
+    const char *scheme; /**< "http" or "https" */
+    const char *host;   /**< as sent in Host: default ports left out */
+    const char *path;   /**< canonical URI, already encoded ("/bucket/a%20b") */
     const char *region;
     const char *access_key;
     const char *secret_key;
-    int64_t now;            /**< seconds since the epoch */
+    int64_t now; /**< seconds since the epoch */
     int expires_s;
 } ReelS3Presign;
 

@@ -140,8 +140,7 @@ static int copy_atomic(const char *src, char *dst, char *errmsg)
     close(outfd);
     outfd = -1;
     if (rename(tmp, dst) < 0) {
-        ret = reel_fail(errmsg, REEL_ERR(errno), "storage: publish %s: %s", dst,
-                        strerror(errno));
+        ret = reel_fail(errmsg, REEL_ERR(errno), "storage: publish %s: %s", dst, strerror(errno));
         goto end;
     }
     tmp[0] = '\0';
@@ -180,9 +179,9 @@ static int local_get_file(void *priv, const char *key, const char *path, char *e
     if (ret < 0)
         return ret;
     if (stat(src, &sb) < 0)
-        return errno == EACCES ? reel_fail(errmsg, REEL_ERR(EACCES), "storage: %s: %s", key,
-                                           strerror(EACCES))
-                               : absent(errmsg, key);
+        return errno == EACCES
+                   ? reel_fail(errmsg, REEL_ERR(EACCES), "storage: %s: %s", key, strerror(EACCES))
+                   : absent(errmsg, key);
     if (!S_ISREG(sb.st_mode))
         return absent(errmsg, key);
     if ((size_t)snprintf(dst, sizeof(dst), "%s", path) >= sizeof(dst))
@@ -190,8 +189,8 @@ static int local_get_file(void *priv, const char *key, const char *path, char *e
     return copy_atomic(src, dst, errmsg);
 }
 
-static int64_t local_get_range(void *priv, const char *key, int64_t offset, void *buf,
-                               size_t len, char *errmsg)
+static int64_t local_get_range(void *priv, const char *key, int64_t offset, void *buf, size_t len,
+                               char *errmsg)
 {
     char src[PATH_MAX];
     int ret = key_path(priv, key, src, sizeof(src), errmsg), fd;
@@ -249,8 +248,7 @@ static int local_delete(void *priv, const char *key, char *errmsg)
     if (ret < 0)
         return ret;
     if (unlink(p) < 0 && errno != ENOENT)
-        return reel_fail(errmsg, REEL_ERR(errno), "storage: delete %s: %s", key,
-                         strerror(errno));
+        return reel_fail(errmsg, REEL_ERR(errno), "storage: delete %s: %s", key, strerror(errno));
     /* drop now-empty parent folders, up to the root */
     for (char *slash = strrchr(p, '/'); slash && slash > p + strlen(ls->root);
          slash = strrchr(p, '/')) {

@@ -49,23 +49,23 @@
 
 #define LOG_TAG "storage"
 #define MIB ((int64_t)1 << 20)
-#define S3_MIN_PART (5 * MIB)           /* S3's minimum part size (all parts but the last) */
-#define S3_MAX_PUT ((int64_t)5 << 30)   /* S3's largest single PUT and largest part */
+#define S3_MIN_PART (5 * MIB)         /* S3's minimum part size (all parts but the last) */
+#define S3_MAX_PUT ((int64_t)5 << 30) /* S3's largest single PUT and largest part */
 #define S3_MAX_PARTS 10000
-#define XML_MAX (16 * MIB)              /* cap on an XML answer held in memory */
-#define ERR_BODY_MAX (64 * 1024)        /* error bodies beyond this are cut */
+#define XML_MAX (16 * MIB)       /* cap on an XML answer held in memory */
+#define ERR_BODY_MAX (64 * 1024) /* error bodies beyond this are cut */
 #define URL_MAX 8192
 #define BACKOFF_CAP_MS 20000
 
 typedef struct S3Store {
-    char scheme[8];         /* "http" or "https" */
-    char host[600];         /* Host as curl sends it (default port dropped); vhost: bucket.host */
-    char prefix[800];       /* canonical path up to the key: [basepath][/bucket] */
+    char scheme[8];   /* "http" or "https" */
+    char host[600];   /* Host as curl sends it (default port dropped); vhost: bucket.host */
+    char prefix[800]; /* canonical path up to the key: [basepath][/bucket] */
     char bucket[256];
     char region[64];
     char access_key[256];
     char secret_key[256];
-    char sigv4[96];         /* "aws:amz:<region>:s3" */
+    char sigv4[96]; /* "aws:amz:<region>:s3" */
     int64_t threshold;
     int64_t part_size;
     int max_retries;
@@ -154,10 +154,10 @@ static int xml_text(char *out, size_t size, const char *s, size_t n)
             if (hex)
                 j++;
             for (; j < n && s[j] != ';' && j - i < 12; j++) {
-                int c = s[j], d = c >= '0' && c <= '9'   ? c - '0'
+                int c = s[j], d = c >= '0' && c <= '9'          ? c - '0'
                                   : hex && c >= 'a' && c <= 'f' ? c - 'a' + 10
                                   : hex && c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                                  : -1;
+                                                                : -1;
                 if (d < 0)
                     return REEL_ERR(EINVAL);
                 cp = cp * (hex ? 16 : 10) + (unsigned long)d;
@@ -272,8 +272,8 @@ static int parse_endpoint(S3Store *s3, const char *endpoint, int path_style, cha
     hl = slash ? (size_t)(slash - auth) : strlen(auth);
     if (!hl || hl >= sizeof(hostport) || memchr(auth, '@', hl) || memchr(auth, '?', hl) ||
         memchr(auth, '#', hl))
-        return reel_fail(errmsg, REEL_ERR(EINVAL), "storage: s3 endpoint '%.200s' has no usable host",
-                         endpoint);
+        return reel_fail(errmsg, REEL_ERR(EINVAL),
+                         "storage: s3 endpoint '%.200s' has no usable host", endpoint);
     memcpy(hostport, auth, hl);
     hostport[hl] = '\0';
     /* curl leaves a default port out of Host:, and the signature covers Host */
@@ -328,9 +328,9 @@ static int s3_open(void **priv, const ReelStoreConfig *cfg, char *errmsg)
                          cfg->bucket);
     if (strlen(cfg->access_key) >= sizeof(s3->access_key) ||
         strlen(cfg->secret_key) >= sizeof(s3->secret_key) ||
-        (cfg->region && (strlen(cfg->region) >= sizeof(s3->region) ||
-                         strspn(cfg->region, "abcdefghijklmnopqrstuvwxyz0123456789-") !=
-                             strlen(cfg->region))))
+        (cfg->region &&
+         (strlen(cfg->region) >= sizeof(s3->region) ||
+          strspn(cfg->region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(cfg->region))))
         return reel_fail(errmsg, REEL_ERR(EINVAL), "storage: s3 region or keys are not valid");
     if (cfg->part_size && (cfg->part_size < S3_MIN_PART || cfg->part_size > S3_MAX_PUT))
         return reel_fail(errmsg, REEL_ERR(EINVAL),
@@ -387,31 +387,31 @@ typedef struct Call {
 } Call;
 
 typedef struct Req {
-    const char *method;       /* GET PUT POST HEAD DELETE */
-    const char *key;          /* NULL: the bucket */
-    const char *query;        /* canonical query string without '?', or NULL */
-    const char *range;        /* "bytes=a-b" or NULL */
-    int accept_404;           /* 404 is success (DELETE) */
-    int accept_416;           /* 416 is success (range past the end) */
+    const char *method; /* GET PUT POST HEAD DELETE */
+    const char *key;    /* NULL: the bucket */
+    const char *query;  /* canonical query string without '?', or NULL */
+    const char *range;  /* "bytes=a-b" or NULL */
+    int accept_404;     /* 404 is success (DELETE) */
+    int accept_416;     /* 416 is success (range past the end) */
     /* request body: a file slice, or memory */
     int in_fd;
     int64_t in_off, in_len;
     const char *in_mem;
     size_t in_mem_len;
-    int post;                 /* POST in_mem (possibly empty) */
+    int post; /* POST in_mem (possibly empty) */
     /* response body: a file, a caller buffer, or mem (XML) */
     int out_fd;
     char *out_buf;
     size_t out_cap;
-    int64_t range_off;        /* out_buf: where the range starts (to skip if the server ignores it) */
-    int want_mem;             /* keep a 2xx body in mem */
+    int64_t range_off; /* out_buf: where the range starts (to skip if the server ignores it) */
+    int want_mem;      /* keep a 2xx body in mem */
     /* per try */
     int64_t in_pos;
     int64_t out_len;
     int64_t skip;
     int status_seen;
-    int stop_ok;              /* out_buf filled: stopping the transfer is success */
-    int local_errno;          /* local read/write failure, not retried */
+    int stop_ok;     /* out_buf filled: stopping the transfer is success */
+    int local_errno; /* local read/write failure, not retried */
     long status;
     long retry_after_s;
     char etag[256];
@@ -483,8 +483,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *opaque)
     long status = 0;
 
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200 || status >= 300 || r->want_mem ||
-        (r->out_fd < 0 && !r->out_buf)) {
+    if (status < 200 || status >= 300 || r->want_mem || (r->out_fd < 0 && !r->out_buf)) {
         /* XML answer or error body: errors are kept up to a limit, the rest dropped */
         if (status >= 300 && r->mem.len >= ERR_BODY_MAX)
             return n;
@@ -767,8 +766,7 @@ static int perform(Call *c, Req *r)
             r->mem.data[0] = '\0';
         c->curlerr[0] = '\0';
         if (r->out_fd >= 0 && ftruncate(r->out_fd, 0) < 0) {
-            ret = reel_fail(c->errmsg, REEL_ERR(errno), "storage: %s: %s", r->key,
-                            strerror(errno));
+            ret = reel_fail(c->errmsg, REEL_ERR(errno), "storage: %s: %s", r->key, strerror(errno));
             break;
         }
         if ((ret = setup(c, r, headers, wctx)) < 0)
@@ -778,10 +776,10 @@ static int perform(Call *c, Req *r)
         if (rc == CURLE_WRITE_ERROR && r->stop_ok)
             rc = CURLE_OK;
         if (r->local_errno) {
-            ret = reel_fail(c->errmsg, REEL_ERR(r->local_errno), "storage: %s %.300s: %s",
-                            r->method, r->key ? r->key : c->s3->bucket,
-                            r->local_errno == EFBIG ? "answer too large"
-                                                    : strerror(r->local_errno));
+            ret =
+                reel_fail(c->errmsg, REEL_ERR(r->local_errno), "storage: %s %.300s: %s", r->method,
+                          r->key ? r->key : c->s3->bucket,
+                          r->local_errno == EFBIG ? "answer too large" : strerror(r->local_errno));
             break;
         }
         if (rc != CURLE_OK && (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR) &&
@@ -804,8 +802,8 @@ static int perform(Call *c, Req *r)
         }
         if ((r->status >= 200 && r->status < 300) || (r->accept_404 && r->status == 404) ||
             (r->accept_416 && r->status == 416)) {
-            if (r->accept_404 && r->status == 404 && strstr(r->mem.data ? r->mem.data : "",
-                                                            "<Code>NoSuchBucket</Code>")) {
+            if (r->accept_404 && r->status == 404 &&
+                strstr(r->mem.data ? r->mem.data : "", "<Code>NoSuchBucket</Code>")) {
                 ret = http_error(c, r);
                 break;
             }
@@ -1064,8 +1062,7 @@ static int s3_head(void *priv, const char *key, ReelStoreInfo *info, char *errms
         curl_easy_getinfo(c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
         curl_easy_getinfo(c->curl, CURLINFO_FILETIME_T, &mtime);
         if (len < 0)
-            ret = reel_fail(errmsg, REEL_ERR(EIO), "storage: HEAD %.300s: no Content-Length",
-                            key);
+            ret = reel_fail(errmsg, REEL_ERR(EIO), "storage: HEAD %.300s: no Content-Length", key);
         info->size = len;
         info->mtime = mtime > 0 ? mtime : 0;
     }
@@ -1138,7 +1135,8 @@ static int list_page(Call *c, const Buf *page, ReelStoreListCb cb, void *opaque,
             return 0;
         if (!(v = xml_find(item, n, "Key", &vl)) ||
             xml_text(key, REEL_STORE_KEY_MAX * 4 + 1, v, vl) < 0)
-            return reel_fail(c->errmsg, REEL_ERR(EIO), "storage: list: unreadable key in the answer");
+            return reel_fail(c->errmsg, REEL_ERR(EIO),
+                             "storage: list: unreadable key in the answer");
         if ((v = xml_find(item, n, "Size", &vl)) && !xml_text(num, sizeof(num), v, vl))
             info.size = strtoll(num, NULL, 10);
         if ((v = xml_find(item, n, "LastModified", &vl)) && !xml_text(date, sizeof(date), v, vl))
@@ -1149,8 +1147,7 @@ static int list_page(Call *c, const Buf *page, ReelStoreListCb cb, void *opaque,
     }
 }
 
-static int s3_list(void *priv, const char *prefix, ReelStoreListCb cb, void *opaque,
-                   char *errmsg)
+static int s3_list(void *priv, const char *prefix, ReelStoreListCb cb, void *opaque, char *errmsg)
 {
     S3Store *s3 = priv;
     char *token = NULL, *query = NULL, *key = NULL;
@@ -1196,17 +1193,16 @@ static int s3_list(void *priv, const char *prefix, ReelStoreListCb cb, void *opa
             break;
         if (!(p = xml_find(r.mem.data, r.mem.len, "NextContinuationToken", &n)) ||
             xml_text(token, URL_MAX / 3, p, n) < 0 || !token[0]) {
-            ret = reel_fail(errmsg, REEL_ERR(EIO),
-                            "storage: list %.300s: truncated answer without a usable token",
-                            prefix);
+            ret =
+                reel_fail(errmsg, REEL_ERR(EIO),
+                          "storage: list %.300s: truncated answer without a usable token", prefix);
             goto end;
         }
     }
     ret = 0;
     goto end;
 too_long:
-    ret = reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "storage: list %.300s: query too long",
-                    prefix);
+    ret = reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "storage: list %.300s: query too long", prefix);
 end:
     req_uninit(&r);
     call_free(&c);

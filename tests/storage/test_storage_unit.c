@@ -42,14 +42,14 @@ static void test_key_rules(void **state)
         "a",
         "u1/temp/multi_clip_abc/source_0.mp4",
         "u1/working_videos/working_p_1a2b3c4d.mp4",
-        "..a/b..",             /* dots inside a name are fine */
+        "..a/b..", /* dots inside a name are fine */
         "a/.hidden",
         "dir with space/é ü 漢字 +~%&=?.mp4",
         "x.tmp-123456",
     };
     static const char *bad[] = {
-        NULL, "", "/a", "a/", "a//b", ".", "..", "../a", "a/..", "a/../b", "./a", "a/./b",
-        "a\\b", "a\tb", "a\nb", "a\rb", "a\x01", "a\x7f",
+        NULL,     "",    "/a",    "a/",   "a//b", ".",    "..",   "../a",  "a/..",
+        "a/../b", "./a", "a/./b", "a\\b", "a\tb", "a\nb", "a\rb", "a\x01", "a\x7f",
     };
     char longkey[REEL_STORE_KEY_MAX + 2];
 
@@ -72,7 +72,7 @@ static void test_prefix_rules(void **state)
     assert_true(reel_store_prefix_valid(""));
     assert_true(reel_store_prefix_valid("u1/"));
     assert_true(reel_store_prefix_valid("u1/temp/multi_"));
-    assert_true(reel_store_prefix_valid("u1/."));   /* lists u1/.hidden */
+    assert_true(reel_store_prefix_valid("u1/.")); /* lists u1/.hidden */
     assert_true(reel_store_prefix_valid("a..b/"));
     assert_false(reel_store_prefix_valid(NULL));
     assert_false(reel_store_prefix_valid("/"));
@@ -144,12 +144,13 @@ static void test_presign_aws_example(void **state)
     (void)state;
     assert_int_equal(
         reel_store_presign_get_at(st, "test.txt", 86400, AWS_EXAMPLE_TIME, url, sizeof(url)), 0);
-    assert_string_equal(url, "https://examplebucket.s3.amazonaws.com/test.txt"
-                             "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-                             "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-                             "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400"
-                             "&X-Amz-SignedHeaders=host"
-                             "&X-Amz-Signature=" AWS_EXAMPLE_SIG);
+    assert_string_equal(
+        url, "https://examplebucket.s3.amazonaws.com/test.txt"
+             "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+             "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+             "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400"
+             "&X-Amz-SignedHeaders=host"
+             "&X-Amz-Signature=" AWS_EXAMPLE_SIG);
     /* any change of an input changes the signature */
     assert_int_equal(
         reel_store_presign_get_at(st, "test.txt", 86401, AWS_EXAMPLE_TIME, url, sizeof(url)), 0);
@@ -159,11 +160,9 @@ static void test_presign_aws_example(void **state)
         0);
     assert_null(strstr(url, AWS_EXAMPLE_SIG));
     /* too small a buffer, bad lifetimes */
-    assert_int_equal(
-        reel_store_presign_get_at(st, "test.txt", 86400, AWS_EXAMPLE_TIME, url, 100),
-        REEL_ERR(ENAMETOOLONG));
-    assert_int_equal(reel_store_presign_get(st, "test.txt", 0, url, sizeof(url)),
-                     REEL_ERR(EINVAL));
+    assert_int_equal(reel_store_presign_get_at(st, "test.txt", 86400, AWS_EXAMPLE_TIME, url, 100),
+                     REEL_ERR(ENAMETOOLONG));
+    assert_int_equal(reel_store_presign_get(st, "test.txt", 0, url, sizeof(url)), REEL_ERR(EINVAL));
     assert_int_equal(reel_store_presign_get(st, "test.txt", 604801, url, sizeof(url)),
                      REEL_ERR(EINVAL));
     assert_int_equal(reel_store_presign_get(st, "../x", 60, url, sizeof(url)), REEL_ERR(EINVAL));
@@ -178,27 +177,29 @@ static void test_presign_shapes(void **state)
     (void)state;
     /* path style, explicit default port dropped (curl leaves it out of Host) */
     st = open_example(1, "https://s3.amazonaws.com:443/");
-    assert_int_equal(reel_store_presign_get_at(st, "dir/a b+é.mp4", 60, AWS_EXAMPLE_TIME, url,
-                                               sizeof(url)),
-                     0);
-    assert_true(!strncmp(url, "https://s3.amazonaws.com/examplebucket/dir/a%20b%2B%C3%A9.mp4?", 62));
+    assert_int_equal(
+        reel_store_presign_get_at(st, "dir/a b+é.mp4", 60, AWS_EXAMPLE_TIME, url, sizeof(url)), 0);
+    assert_true(
+        !strncmp(url, "https://s3.amazonaws.com/examplebucket/dir/a%20b%2B%C3%A9.mp4?", 62));
     assert_non_null(strstr(url, "&X-Amz-Expires=60&"));
     reel_store_close(&st);
     /* a port that is not the default stays, a base path is kept */
     st = open_example(1, "http://127.0.0.1:9000/s3/");
-    assert_int_equal(reel_store_presign_get_at(st, "k", 60, AWS_EXAMPLE_TIME, url, sizeof(url)),
-                     0);
+    assert_int_equal(reel_store_presign_get_at(st, "k", 60, AWS_EXAMPLE_TIME, url, sizeof(url)), 0);
     assert_true(!strncmp(url, "http://127.0.0.1:9000/s3/examplebucket/k?X-Amz-Algorithm=", 57));
     reel_store_close(&st);
     /* R2: region auto in the credential scope */
     {
-        ReelStoreConfig cfg = {.kind = "s3", .endpoint = "https://acct.r2.cloudflarestorage.com",
-                               .bucket = "b", .region = "auto", .access_key = "AK",
-                               .secret_key = "SK", .path_style = 1};
+        ReelStoreConfig cfg = {.kind = "s3",
+                               .endpoint = "https://acct.r2.cloudflarestorage.com",
+                               .bucket = "b",
+                               .region = "auto",
+                               .access_key = "AK",
+                               .secret_key = "SK",
+                               .path_style = 1};
         char err[REEL_ERRMSG_SIZE];
         assert_int_equal(reel_store_open(&st, &cfg, err), 0);
-        assert_int_equal(reel_store_presign_get_at(st, "k", 60, AWS_EXAMPLE_TIME, url,
-                                                   sizeof(url)),
+        assert_int_equal(reel_store_presign_get_at(st, "k", 60, AWS_EXAMPLE_TIME, url, sizeof(url)),
                          0);
         assert_non_null(strstr(url, "X-Amz-Credential=AK%2F20130524%2Fauto%2Fs3%2Faws4_request"));
         reel_store_close(&st);
@@ -207,8 +208,12 @@ static void test_presign_shapes(void **state)
 
 static void test_s3_config_errors(void **state)
 {
-    ReelStoreConfig ok = {.kind = "s3", .endpoint = "http://127.0.0.1:1", .bucket = "b",
-                          .access_key = "a", .secret_key = "s", .path_style = 1};
+    ReelStoreConfig ok = {.kind = "s3",
+                          .endpoint = "http://127.0.0.1:1",
+                          .bucket = "b",
+                          .access_key = "a",
+                          .secret_key = "s",
+                          .path_style = 1};
     ReelStoreConfig cfg;
     ReelStore *st = NULL;
     char err[REEL_ERRMSG_SIZE], path[64];
@@ -258,8 +263,8 @@ typedef struct FakeReq {
     char range[64];
     char host[128];
     int64_t body_len;
-    uint64_t body_sum;     /* sum of byte * (position + 1): compares bodies cheaply */
-    char body[2048];       /* the first bytes */
+    uint64_t body_sum; /* sum of byte * (position + 1): compares bodies cheaply */
+    char body[2048];   /* the first bytes */
     int has_sha_header;
 } FakeReq;
 
@@ -281,9 +286,8 @@ struct Fake {
 
 static void fake_respond(char *out, size_t size, int status, const char *extra, const char *body)
 {
-    tu_fmt(out, size,
-             "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n%s", status,
-             body ? strlen(body) : 0, extra ? extra : "", body ? body : "");
+    tu_fmt(out, size, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n%s",
+           status, body ? strlen(body) : 0, extra ? extra : "", body ? body : "");
 }
 
 static int read_line_headers(int fd, char *buf, size_t size, size_t *got)
@@ -334,9 +338,8 @@ static void fake_serve(Fake *f, int cfd)
         rq.body_len++;
     }
     while (rq.body_len < clen) {
-        ssize_t r = recv(cfd, buf, (size_t)(clen - rq.body_len < (1 << 16) ? clen - rq.body_len
-                                                                         : (1 << 16)),
-                         0);
+        ssize_t r = recv(
+            cfd, buf, (size_t)(clen - rq.body_len < (1 << 16) ? clen - rq.body_len : (1 << 16)), 0);
         if (r <= 0)
             break;
         for (ssize_t i = 0; i < r; i++) {
@@ -412,10 +415,16 @@ static void fake_stop(Fake **pf)
 static ReelStore *open_fake(Fake *f, int retries)
 {
     char endpoint[64];
-    ReelStoreConfig cfg = {.kind = "s3", .endpoint = endpoint, .bucket = "bkt",
-                           .access_key = "AK", .secret_key = "SK", .path_style = 1,
-                           .max_retries = retries, .retry_base_ms = 1,
-                           .multipart_threshold = 5 << 20, .part_size = 6 << 20};
+    ReelStoreConfig cfg = {.kind = "s3",
+                           .endpoint = endpoint,
+                           .bucket = "bkt",
+                           .access_key = "AK",
+                           .secret_key = "SK",
+                           .path_style = 1,
+                           .max_retries = retries,
+                           .retry_base_ms = 1,
+                           .multipart_threshold = 5 << 20,
+                           .part_size = 6 << 20};
     ReelStore *st = NULL;
     char err[REEL_ERRMSG_SIZE];
 
@@ -428,9 +437,9 @@ static const char *err_xml(const char *code)
 {
     static _Thread_local char x[256];
     tu_fmt(x, sizeof(x),
-             "<?xml version=\"1.0\"?><Error><Code>%s</Code><Message>Because &amp; "
-             "because</Message></Error>",
-             code);
+           "<?xml version=\"1.0\"?><Error><Code>%s</Code><Message>Because &amp; "
+           "because</Message></Error>",
+           code);
     return x;
 }
 
@@ -441,8 +450,8 @@ static void h_head_flaky(Fake *f, int n, const FakeReq *rq, char *out, size_t si
         fake_respond(out, size, 503, NULL, err_xml("SlowDown"));
     else
         tu_fmt(out, size,
-                 "HTTP/1.1 200 OK\r\nContent-Length: 42\r\nLast-Modified: Fri, 24 May 2013 "
-                 "00:00:00 GMT\r\nConnection: close\r\n\r\n");
+               "HTTP/1.1 200 OK\r\nContent-Length: 42\r\nLast-Modified: Fri, 24 May 2013 "
+               "00:00:00 GMT\r\nConnection: close\r\n\r\n");
 }
 
 static void test_retry_then_ok(void **state)
@@ -483,8 +492,12 @@ static void test_retry_gives_up(void **state)
     /* max_retries < 0: no retry at all */
     {
         char endpoint[64];
-        ReelStoreConfig cfg = {.kind = "s3", .endpoint = endpoint, .bucket = "bkt",
-                               .access_key = "AK", .secret_key = "SK", .path_style = 1,
+        ReelStoreConfig cfg = {.kind = "s3",
+                               .endpoint = endpoint,
+                               .bucket = "bkt",
+                               .access_key = "AK",
+                               .secret_key = "SK",
+                               .path_style = 1,
                                .max_retries = -1};
         tu_fmt(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", f->port);
         assert_int_equal(reel_store_open(&st, &cfg, NULL), 0);
@@ -567,9 +580,14 @@ static void test_connect_refused(void **state)
     close(fd);
     tu_fmt(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", port);
     {
-        ReelStoreConfig cfg = {.kind = "s3", .endpoint = endpoint, .bucket = "bkt",
-                               .access_key = "AK", .secret_key = "SK", .path_style = 1,
-                               .max_retries = 3, .retry_base_ms = 40};
+        ReelStoreConfig cfg = {.kind = "s3",
+                               .endpoint = endpoint,
+                               .bucket = "bkt",
+                               .access_key = "AK",
+                               .secret_key = "SK",
+                               .path_style = 1,
+                               .max_retries = 3,
+                               .retry_base_ms = 40};
         assert_int_equal(reel_store_open(&st, &cfg, NULL), 0);
     }
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -600,9 +618,9 @@ static void h_range_ok(Fake *f, int n, const FakeReq *rq, char *out, size_t size
     if (b > 19)
         b = 19;
     tu_fmt(out, size,
-             "HTTP/1.1 206 Partial\r\nContent-Length: %ld\r\nContent-Range: bytes %ld-%ld/20\r\n"
-             "Connection: close\r\n\r\n%.*s",
-             b - a + 1, a, b, (int)(b - a + 1), "0123456789abcdefghij" + a);
+           "HTTP/1.1 206 Partial\r\nContent-Length: %ld\r\nContent-Range: bytes %ld-%ld/20\r\n"
+           "Connection: close\r\n\r\n%.*s",
+           b - a + 1, a, b, (int)(b - a + 1), "0123456789abcdefghij" + a);
 }
 
 static void test_ranges(void **state)
@@ -638,8 +656,8 @@ static void test_ranges(void **state)
 /* PUT: the first try is refused after its whole body arrived; the retry resends it */
 static void h_put_flaky(Fake *f, int n, const FakeReq *rq, char *out, size_t size)
 {
-    fake_respond(out, size, n == 0 ? 503 : 200, "ETag: \"e\"\r\n", n == 0 ? err_xml("SlowDown")
-                                                                           : "");
+    fake_respond(out, size, n == 0 ? 503 : 200, "ETag: \"e\"\r\n",
+                 n == 0 ? err_xml("SlowDown") : "");
 }
 
 static void test_put_retry_resends(void **state)
@@ -841,8 +859,12 @@ static void test_virtual_host(void **state)
     tu_fmt(endpoint, sizeof(endpoint), "http://s3.localhost:%d/", f->port);
     tu_fmt(host, sizeof(host), "bkt.s3.localhost:%d", f->port);
     {
-        ReelStoreConfig cfg = {.kind = "s3", .endpoint = endpoint, .bucket = "bkt",
-                               .access_key = "AK", .secret_key = "SK", .path_style = 0};
+        ReelStoreConfig cfg = {.kind = "s3",
+                               .endpoint = endpoint,
+                               .bucket = "bkt",
+                               .access_key = "AK",
+                               .secret_key = "SK",
+                               .path_style = 0};
         assert_int_equal(reel_store_open(&st, &cfg, NULL), 0);
     }
     assert_int_equal(reel_store_head(st, "d/a b", &info), 0);

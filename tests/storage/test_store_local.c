@@ -104,9 +104,8 @@ static void test_roundtrip(void **state)
     assert_int_equal(reel_store_get_file(f->st, "u1/temp/multi_clip_x/source_0.mp4", dst), 0);
     assert_true(tu_check_file(dst, 1, (1 << 20) + 3));
     /* the object is a plain file under the root */
-    assert_int_equal(reel_store_local_path(f->st, "u1/temp/multi_clip_x/source_0.mp4", p,
-                                           sizeof(p)),
-                     0);
+    assert_int_equal(
+        reel_store_local_path(f->st, "u1/temp/multi_clip_x/source_0.mp4", p, sizeof(p)), 0);
     assert_non_null(strstr(p, "/objects/deeper/u1/temp/multi_clip_x/source_0.mp4"));
     assert_true(tu_check_file(p, 1, (1 << 20) + 3));
 
@@ -276,9 +275,8 @@ static void test_delete(void **state)
 static void test_bad_keys(void **state)
 {
     Fix *f = *state;
-    static const char *bad[] = {"../x",   "a/../../x", "/etc/passwd", "a//b", "a/",    ".",
-                                "..",     "a/./b",     "a\\b",        "a\nb", "a\x7f", "",
-                                "x/.."};
+    static const char *bad[] = {"../x",  "a/../../x", "/etc/passwd", "a//b",  "a/", ".",   "..",
+                                "a/./b", "a\\b",      "a\nb",        "a\x7f", "",   "x/.."};
     char src[PATH_MAX], out[PATH_MAX], p[PATH_MAX];
     unsigned char buf[4];
     ReelStoreInfo info;
@@ -309,8 +307,7 @@ static void test_presign_unsupported(void **state)
 {
     Fix *f = *state;
     char url[256];
-    assert_int_equal(reel_store_presign_get(f->st, "a/b", 60, url, sizeof(url)),
-                     REEL_ERR(ENOTSUP));
+    assert_int_equal(reel_store_presign_get(f->st, "a/b", 60, url, sizeof(url)), REEL_ERR(ENOTSUP));
 }
 
 /* ---- atomic publish -------------------------------------------------------------------- */
@@ -321,7 +318,7 @@ static void test_presign_unsupported(void **state)
 typedef struct Race {
     Fix *f;
     atomic_int stop;
-    int bad;     /* a reader saw something it must not */
+    int bad; /* a reader saw something it must not */
     int reads;
 } Race;
 

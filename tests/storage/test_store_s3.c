@@ -97,8 +97,7 @@ static int ensure_package(void)
     char marker[PATH_MAX + 64], lock[PATH_MAX + 8];
     int fd, rc = 0;
 
-    tu_fmt(marker, sizeof(marker), "%s/node_modules/@20minutes/s3rver/package.json",
-             node_prefix);
+    tu_fmt(marker, sizeof(marker), "%s/node_modules/@20minutes/s3rver/package.json", node_prefix);
     if (access(marker, R_OK) == 0)
         return 0;
     mkdir(node_prefix, 0755);
@@ -107,9 +106,8 @@ static int ensure_package(void)
     if ((fd = open(lock, O_CREAT | O_RDWR | O_CLOEXEC, 0644)) < 0 || flock(fd, LOCK_EX) < 0)
         return -1;
     if (access(marker, R_OK) != 0) {
-        char *argv[] = {npm_bin,           "install",        "--no-audit",
-                        "--no-fund",       "--loglevel=error", "--prefix",
-                        node_prefix,       S3RVER_PKG,       NULL};
+        char *argv[] = {npm_bin,    "install",   "--no-audit", "--no-fund", "--loglevel=error",
+                        "--prefix", node_prefix, S3RVER_PKG,   NULL};
         fprintf(stderr, "test_store_s3: npm install %s into %s\n", S3RVER_PKG, node_prefix);
         rc = run_wait(argv, 240) == 0 && access(marker, R_OK) == 0 ? 0 : -1;
     }
@@ -394,8 +392,7 @@ static void test_range(void **state)
         reel_store_get_range(st, "u1/working_videos/working_p_big.mp4", size, buf, 1000), 0);
     assert_int_equal(
         reel_store_get_range(st, "u1/working_videos/working_p_big.mp4", size + 10, buf, 10), 0);
-    assert_int_equal(reel_store_get_range(st, "u1/working_videos/working_p_big.mp4", 7, buf, 0),
-                     0);
+    assert_int_equal(reel_store_get_range(st, "u1/working_videos/working_p_big.mp4", 7, buf, 0), 0);
     assert_int_equal(reel_store_get_range(st, "u1/nothing", 0, buf, 10), REEL_ERR(ENOENT));
     assert_int_equal(reel_store_get_range(st, "u1/nothing", 0, buf, 0), REEL_ERR(ENOENT));
     free(buf);
@@ -442,8 +439,8 @@ static void test_list(void **state)
      * the last key by byte order, so keys where the two orders differ ("a b" against
      * the folder "a") get lost across pages there (not on S3). These keys list the
      * same both ways; tests/storage/test_storage_unit checks the protocol itself. */
-    static const char *keys[] = {"list/b", "list/a/2", "listz", "list/c/d", "list/a/1",
-                                 "list/\xC3\xA9"};
+    static const char *keys[] = {"list/b",   "list/a/2", "listz",
+                                 "list/c/d", "list/a/1", "list/\xC3\xA9"};
     static const char *under[] = {"list/a/1", "list/a/2", "list/b", "list/c/d", "list/\xC3\xA9"};
     char src[PATH_MAX];
     Seen s;
@@ -547,9 +544,8 @@ static void test_presign(void **state)
     in_work("presign.bin", src, sizeof(src));
     assert_int_equal(tu_write_file(src, 80, 20000), 0);
     assert_int_equal(reel_store_put_file(st, "u1/working_videos/" ODD_KEY, src), 0);
-    assert_int_equal(reel_store_presign_get(st, "u1/working_videos/" ODD_KEY, 600, url,
-                                            sizeof(url)),
-                     0);
+    assert_int_equal(
+        reel_store_presign_get(st, "u1/working_videos/" ODD_KEY, 600, url, sizeof(url)), 0);
     assert_int_equal(plain_get(url, &body, &len), 200);
     assert_int_equal(len, 20000);
     assert_true(tu_check_buf(body, 80, 0, 20000));
@@ -610,8 +606,12 @@ static void test_wrong_secret(void **state)
 
 static void test_no_bucket(void **state)
 {
-    ReelStoreConfig cfg = {.kind = "s3", .endpoint = endpoint, .bucket = "nosuchbucket",
-                           .access_key = "S3RVER", .secret_key = "S3RVER", .path_style = 1};
+    ReelStoreConfig cfg = {.kind = "s3",
+                           .endpoint = endpoint,
+                           .bucket = "nosuchbucket",
+                           .access_key = "S3RVER",
+                           .secret_key = "S3RVER",
+                           .path_style = 1};
     ReelStore *s = NULL;
     char src[PATH_MAX];
 
@@ -688,16 +688,11 @@ static void test_concurrent(void **state)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_small_put_get),
-        cmocka_unit_test(test_multipart),
-        cmocka_unit_test(test_range),
-        cmocka_unit_test(test_absent),
-        cmocka_unit_test(test_list),
-        cmocka_unit_test(test_delete),
-        cmocka_unit_test(test_odd_key),
-        cmocka_unit_test(test_presign),
-        cmocka_unit_test(test_wrong_secret),
-        cmocka_unit_test(test_no_bucket),
+        cmocka_unit_test(test_small_put_get), cmocka_unit_test(test_multipart),
+        cmocka_unit_test(test_range),         cmocka_unit_test(test_absent),
+        cmocka_unit_test(test_list),          cmocka_unit_test(test_delete),
+        cmocka_unit_test(test_odd_key),       cmocka_unit_test(test_presign),
+        cmocka_unit_test(test_wrong_secret),  cmocka_unit_test(test_no_bucket),
         cmocka_unit_test(test_concurrent),
     };
     int ret;

@@ -77,7 +77,8 @@ static inline int tu_check_file(const char *path, uint64_t seed, int64_t size)
         return 0;
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
         for (size_t i = 0; i < n; i++)
-            if (done + (int64_t)i >= size || buf[i] != tu_byte(seed, (uint64_t)(done + (int64_t)i))) {
+            if (done + (int64_t)i >= size ||
+                buf[i] != tu_byte(seed, (uint64_t)(done + (int64_t)i))) {
                 fclose(f);
                 return 0;
             }
