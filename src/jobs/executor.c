@@ -36,6 +36,7 @@
 #include "media/export.h"
 #include "storage/storage.h"
 #include "upscale/upscale.h"
+#include "jobs/remote.h"
 
 #define LOG_TAG "executor"
 
@@ -61,6 +62,9 @@ struct ReelExecutor {
     pthread_t *threads;
     int nb_threads;
     int stop;
+
+    ReelRemote *remote; /* the scale-out queue, when configured */
+    char *redis_url;
 
     /* The shared models: loaded on first use, kept for the life of the process,
      * used by one export at a time (model_busy, guarded by lock). */
@@ -516,10 +520,34 @@ static void run_task(ReelExecutor *ex, Task *task)
     if (reel_jobstore_get(ex->cfg.jobs, task->user, task->export_id, &rec,
                           REEL_JOBSTORE_WITH_JSON) < 0)
         return;
-    if (rec.status != REEL_EXPORT_PENDING || reel_jobstore_mark_processing(
-                                                 ex->cfg.jobs, task->user, task->export_id) < 0) {
+    if (rec.status != REEL_EXPORT_PENDING) {
         reel_jobstore_record_uninit(&rec);
         return; /* cancelled or finished while it waited */
+    }
+    if (ex->remote) {
+        ret = reel_remote_dispatch(ex->remote, &rec, errmsg);
+        if (ret >= 0 || ret == REEL_ERR(EEXIST)) {
+            reel_jobstore_record_uninit(&rec);
+            return; /* the workers have it; remote.c follows it */
+        }
+        if (!ex->cfg.redis_fallback) {
+            snprintf(reason, sizeof(reason), "Export failed: %s", errmsg);
+            reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_ERROR,
+                                 reason, NULL, NULL);
+            if (reel_executor_delete_sources(ex->cfg.store, rec.user, rec.export_id,
+                                             rec.sources_json) >= 0)
+                reel_jobstore_set_sources_deleted(ex->cfg.jobs, rec.user, rec.export_id);
+            emit(ex, REEL_EXEC_ERROR, &rec, "error", 0, reason, reason);
+            reel_jobstore_record_uninit(&rec);
+            return;
+        }
+        reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: %s; running it here", rec.user,
+                 rec.export_id, errmsg);
+        errmsg[0] = 0;
+    }
+    if (reel_jobstore_mark_processing(ex->cfg.jobs, task->user, task->export_id) < 0) {
+        reel_jobstore_record_uninit(&rec);
+        return;
     }
     rec.status = REEL_EXPORT_PROCESSING;
     rec.attempts++;
@@ -688,12 +716,15 @@ int reel_executor_create(ReelExecutor **out, const ReelExecutorConfig *cfg, char
         ex->cfg.max_attempts = 1;
     ex->work_dir = strdup(cfg->work_dir);
     ex->model_dir = cfg->model_dir && *cfg->model_dir ? strdup(cfg->model_dir) : NULL;
+    ex->redis_url = cfg->redis_url && *cfg->redis_url ? strdup(cfg->redis_url) : NULL;
     ex->running = calloc((size_t)cfg->workers, sizeof(*ex->running));
     ex->threads = calloc((size_t)cfg->workers, sizeof(*ex->threads));
     if (!ex->work_dir || !ex->running || !ex->threads ||
-        (cfg->model_dir && *cfg->model_dir && !ex->model_dir)) {
+        (cfg->model_dir && *cfg->model_dir && !ex->model_dir) ||
+        (cfg->redis_url && *cfg->redis_url && !ex->redis_url)) {
         free(ex->work_dir);
         free(ex->model_dir);
+        free(ex->redis_url);
         free(ex->running);
         free(ex->threads);
         free(ex);
@@ -701,6 +732,7 @@ int reel_executor_create(ReelExecutor **out, const ReelExecutorConfig *cfg, char
     }
     ex->cfg.work_dir = ex->work_dir;
     ex->cfg.model_dir = ex->model_dir;
+    ex->cfg.redis_url = ex->redis_url;
     pthread_mutex_init(&ex->lock, NULL);
     pthread_cond_init(&ex->wake, NULL);
     pthread_cond_init(&ex->model_free, NULL);
@@ -754,6 +786,15 @@ static int recover_processing(void *opaque, const ReelExportRecord *rec)
 {
     ReelExecutor *ex = opaque;
     char reason[256];
+
+    if (!strcmp(rec->runner, "redis")) {
+        if (ex->cfg.redis_url)
+            return 0; /* still on the workers: remote.c's poller follows it */
+        reel_jobstore_finish(ex->cfg.jobs, rec->user, rec->export_id, REEL_EXPORT_ERROR,
+                             "Export failed: it was on the scale-out workers, and this server"
+                             " no longer follows them (no --redis)", NULL, NULL);
+        return 0;
+    }
 
     if (ex->cfg.on_restart == REEL_RESTART_RERUN && rec->attempts < ex->cfg.max_attempts) {
         reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: interrupted while processing, runs again",
@@ -813,6 +854,12 @@ int reel_executor_start(ReelExecutor *ex, char *errmsg)
                                   ex)) < 0)
         return reel_fail(errmsg, ret, "executor: start-up repair failed: %s",
                          reel_jobstore_errmsg(ex->cfg.jobs));
+    if (ex->redis_url) {
+        ReelRemoteConfig rc = {.url = ex->redis_url, .jobs = ex->cfg.jobs,
+                               .on_frame = ex->cfg.on_frame, .opaque = ex->cfg.opaque};
+        if ((ret = reel_remote_start(&ex->remote, &rc, errmsg)) < 0)
+            return ret;
+    }
     pthread_mutex_lock(&ex->lock);
     for (int i = 0; i < ex->cfg.workers; i++) {
         if (pthread_create(&ex->threads[i], NULL, worker_main, ex))
@@ -831,6 +878,7 @@ void reel_executor_free(ReelExecutor **pex)
 
     if (!ex)
         return;
+    reel_remote_stop(&ex->remote);
     pthread_mutex_lock(&ex->lock);
     ex->stop = 1;
     for (int i = 0; i < ex->cfg.workers; i++) {
@@ -856,6 +904,7 @@ void reel_executor_free(ReelExecutor **pex)
     pthread_mutex_destroy(&ex->lock);
     free(ex->work_dir);
     free(ex->model_dir);
+    free(ex->redis_url);
     free(ex->running);
     free(ex->threads);
     free(ex);
@@ -928,8 +977,15 @@ int reel_executor_cancel(ReelExecutor *ex, const char *user, const char *export_
         }
     }
     pthread_mutex_unlock(&ex->lock);
-    if (!t)
+    if (!t) {
+        if (ex->remote && reel_jobstore_get(ex->cfg.jobs, user, export_id, &rec, 0) == 0) {
+            int remote = rec.status == REEL_EXPORT_PROCESSING && !strcmp(rec.runner, "redis");
+            reel_jobstore_record_uninit(&rec);
+            if (remote && reel_remote_cancel(ex->remote, user, export_id) >= 0)
+                return REEL_EXEC_CANCELLING;
+        }
         return REEL_ERR(ENOENT);
+    }
     free(t);
 
     if (reel_jobstore_finish(ex->cfg.jobs, user, export_id, REEL_EXPORT_CANCELLED,
@@ -942,6 +998,11 @@ int reel_executor_cancel(ReelExecutor *ex, const char *user, const char *export_
         reel_jobstore_record_uninit(&rec);
     }
     return REEL_EXEC_CANCELLED_NOW;
+}
+
+char *reel_executor_latest_frame(ReelExecutor *ex, const char *user, const char *export_id)
+{
+    return ex->remote ? reel_remote_latest(ex->remote, user, export_id) : NULL;
 }
 
 void reel_executor_stats(ReelExecutor *ex, int *pending, int *running, int *capacity)

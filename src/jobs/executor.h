@@ -89,6 +89,14 @@ typedef struct ReelExecutorConfig {
     ReelJobStore *jobs;         /**< borrowed, outlives the executor */
     ReelExecEventFn on_event;
     void *opaque;
+    /* scale-out (docs/scaleout.md): with a Redis URL, exports are handed to
+     * `clipreel worker` processes and followed back (remote.h) */
+    const char *redis_url;      /**< NULL: everything runs in this process */
+    int redis_fallback;         /**< 1: run here when Redis is unreachable; 0: fail the export */
+    /** Frames made by the workers (already in the service's shape); terminal ones
+     *  come after the row is final. Called from the remote threads. */
+    void (*on_frame)(void *opaque, const char *user, const char *export_id, const char *frame,
+                     int terminal);
 } ReelExecutorConfig;
 
 /** Create a stopped executor (cfg is copied). */
@@ -134,6 +142,9 @@ int reel_executor_cancel(ReelExecutor *ex, const char *user, const char *export_
  */
 int reel_executor_delete_sources(struct ReelStore *store, const char *user, const char *export_id,
                                  const char *sources_json);
+
+/** The newest frame of an export running on the workers (caller frees), or NULL. */
+char *reel_executor_latest_frame(ReelExecutor *ex, const char *user, const char *export_id);
 
 void reel_executor_stats(ReelExecutor *ex, int *pending, int *running, int *capacity);
 

@@ -57,6 +57,7 @@ static const char schema[] =
     " sources_deleted INTEGER NOT NULL DEFAULT 0,"
     " job_json TEXT,"
     " sources_json TEXT,"
+    " runner TEXT NOT NULL DEFAULT '',"
     " UNIQUE(user_id, export_id));"
     "CREATE INDEX IF NOT EXISTS exports_status ON exports(status, seq);"
     "CREATE INDEX IF NOT EXISTS exports_user ON exports(user_id, seq);";
@@ -64,7 +65,7 @@ static const char schema[] =
 #define COLUMNS                                                                                \
     "user_id, export_id, project_id, project_name, type, status, error, phase, progress,"     \
     " output_key, chapters_key, created_ms, started_ms, completed_ms, attempts,"             \
-    " sources_deleted"
+    " sources_deleted, runner"
 
 const char *reel_export_status_name(ReelExportStatus status)
 {
@@ -145,6 +146,11 @@ int reel_jobstore_open(ReelJobStore **out, const char *path, char *errmsg)
                       NULL, NULL, &sqlerr);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(js->db, schema, NULL, NULL, &sqlerr);
+    if (rc == SQLITE_OK) {
+        /* Databases made before the runner column: add it (an error means it exists). */
+        sqlite3_exec(js->db, "ALTER TABLE exports ADD COLUMN runner TEXT NOT NULL DEFAULT ''",
+                     NULL, NULL, NULL);
+    }
     if (rc != SQLITE_OK) {
         ret = reel_fail(errmsg, REEL_ERR(EIO), "job store %s: %s", path,
                         sqlerr ? sqlerr : sqlite3_errstr(rc));
@@ -291,6 +297,7 @@ static void read_row(sqlite3_stmt *st, ReelExportRecord *rec)
     rec->completed_ms = sqlite3_column_int64(st, 13);
     rec->attempts = sqlite3_column_int(st, 14);
     rec->sources_deleted = sqlite3_column_int(st, 15);
+    copy_col(rec->runner, sizeof(rec->runner), st, 16);
     base = strrchr(rec->output_key, '/');
     snprintf(rec->output_filename, sizeof(rec->output_filename), "%s",
              base ? base + 1 : rec->output_key);
@@ -323,10 +330,10 @@ int reel_jobstore_get(ReelJobStore *js, const char *user, const char *export_id,
         read_row(st, rec);
         ret = 0;
         if (flags & REEL_JOBSTORE_WITH_JSON) {
-            rec->job_json = dup_col(st, 16);
-            rec->sources_json = dup_col(st, 17);
-            if ((sqlite3_column_type(st, 16) != SQLITE_NULL && !rec->job_json) ||
-                (sqlite3_column_type(st, 17) != SQLITE_NULL && !rec->sources_json)) {
+            rec->job_json = dup_col(st, 17);
+            rec->sources_json = dup_col(st, 18);
+            if ((sqlite3_column_type(st, 17) != SQLITE_NULL && !rec->job_json) ||
+                (sqlite3_column_type(st, 18) != SQLITE_NULL && !rec->sources_json)) {
                 reel_jobstore_record_uninit(rec);
                 ret = REEL_ERR(ENOMEM);
             }
@@ -369,7 +376,7 @@ static int collect(ReelJobStore *js, sqlite3_stmt *st, RowList *list, int with_s
         }
         read_row(st, &list->rows[list->nb]);
         if (with_sources)
-            list->rows[list->nb].sources_json = dup_col(st, 16);
+            list->rows[list->nb].sources_json = dup_col(st, 17);
         list->nb++;
     }
     return rc == SQLITE_DONE ? 0 : db_error(js, rc, "read");
@@ -472,11 +479,20 @@ int reel_jobstore_mark_processing(ReelJobStore *js, const char *user, const char
                         "iss", reel_jobstore_now_ms(), user, export_id));
 }
 
+int reel_jobstore_mark_remote(ReelJobStore *js, const char *user, const char *export_id)
+{
+    return changed(exec(js,
+                        "UPDATE exports SET status = 'processing', runner = 'redis', started_ms = ?,"
+                        " attempts = attempts + 1, error = '', phase = 'queued'"
+                        " WHERE user_id = ? AND export_id = ? AND status = 'pending'",
+                        "iss", reel_jobstore_now_ms(), user, export_id));
+}
+
 int reel_jobstore_requeue(ReelJobStore *js, const char *user, const char *export_id)
 {
     return changed(exec(js,
-                        "UPDATE exports SET status = 'pending', phase = 'queued', progress = 0"
-                        " WHERE user_id = ? AND export_id = ? AND status = 'processing'",
+                        "UPDATE exports SET status = 'pending', phase = 'queued', progress = 0,"
+                        " runner = '' WHERE user_id = ? AND export_id = ? AND status = 'processing'",
                         "ss", user, export_id));
 }
 

@@ -58,7 +58,8 @@ typedef struct ReelExportRecord {
     char chapters_key[REEL_KEY_MAX];   /**< "" when none */
     char output_filename[REEL_KEY_MAX]; /**< basename of output_key */
     int64_t created_ms, started_ms, completed_ms; /**< Unix ms, 0 = not yet */
-    int attempts;                      /**< times the export was started */
+    int attempts;                      /**< times the export was started (here) */
+    char runner[16];                   /**< "" in this process, "redis" on the workers */
     int sources_deleted;
     char *job_json;     /**< normalised job (only with REEL_JOBSTORE_WITH_JSON); caller frees */
     char *sources_json; /**< [{"clip":N,"key":"..."}] (same) */
@@ -127,6 +128,9 @@ int reel_jobstore_list_recent(ReelJobStore *js, const char *user, int64_t since_
 
 /** PENDING -> PROCESSING: started_at = now, attempts + 1. -ENOENT if not PENDING. */
 int reel_jobstore_mark_processing(ReelJobStore *js, const char *user, const char *export_id);
+
+/** PENDING -> PROCESSING on the scale-out workers (runner "redis"). -ENOENT if not PENDING. */
+int reel_jobstore_mark_remote(ReelJobStore *js, const char *user, const char *export_id);
 
 /** PROCESSING -> PENDING (restart with on_restart=rerun, or a clean shutdown). */
 int reel_jobstore_requeue(ReelJobStore *js, const char *user, const char *export_id);

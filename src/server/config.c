@@ -102,6 +102,12 @@ static const Opt opts[] = {
      "S3 access key id (file or environment only)"},
     {"storage.secret_key", NULL, "CLIPREEL_S3_SECRET_KEY", OPT_STR, F(s3_secret_key), 0, 0,
      "S3 secret key (file or environment only)"},
+    {"redis", "--redis", "CLIPREEL_REDIS", OPT_STR, F(redis), 0, 0,
+     "redis://[[user]:password@]host[:port][/db]: hand exports to `clipreel worker`s"
+     " (docs/scaleout.md); default: run them in this process"},
+    {"redis_fallback", "--redis-fallback", "CLIPREEL_REDIS_FALLBACK", OPT_ONOFF, F(redis_fallback),
+     0, 0, "when Redis is unreachable at submission: on = run the export here (default),"
+     " off = fail it"},
     {"storage.presign_ttl_s", "--presign-ttl", "CLIPREEL_PRESIGN_TTL", OPT_INT, F(presign_ttl_s),
      60, 7 * 24 * 3600, "lifetime of the S3 redirect URLs, seconds (default 3600)"},
 };
@@ -127,6 +133,7 @@ void reel_server_config_init(ReelServerConfig *cfg)
     snprintf(cfg->storage_kind, sizeof(cfg->storage_kind), "local");
     cfg->s3_path_style = 1;
     cfg->presign_ttl_s = 3600;
+    cfg->redis_fallback = 1;
 }
 
 int reel_server_id_valid(const char *s)

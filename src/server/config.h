@@ -56,6 +56,9 @@ typedef struct ReelServerConfig {
     char s3_secret_key[256];
     int s3_path_style;     /**< default 1 */
     int presign_ttl_s;     /**< lifetime of redirect URLs, default 3600 */
+    /* scale-out */
+    char redis[512];       /**< redis:// URL: exports go to `clipreel worker`s; "" = in process */
+    int redis_fallback;    /**< run here when Redis is unreachable (default 1) */
     /* users */
     ReelServerToken tokens[REEL_CONFIG_MAX_TOKENS];
     int nb_tokens;

@@ -134,6 +134,17 @@ static void on_exec_event(void *opaque, const ReelExecEvent *ev)
     free(frame);
 }
 
+/* Frames from the scale-out workers (remote threads): already in the editor's shape. */
+static void on_remote_frame(void *opaque, const char *user, const char *export_id,
+                            const char *frame, int terminal)
+{
+    ReelServer *srv = opaque;
+    char key[2 * REEL_ID_MAX + 2];
+
+    reel_server_hub_key(key, sizeof(key), user, export_id);
+    reel_hub_publish(srv->hub, key, frame, terminal, 0);
+}
+
 /* A frame rebuilt from a row, for a client that joins when the hub has none. */
 static char *frame_from_record(ReelServer *srv, const ReelExportRecord *rec, int *terminal)
 {
@@ -537,7 +548,13 @@ static void ws_ready(struct mg_connection *conn, void *cbdata)
      * state of the row; a live frame, if any, wins (only_if_empty). */
     if (reel_jobstore_get(srv->jobs, user, id, &rec, 0) == 0) {
         int terminal;
-        char *frame = frame_from_record(srv, &rec, &terminal);
+        char *frame = NULL;
+        if (rec.status == REEL_EXPORT_PROCESSING && !strcmp(rec.runner, "redis"))
+            frame = reel_executor_latest_frame(srv->exec, user, id); /* the workers' newest */
+        if (frame)
+            terminal = 0;
+        else
+            frame = frame_from_record(srv, &rec, &terminal);
         if (frame)
             reel_hub_publish(srv->hub, key, frame, terminal, 1);
         free(frame);
@@ -706,6 +723,9 @@ int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errms
     ecfg.jobs = srv->jobs;
     ecfg.on_event = on_exec_event;
     ecfg.opaque = srv;
+    ecfg.redis_url = cfg->redis[0] ? cfg->redis : NULL;
+    ecfg.redis_fallback = cfg->redis_fallback;
+    ecfg.on_frame = on_remote_frame;
     if ((ret = reel_executor_create(&srv->exec, &ecfg, errmsg)) < 0 ||
         (ret = reel_executor_start(srv->exec, errmsg)) < 0)
         goto fail;
@@ -755,9 +775,9 @@ int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errms
     memset(ports, 0, sizeof(ports));
     if (mg_get_server_ports(srv->mg, 4, ports) > 0)
         srv->port = ports[0].port;
-    reel_log(REEL_LOG_INFO, LOG_TAG, "listening on http://%s:%d (auth %s, %s store, %d workers)",
+    reel_log(REEL_LOG_INFO, LOG_TAG, "listening on http://%s:%d (auth %s, %s store, %d workers%s)",
              cfg->listen, srv->port, cfg->auth ? "on" : "off", srv->s3 ? "s3" : "local",
-             cfg->workers);
+             cfg->workers, cfg->redis[0] ? ", exports to the Redis workers" : "");
     *out = srv;
     return 0;
 

@@ -292,6 +292,16 @@ static void test_jobstore(void **state)
     assert_int_equal(reel_jobstore_list_recent(js, "a", reel_jobstore_now_ms() + 60000, 10, collect, &c), 0);
     assert_int_equal(c.n, 0);
 
+    /* handed to the scale-out workers: processing, runner "redis"; a requeue brings it home */
+    assert_int_equal(reel_jobstore_mark_remote(js, "a", "e3"), 0);
+    assert_int_equal(reel_jobstore_mark_remote(js, "a", "e3"), REEL_ERR(ENOENT));
+    assert_int_equal(reel_jobstore_get(js, "a", "e3", &rec, 0), 0);
+    assert_int_equal(rec.status, REEL_EXPORT_PROCESSING);
+    assert_string_equal(rec.runner, "redis");
+    assert_int_equal(reel_jobstore_requeue(js, "a", "e3"), 0);
+    assert_int_equal(reel_jobstore_get(js, "a", "e3", &rec, 0), 0);
+    assert_string_equal(rec.runner, "");
+
     /* delete (a request that failed before its 202) */
     assert_int_equal(reel_jobstore_delete(js, "b", "e1"), 0);
     assert_int_equal(reel_jobstore_get(js, "b", "e1", &rec, 0), REEL_ERR(ENOENT));
