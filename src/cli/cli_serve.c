@@ -23,16 +23,15 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: clipreel serve [--port N] [--data DIR] [--config FILE] [--workers N]\n"
-            "                      [--queue N] [--max-upload BYTES] [--auth on|off]\n"
-            "                      [--models DIR] [--on-restart rerun|fail] [-v|-q] ...\n"
-            "\n"
-            "Serve the Reel Ballers multi-clip export API (POST /api/export/multi-clip,\n"
-            "WS /ws/export/{id}, GET/DELETE /api/exports/{id}, ...) and a web page at /.\n"
-            "Defaults: local object store <data>/objects, SQLite jobs <data>/jobs.db,\n"
-            "in-process workers. Precedence: flags > environment > config file > defaults.\n"
-            "See docs/service.md.\n\n");
+    fprintf(f, "usage: clipreel serve [--port N] [--data DIR] [--config FILE] [--workers N]\n"
+               "                      [--queue N] [--max-upload BYTES] [--auth on|off]\n"
+               "                      [--models DIR] [--on-restart rerun|fail] [-v|-q] ...\n"
+               "\n"
+               "Serve the Reel Ballers multi-clip export API (POST /api/export/multi-clip,\n"
+               "WS /ws/export/{id}, GET/DELETE /api/exports/{id}, ...) and a web page at /.\n"
+               "Defaults: local object store <data>/objects, SQLite jobs <data>/jobs.db,\n"
+               "in-process workers. Precedence: flags > environment > config file > defaults.\n"
+               "See docs/service.md.\n\n");
     reel_server_config_print_help(f);
     fprintf(f, "\n  --config FILE   (CLIPREEL_CONFIG) JSON config file\n"
                "  -v, --verbose   debug logging;  -q, --quiet  warnings and errors only\n");
@@ -115,8 +114,10 @@ int reel_cli_serve(int argc, char **argv)
     fflush(stdout);
     while (sigwait(&set, &sig) != 0)
         ;
-    reel_log(REEL_LOG_INFO, "server", "signal %d: stopping (running exports resume at the next"
-             " start)", sig);
+    reel_log(REEL_LOG_INFO, "server",
+             "signal %d: stopping (running exports resume at the next"
+             " start)",
+             sig);
     reel_server_stop(&srv);
     return 0;
 

@@ -27,24 +27,23 @@ static void on_sigint(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: clipreel submit JOB.json --server URL [-o OUT.mp4] [options]\n"
-            "\n"
-            "Upload the clips of an engine-shape job file (sources are local paths) to a\n"
-            "`clipreel serve` server, follow the export and download the result.\n"
-            "\n"
-            "  --server URL          http://host:port of the server (or $CLIPREEL_SERVER)\n"
-            "  -o, --output FILE     download the reel here (+ FILE's .chapters.vtt)\n"
-            "  --token TOKEN         bearer token (or $CLIPREEL_TOKEN)\n"
-            "  --user ID             X-User-ID for a server with auth off\n"
-            "  --id EXPORT_ID        export id (default: export_<ms>_<random>)\n"
-            "  --project ID          project_id form field\n"
-            "  --name NAME           project_name form field (default: the job file name)\n"
-            "  --progress bar|json|none   as `clipreel export` (default bar)\n"
-            "  --timeout S           give up waiting after S seconds (default: never)\n"
-            "  --no-wait             print the export id once accepted and exit\n"
-            "  -v, --verbose         log the client's retries and reconnections\n"
-            "exit status: 0 complete, 1 failed or cancelled, 2 usage\n");
+    fprintf(f, "usage: clipreel submit JOB.json --server URL [-o OUT.mp4] [options]\n"
+               "\n"
+               "Upload the clips of an engine-shape job file (sources are local paths) to a\n"
+               "`clipreel serve` server, follow the export and download the result.\n"
+               "\n"
+               "  --server URL          http://host:port of the server (or $CLIPREEL_SERVER)\n"
+               "  -o, --output FILE     download the reel here (+ FILE's .chapters.vtt)\n"
+               "  --token TOKEN         bearer token (or $CLIPREEL_TOKEN)\n"
+               "  --user ID             X-User-ID for a server with auth off\n"
+               "  --id EXPORT_ID        export id (default: export_<ms>_<random>)\n"
+               "  --project ID          project_id form field\n"
+               "  --name NAME           project_name form field (default: the job file name)\n"
+               "  --progress bar|json|none   as `clipreel export` (default bar)\n"
+               "  --timeout S           give up waiting after S seconds (default: never)\n"
+               "  --no-wait             print the export id once accepted and exit\n"
+               "  -v, --verbose         log the client's retries and reconnections\n"
+               "exit status: 0 complete, 1 failed or cancelled, 2 usage\n");
 }
 
 typedef struct Follow {
@@ -160,7 +159,8 @@ int reel_cli_submit(int argc, char **argv)
 
     reel_cli_progress_init(&fo.bar, no_wait ? REEL_CLI_PROGRESS_NONE : mode);
     /* As the editor: the progress channel first, so that no frame is missed. */
-    if (!no_wait && reel_client_watch_open(&watch, &opt, sub.export_id, on_frame, &fo, errmsg) < 0) {
+    if (!no_wait &&
+        reel_client_watch_open(&watch, &opt, sub.export_id, on_frame, &fo, errmsg) < 0) {
         fprintf(stderr, "clipreel submit: %s\n", errmsg);
         ret = 1;
         goto end;
@@ -192,8 +192,10 @@ int reel_cli_submit(int argc, char **argv)
         if (ret != REEL_ERR(ETIMEDOUT))
             break;
         if (++waited >= timeout && timeout > 0) {
-            snprintf(errmsg, sizeof(errmsg), "no result after %d s (export %s continues on the"
-                     " server)", timeout, sub.export_id);
+            snprintf(errmsg, sizeof(errmsg),
+                     "no result after %d s (export %s continues on the"
+                     " server)",
+                     timeout, sub.export_id);
             break;
         }
         if (interrupted > 1)

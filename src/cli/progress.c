@@ -52,17 +52,16 @@ ReelPhase reel_cli_phase_from_name(const char *name)
 static void print_json(const ReelProgress *ev)
 {
     json_t *o = json_pack("{s:s,s:f,s:i,s:i,s:I,s:I}", "phase", reel_phase_name(ev->phase),
-                          "percent", round(ev->percent * 10) / 10, "clip", ev->clip,
-                          "total_clips", ev->total_clips, "frames_done",
-                          (json_int_t)ev->frames_done, "frames_total",
-                          (json_int_t)ev->frames_total);
+                          "percent", round(ev->percent * 10) / 10, "clip", ev->clip, "total_clips",
+                          ev->total_clips, "frames_done", (json_int_t)ev->frames_done,
+                          "frames_total", (json_int_t)ev->frames_total);
     char *text;
 
     if (!o)
         return;
     json_object_set_new(o, "fps", ev->fps > 0 ? json_real(round(ev->fps * 10) / 10) : json_null());
-    json_object_set_new(o, "eta_s", ev->eta_s >= 0 ? json_real(round(ev->eta_s * 10) / 10)
-                                                   : json_null());
+    json_object_set_new(o, "eta_s",
+                        ev->eta_s >= 0 ? json_real(round(ev->eta_s * 10) / 10) : json_null());
     json_object_set_new(o, "message", ev->message ? json_string(ev->message) : json_null());
     if ((text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)))) {
         puts(text);
@@ -87,8 +86,8 @@ static void print_bar(ReelCliProgress *p, const ReelProgress *ev)
     n = snprintf(line, sizeof(line), "[%s] %5.1f%%  %s", bar, ev->percent,
                  reel_phase_name(ev->phase));
     if (ev->clip > 0 && ev->total_clips > 0 && n < (int)sizeof(line))
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "  clip %d/%d", ev->clip,
-                      ev->total_clips);
+        n +=
+            snprintf(line + n, sizeof(line) - (size_t)n, "  clip %d/%d", ev->clip, ev->total_clips);
     if (ev->frames_total > 0 && n < (int)sizeof(line))
         n += snprintf(line + n, sizeof(line) - (size_t)n, "  frame %lld/%lld",
                       (long long)ev->frames_done, (long long)ev->frames_total);

@@ -28,8 +28,8 @@ typedef enum ReelCliProgressMode {
 
 typedef struct ReelCliProgress {
     ReelCliProgressMode mode;
-    int tty;             /**< stderr is a terminal: redraw in place */
-    int drawn;           /**< a bar line is on screen */
+    int tty;   /**< stderr is a terminal: redraw in place */
+    int drawn; /**< a bar line is on screen */
     ReelPhase last_phase;
     int last_decile;
     int64_t last_ms;

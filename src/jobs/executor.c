@@ -43,8 +43,8 @@
 typedef struct Task {
     char user[REEL_ID_MAX + 1];
     char export_id[REEL_ID_MAX + 1];
-    atomic_int cancel;  /* polled by the engine */
-    int shutdown;       /* the cancel came from reel_executor_free: requeue, don't cancel */
+    atomic_int cancel; /* polled by the engine */
+    int shutdown;      /* the cancel came from reel_executor_free: requeue, don't cancel */
     struct Task *next;
 } Task;
 
@@ -57,7 +57,7 @@ struct ReelExecutor {
     Task *head, *tail; /* waiting, FIFO */
     int nb_pending;
     int nb_reserved;
-    Task **running;    /* cfg.workers slots */
+    Task **running; /* cfg.workers slots */
     int nb_running;
     pthread_t *threads;
     int nb_threads;
@@ -145,8 +145,13 @@ static void emit(ReelExecutor *ex, ReelExecEventKind kind, const ReelExportRecor
                  const char *phase, double percent, const char *message, const char *error)
 {
     ReelExecEvent ev = {
-        .kind = kind, .rec = rec, .phase = phase, .percent = percent, .eta_s = -1,
-        .message = message, .error = error,
+        .kind = kind,
+        .rec = rec,
+        .phase = phase,
+        .percent = percent,
+        .eta_s = -1,
+        .message = message,
+        .error = error,
     };
     if (ex->cfg.on_event)
         ex->cfg.on_event(ex->cfg.opaque, &ev);
@@ -170,7 +175,8 @@ int reel_executor_delete_sources(ReelStore *store, const char *user, const char 
 
     if (json_is_array(root)) {
         /* The row lists every key its request put (it is written after the last put). */
-        json_array_foreach(root, i, item) {
+        json_array_foreach(root, i, item)
+        {
             const char *key = json_string_value(json_object_get(item, "key"));
             if (key && (r = reel_store_delete(store, key)) < 0) {
                 reel_log(REEL_LOG_WARNING, LOG_TAG, "cannot delete %s: %s", key,
@@ -196,7 +202,7 @@ typedef struct RunCtx {
     ReelExecutor *ex;
     Task *task;
     ReelExportRecord *rec;
-    double base, span;   /* where the engine's 0..100 lands */
+    double base, span; /* where the engine's 0..100 lands */
     double last_pct;
     int64_t last_emit_ms, last_db_ms;
     ReelPhase last_phase;
@@ -262,15 +268,16 @@ static void report(RunCtx *r, ReelPhase phase, double pct, const ReelProgress *p
         ev.eta_s = p->eta_s;
     }
     /* The engine's text when it says more than the phase's name; else ours. */
-    ev.message = p && p->message && *p->message && strcmp(p->message, reel_phase_name(p->phase))
-                     ? p->message
-                     : phase_message(phase, ev.clip, ev.total_clips, r->message, sizeof(r->message));
+    ev.message =
+        p && p->message && *p->message && strcmp(p->message, reel_phase_name(p->phase))
+            ? p->message
+            : phase_message(phase, ev.clip, ev.total_clips, r->message, sizeof(r->message));
     if (r->ex->cfg.on_event)
         r->ex->cfg.on_event(r->ex->cfg.opaque, &ev);
     if (changed || now - r->last_db_ms >= 1000) {
         r->last_db_ms = now;
-        reel_jobstore_update_progress(r->ex->cfg.jobs, r->rec->user, r->rec->export_id,
-                                      ev.phase, pct);
+        reel_jobstore_update_progress(r->ex->cfg.jobs, r->rec->user, r->rec->export_id, ev.phase,
+                                      pct);
     }
 }
 
@@ -331,7 +338,8 @@ static int resolve_sources(RunCtx *r, ReelJob *job, const char *sources_json, co
         size_t k;
         json_t *item;
 
-        json_array_foreach(root, k, item) {
+        json_array_foreach(root, k, item)
+        {
             if (json_integer_value(json_object_get(item, "clip")) == clip->clip_index)
                 key = json_string_value(json_object_get(item, "key"));
         }
@@ -342,8 +350,10 @@ static int resolve_sources(RunCtx *r, ReelJob *job, const char *sources_json, co
         }
         ret = reel_store_local_path(ex->cfg.store, key, path, sizeof(path));
         if (ret == REEL_ERR(ENOTSUP)) {
-            ReelProgress p = {.phase = REEL_PHASE_DOWNLOADING, .clip = i + 1,
-                              .total_clips = job->nb_clips, .eta_s = -1};
+            ReelProgress p = {.phase = REEL_PHASE_DOWNLOADING,
+                              .clip = i + 1,
+                              .total_clips = job->nb_clips,
+                              .eta_s = -1};
             report(r, REEL_PHASE_DOWNLOADING, 5.0 * i / job->nb_clips, &p, 1);
             ret = fmt(path, sizeof(path), "%s/source_%d.mp4", dir, clip->clip_index);
             if (ret >= 0)
@@ -379,8 +389,8 @@ end:
  * Publish the finished files: chapters first, so that whenever the MP4 is
  * visible its chapters are too. Each put is atomic in the store.
  */
-static int publish_result(RunCtx *r, const char *mp4, const char *vtt, char *out_key,
-                          char *vtt_key, char *errmsg)
+static int publish_result(RunCtx *r, const char *mp4, const char *vtt, char *out_key, char *vtt_key,
+                          char *errmsg)
 {
     ReelExecutor *ex = r->ex;
     const char *project = r->rec->project_id[0] ? r->rec->project_id : "none";
@@ -455,8 +465,8 @@ static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char 
         struct timespec ts;
         if (!waited++) {
             pthread_mutex_unlock(&ex->lock);
-            ReelProgress p = {.phase = REEL_PHASE_QUEUED, .eta_s = -1,
-                              .message = "Waiting for the AI model..."};
+            ReelProgress p = {
+                .phase = REEL_PHASE_QUEUED, .eta_s = -1, .message = "Waiting for the AI model..."};
             report(r, REEL_PHASE_QUEUED, r->base, &p, 1);
             pthread_mutex_lock(&ex->lock);
             continue;
@@ -507,7 +517,11 @@ static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char 
 static void run_task(ReelExecutor *ex, Task *task)
 {
     ReelExportRecord rec;
-    RunCtx r = {.ex = ex, .task = task, .rec = &rec, .base = 0, .span = 95,
+    RunCtx r = {.ex = ex,
+                .task = task,
+                .rec = &rec,
+                .base = 0,
+                .span = 95,
                 .last_phase = REEL_PHASE_QUEUED};
     ReelJob *job = NULL;
     char dir[PATH_MAX], mp4[PATH_MAX + 16], vtt[PATH_MAX + 32];
@@ -532,8 +546,8 @@ static void run_task(ReelExecutor *ex, Task *task)
         }
         if (!ex->cfg.redis_fallback) {
             snprintf(reason, sizeof(reason), "Export failed: %s", errmsg);
-            reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_ERROR,
-                                 reason, NULL, NULL);
+            reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_ERROR, reason,
+                                 NULL, NULL);
             if (reel_executor_delete_sources(ex->cfg.store, rec.user, rec.export_id,
                                              rec.sources_json) >= 0)
                 reel_jobstore_set_sources_deleted(ex->cfg.jobs, rec.user, rec.export_id);
@@ -541,8 +555,8 @@ static void run_task(ReelExecutor *ex, Task *task)
             reel_jobstore_record_uninit(&rec);
             return;
         }
-        reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: %s; running it here", rec.user,
-                 rec.export_id, errmsg);
+        reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: %s; running it here", rec.user, rec.export_id,
+                 errmsg);
         errmsg[0] = 0;
     }
     if (reel_jobstore_mark_processing(ex->cfg.jobs, task->user, task->export_id) < 0) {
@@ -619,8 +633,8 @@ done:
     /* The row first (durable), then the clean-up, then the announcement: a client
      * that sees the terminal frame finds the record final and the temp keys gone. */
     if (ret >= 0) {
-        if (reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_COMPLETE,
-                                 NULL, out_key, vtt_key) < 0) {
+        if (reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_COMPLETE, NULL,
+                                 out_key, vtt_key) < 0) {
             /* Cancelled by the API at the last moment, or the database failed:
              * do not announce what is not durable; drop the orphan objects. */
             reel_store_delete(ex->cfg.store, out_key);
@@ -648,8 +662,8 @@ done:
         if (!errmsg[0])
             reel_strerror(ret, errmsg, sizeof(errmsg));
         snprintf(reason, sizeof(reason), "Export failed: %s", errmsg);
-        reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_ERROR, reason,
-                             NULL, NULL);
+        reel_jobstore_finish(ex->cfg.jobs, rec.user, rec.export_id, REEL_EXPORT_ERROR, reason, NULL,
+                             NULL);
         rec.status = REEL_EXPORT_ERROR;
         reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: %s", rec.user, rec.export_id, reason);
         kind = REEL_EXEC_ERROR;
@@ -792,7 +806,8 @@ static int recover_processing(void *opaque, const ReelExportRecord *rec)
             return 0; /* still on the workers: remote.c's poller follows it */
         reel_jobstore_finish(ex->cfg.jobs, rec->user, rec->export_id, REEL_EXPORT_ERROR,
                              "Export failed: it was on the scale-out workers, and this server"
-                             " no longer follows them (no --redis)", NULL, NULL);
+                             " no longer follows them (no --redis)",
+                             NULL, NULL);
         return 0;
     }
 
@@ -832,8 +847,8 @@ static int recover_sources(void *opaque, const ReelExportRecord *rec)
 {
     ReelExecutor *ex = opaque;
 
-    if (reel_executor_delete_sources(ex->cfg.store, rec->user, rec->export_id,
-                                     rec->sources_json) >= 0)
+    if (reel_executor_delete_sources(ex->cfg.store, rec->user, rec->export_id, rec->sources_json) >=
+        0)
         reel_jobstore_set_sources_deleted(ex->cfg.jobs, rec->user, rec->export_id);
     return 0;
 }
@@ -855,8 +870,10 @@ int reel_executor_start(ReelExecutor *ex, char *errmsg)
         return reel_fail(errmsg, ret, "executor: start-up repair failed: %s",
                          reel_jobstore_errmsg(ex->cfg.jobs));
     if (ex->redis_url) {
-        ReelRemoteConfig rc = {.url = ex->redis_url, .jobs = ex->cfg.jobs,
-                               .on_frame = ex->cfg.on_frame, .opaque = ex->cfg.opaque};
+        ReelRemoteConfig rc = {.url = ex->redis_url,
+                               .jobs = ex->cfg.jobs,
+                               .on_frame = ex->cfg.on_frame,
+                               .opaque = ex->cfg.opaque};
         if ((ret = reel_remote_start(&ex->remote, &rc, errmsg)) < 0)
             return ret;
     }

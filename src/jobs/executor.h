@@ -64,35 +64,35 @@ typedef enum ReelExecEventKind {
 typedef struct ReelExecEvent {
     ReelExecEventKind kind;
     const ReelExportRecord *rec; /**< user, ids, project, output key/filename (when complete) */
-    const char *phase;           /**< "queued", "downloading", ..., "complete", "error", "cancelled" */
-    double percent;              /**< 0..100 over the whole export, monotonic */
-    int clip, total_clips;       /**< 1-based clip in work, 0 when none */
+    const char *phase;     /**< "queued", "downloading", ..., "complete", "error", "cancelled" */
+    double percent;        /**< 0..100 over the whole export, monotonic */
+    int clip, total_clips; /**< 1-based clip in work, 0 when none */
     int64_t frames_done, frames_total;
-    double eta_s;                /**< < 0: unknown */
-    const char *message;         /**< human text */
-    const char *error;           /**< ERROR / CANCELLED: the reason */
+    double eta_s;        /**< < 0: unknown */
+    const char *message; /**< human text */
+    const char *error;   /**< ERROR / CANCELLED: the reason */
 } ReelExecEvent;
 
 typedef void (*ReelExecEventFn)(void *opaque, const ReelExecEvent *event);
 
 typedef struct ReelExecutorConfig {
-    int workers;                /**< >= 1 */
-    int queue;                  /**< waiting exports beyond the workers, >= 0 */
+    int workers; /**< >= 1 */
+    int queue;   /**< waiting exports beyond the workers, >= 0 */
     ReelRestartPolicy on_restart;
-    int max_attempts;           /**< >= 1 */
-    const char *work_dir;       /**< per-export scratch folders (wiped at start) */
-    const char *model_dir;      /**< NULL: engine default */
-    int upscale;                /**< -1: as the job says; else a forced ReelUpscaleMode */
-    int engine_threads;         /**< 0: all cores */
+    int max_attempts;      /**< >= 1 */
+    const char *work_dir;  /**< per-export scratch folders (wiped at start) */
+    const char *model_dir; /**< NULL: engine default */
+    int upscale;           /**< -1: as the job says; else a forced ReelUpscaleMode */
+    int engine_threads;    /**< 0: all cores */
     ReelJobLimits limits;
-    struct ReelStore *store;    /**< borrowed, outlives the executor */
-    ReelJobStore *jobs;         /**< borrowed, outlives the executor */
+    struct ReelStore *store; /**< borrowed, outlives the executor */
+    ReelJobStore *jobs;      /**< borrowed, outlives the executor */
     ReelExecEventFn on_event;
     void *opaque;
     /* scale-out (docs/scaleout.md): with a Redis URL, exports are handed to
      * `clipreel worker` processes and followed back (remote.h) */
-    const char *redis_url;      /**< NULL: everything runs in this process */
-    int redis_fallback;         /**< 1: run here when Redis is unreachable; 0: fail the export */
+    const char *redis_url; /**< NULL: everything runs in this process */
+    int redis_fallback;    /**< 1: run here when Redis is unreachable; 0: fail the export */
     /** Frames made by the workers (already in the service's shape); terminal ones
      *  come after the row is final. Called from the remote threads. */
     void (*on_frame)(void *opaque, const char *user, const char *export_id, const char *frame,

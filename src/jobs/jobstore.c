@@ -36,35 +36,34 @@ static const char *const status_db_names[] = {
 
 #define NB_STATUS ((int)(sizeof(status_db_names) / sizeof(status_db_names[0])))
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS exports ("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " user_id TEXT NOT NULL,"
-    " export_id TEXT NOT NULL,"
-    " project_id TEXT NOT NULL DEFAULT '',"
-    " project_name TEXT NOT NULL DEFAULT '',"
-    " type TEXT NOT NULL DEFAULT 'multi_clip',"
-    " status TEXT NOT NULL,"
-    " error TEXT NOT NULL DEFAULT '',"
-    " phase TEXT NOT NULL DEFAULT '',"
-    " progress REAL NOT NULL DEFAULT 0,"
-    " output_key TEXT NOT NULL DEFAULT '',"
-    " chapters_key TEXT NOT NULL DEFAULT '',"
-    " created_ms INTEGER NOT NULL,"
-    " started_ms INTEGER NOT NULL DEFAULT 0,"
-    " completed_ms INTEGER NOT NULL DEFAULT 0,"
-    " attempts INTEGER NOT NULL DEFAULT 0,"
-    " sources_deleted INTEGER NOT NULL DEFAULT 0,"
-    " job_json TEXT,"
-    " sources_json TEXT,"
-    " runner TEXT NOT NULL DEFAULT '',"
-    " UNIQUE(user_id, export_id));"
-    "CREATE INDEX IF NOT EXISTS exports_status ON exports(status, seq);"
-    "CREATE INDEX IF NOT EXISTS exports_user ON exports(user_id, seq);";
+static const char schema[] = "CREATE TABLE IF NOT EXISTS exports ("
+                             " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                             " user_id TEXT NOT NULL,"
+                             " export_id TEXT NOT NULL,"
+                             " project_id TEXT NOT NULL DEFAULT '',"
+                             " project_name TEXT NOT NULL DEFAULT '',"
+                             " type TEXT NOT NULL DEFAULT 'multi_clip',"
+                             " status TEXT NOT NULL,"
+                             " error TEXT NOT NULL DEFAULT '',"
+                             " phase TEXT NOT NULL DEFAULT '',"
+                             " progress REAL NOT NULL DEFAULT 0,"
+                             " output_key TEXT NOT NULL DEFAULT '',"
+                             " chapters_key TEXT NOT NULL DEFAULT '',"
+                             " created_ms INTEGER NOT NULL,"
+                             " started_ms INTEGER NOT NULL DEFAULT 0,"
+                             " completed_ms INTEGER NOT NULL DEFAULT 0,"
+                             " attempts INTEGER NOT NULL DEFAULT 0,"
+                             " sources_deleted INTEGER NOT NULL DEFAULT 0,"
+                             " job_json TEXT,"
+                             " sources_json TEXT,"
+                             " runner TEXT NOT NULL DEFAULT '',"
+                             " UNIQUE(user_id, export_id));"
+                             "CREATE INDEX IF NOT EXISTS exports_status ON exports(status, seq);"
+                             "CREATE INDEX IF NOT EXISTS exports_user ON exports(user_id, seq);";
 
-#define COLUMNS                                                                                \
-    "user_id, export_id, project_id, project_name, type, status, error, phase, progress,"     \
-    " output_key, chapters_key, created_ms, started_ms, completed_ms, attempts,"             \
+#define COLUMNS                                                                                    \
+    "user_id, export_id, project_id, project_name, type, status, error, phase, progress,"          \
+    " output_key, chapters_key, created_ms, started_ms, completed_ms, attempts,"                   \
     " sources_deleted, runner"
 
 const char *reel_export_status_name(ReelExportStatus status)
@@ -148,8 +147,8 @@ int reel_jobstore_open(ReelJobStore **out, const char *path, char *errmsg)
         rc = sqlite3_exec(js->db, schema, NULL, NULL, &sqlerr);
     if (rc == SQLITE_OK) {
         /* Databases made before the runner column: add it (an error means it exists). */
-        sqlite3_exec(js->db, "ALTER TABLE exports ADD COLUMN runner TEXT NOT NULL DEFAULT ''",
-                     NULL, NULL, NULL);
+        sqlite3_exec(js->db, "ALTER TABLE exports ADD COLUMN runner TEXT NOT NULL DEFAULT ''", NULL,
+                     NULL, NULL);
     }
     if (rc != SQLITE_OK) {
         ret = reel_fail(errmsg, REEL_ERR(EIO), "job store %s: %s", path,
@@ -237,12 +236,12 @@ static int exec(ReelJobStore *js, const char *sql, const char *types, ...)
 int reel_jobstore_claim(ReelJobStore *js, const char *user, const char *export_id,
                         const char *project_id, const char *project_name, const char *type)
 {
-    int ret = exec(js,
-                   "INSERT INTO exports (user_id, export_id, project_id, project_name, type,"
-                   " status, created_ms) VALUES (?, ?, ?, ?, ?, 'receiving', ?)",
-                   "sssssi", user, export_id, project_id ? project_id : "",
-                   project_name ? project_name : "", type ? type : "multi_clip",
-                   reel_jobstore_now_ms());
+    int ret =
+        exec(js,
+             "INSERT INTO exports (user_id, export_id, project_id, project_name, type,"
+             " status, created_ms) VALUES (?, ?, ?, ?, ?, 'receiving', ?)",
+             "sssssi", user, export_id, project_id ? project_id : "",
+             project_name ? project_name : "", type ? type : "multi_clip", reel_jobstore_now_ms());
     return ret < 0 ? ret : 0;
 }
 
@@ -259,8 +258,8 @@ int reel_jobstore_set_pending(ReelJobStore *js, const char *user, const char *ex
 
 int reel_jobstore_delete(ReelJobStore *js, const char *user, const char *export_id)
 {
-    int ret = exec(js, "DELETE FROM exports WHERE user_id = ? AND export_id = ?", "ss", user,
-                   export_id);
+    int ret =
+        exec(js, "DELETE FROM exports WHERE user_id = ? AND export_id = ?", "ss", user, export_id);
     return ret < 0 ? ret : 0;
 }
 
@@ -456,8 +455,7 @@ int reel_jobstore_list_recent(ReelJobStore *js, const char *user, int64_t since_
 }
 
 int reel_jobstore_list_undeleted(ReelJobStore *js,
-                                 int (*cb)(void *opaque, const ReelExportRecord *rec),
-                                 void *opaque)
+                                 int (*cb)(void *opaque, const ReelExportRecord *rec), void *opaque)
 {
     return walk(js,
                 "SELECT " COLUMNS ", sources_json FROM exports WHERE sources_deleted = 0"
@@ -481,19 +479,21 @@ int reel_jobstore_mark_processing(ReelJobStore *js, const char *user, const char
 
 int reel_jobstore_mark_remote(ReelJobStore *js, const char *user, const char *export_id)
 {
-    return changed(exec(js,
-                        "UPDATE exports SET status = 'processing', runner = 'redis', started_ms = ?,"
-                        " attempts = attempts + 1, error = '', phase = 'queued'"
-                        " WHERE user_id = ? AND export_id = ? AND status = 'pending'",
-                        "iss", reel_jobstore_now_ms(), user, export_id));
+    return changed(
+        exec(js,
+             "UPDATE exports SET status = 'processing', runner = 'redis', started_ms = ?,"
+             " attempts = attempts + 1, error = '', phase = 'queued'"
+             " WHERE user_id = ? AND export_id = ? AND status = 'pending'",
+             "iss", reel_jobstore_now_ms(), user, export_id));
 }
 
 int reel_jobstore_requeue(ReelJobStore *js, const char *user, const char *export_id)
 {
-    return changed(exec(js,
-                        "UPDATE exports SET status = 'pending', phase = 'queued', progress = 0,"
-                        " runner = '' WHERE user_id = ? AND export_id = ? AND status = 'processing'",
-                        "ss", user, export_id));
+    return changed(
+        exec(js,
+             "UPDATE exports SET status = 'pending', phase = 'queued', progress = 0,"
+             " runner = '' WHERE user_id = ? AND export_id = ? AND status = 'processing'",
+             "ss", user, export_id));
 }
 
 int reel_jobstore_update_progress(ReelJobStore *js, const char *user, const char *export_id,
@@ -509,7 +509,7 @@ int reel_jobstore_finish(ReelJobStore *js, const char *user, const char *export_
                          ReelExportStatus status, const char *error, const char *output_key,
                          const char *chapters_key)
 {
-    const char *phase = status == REEL_EXPORT_COMPLETE ? "complete"
+    const char *phase = status == REEL_EXPORT_COMPLETE    ? "complete"
                         : status == REEL_EXPORT_CANCELLED ? "cancelled"
                                                           : "error";
 

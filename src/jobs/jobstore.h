@@ -41,25 +41,25 @@ typedef enum ReelExportStatus {
     REEL_EXPORT_CANCELLED,
 } ReelExportStatus;
 
-#define REEL_ID_MAX 128   /**< longest export id / user id / project id, in bytes */
-#define REEL_KEY_MAX 512  /**< longest storage key */
+#define REEL_ID_MAX 128  /**< longest export id / user id / project id, in bytes */
+#define REEL_KEY_MAX 512 /**< longest storage key */
 
 typedef struct ReelExportRecord {
     char user[REEL_ID_MAX + 1];
     char export_id[REEL_ID_MAX + 1];
-    char project_id[REEL_ID_MAX + 1];  /**< "" when the request had none */
+    char project_id[REEL_ID_MAX + 1]; /**< "" when the request had none */
     char project_name[256];
-    char type[24];                     /**< "multi_clip" */
+    char type[24]; /**< "multi_clip" */
     ReelExportStatus status;
     char error[512];
-    char phase[24];                    /**< last phase name, "" before any */
-    double progress;                   /**< 0..100, last recorded */
-    char output_key[REEL_KEY_MAX];     /**< "" until complete */
-    char chapters_key[REEL_KEY_MAX];   /**< "" when none */
-    char output_filename[REEL_KEY_MAX]; /**< basename of output_key */
+    char phase[24];                               /**< last phase name, "" before any */
+    double progress;                              /**< 0..100, last recorded */
+    char output_key[REEL_KEY_MAX];                /**< "" until complete */
+    char chapters_key[REEL_KEY_MAX];              /**< "" when none */
+    char output_filename[REEL_KEY_MAX];           /**< basename of output_key */
     int64_t created_ms, started_ms, completed_ms; /**< Unix ms, 0 = not yet */
-    int attempts;                      /**< times the export was started (here) */
-    char runner[16];                   /**< "" in this process, "redis" on the workers */
+    int attempts;                                 /**< times the export was started (here) */
+    char runner[16];                              /**< "" in this process, "redis" on the workers */
     int sources_deleted;
     char *job_json;     /**< normalised job (only with REEL_JOBSTORE_WITH_JSON); caller frees */
     char *sources_json; /**< [{"clip":N,"key":"..."}] (same) */

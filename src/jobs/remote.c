@@ -37,13 +37,13 @@ struct ReelRemote {
     ReelRedisUrl parsed;
     ReelPlanConfig plan;
 
-    pthread_mutex_t lock;     /* the command connection */
+    pthread_mutex_t lock; /* the command connection */
     ReelRedisq *q;
 
-    pthread_mutex_t state;    /* stop, sub, wake */
+    pthread_mutex_t state; /* stop, sub, wake */
     pthread_cond_t wake;
     int stop;
-    redisContext *sub;        /* the subscriber's; its socket is shut down to stop it */
+    redisContext *sub; /* the subscriber's; its socket is shut down to stop it */
     pthread_t sub_thread, poll_thread;
     int threads;
     int64_t noted[NOTE_SLOTS]; /* subscriber: when a row's progress was last written */
@@ -136,7 +136,10 @@ static void settle(ReelRemote *r, const char *user, const char *export_id, const
         }
         if (r->cfg.on_frame)
             r->cfg.on_frame(r->cfg.opaque, user, export_id,
-                            frame ? frame : latest ? latest : made, 1);
+                            frame    ? frame
+                            : latest ? latest
+                                     : made,
+                            1);
     }
     free(latest);
     json_decref(res);
@@ -154,9 +157,8 @@ static redisContext *sub_connect(ReelRemote *r)
     if (!c || c->err)
         goto fail;
     if (r->parsed.password[0]) {
-        rep = r->parsed.user[0]
-                  ? redisCommand(c, "AUTH %s %s", r->parsed.user, r->parsed.password)
-                  : redisCommand(c, "AUTH %s", r->parsed.password);
+        rep = r->parsed.user[0] ? redisCommand(c, "AUTH %s %s", r->parsed.user, r->parsed.password)
+                                : redisCommand(c, "AUTH %s", r->parsed.password);
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
             freeReplyObject(rep);
             goto fail;
@@ -479,8 +481,8 @@ int reel_remote_dispatch(ReelRemote *r, const ReelExportRecord *rec, char *errms
         return ret;
     /* Enqueued (or known already): the row follows the workers from now on. */
     reel_jobstore_mark_remote(r->cfg.jobs, rec->user, rec->export_id);
-    reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: queued for the %s workers", rec->user,
-             rec->export_id, gpu);
+    reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: queued for the %s workers", rec->user, rec->export_id,
+             gpu);
     return ret;
 }
 
@@ -500,8 +502,8 @@ int reel_remote_cancel(ReelRemote *r, const char *user, const char *export_id)
         !strcmp(st.state, "queued")) {
         /* No worker has it: settle it here. Exactly one result wins, so a worker
          * taking it at this moment sees the result and leaves it alone. */
-        ReelRedisqResult res = {.status = "cancelled", .error = "Cancelled by user",
-                                .worker = "service"};
+        ReelRedisqResult res = {
+            .status = "cancelled", .error = "Cancelled by user", .worker = "service"};
         reel_redisq_publish_result(q, user, export_id, &res);
     }
     reel_redisq_state_uninit(&st);

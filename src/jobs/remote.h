@@ -36,11 +36,11 @@ typedef void (*ReelRemoteFrameFn)(void *opaque, const char *user, const char *ex
                                   const char *frame, int terminal);
 
 typedef struct ReelRemoteConfig {
-    const char *url;        /**< redis://[[user]:password@]host[:port][/db] */
-    ReelJobStore *jobs;     /**< borrowed */
+    const char *url;    /**< redis://[[user]:password@]host[:port][/db] */
+    ReelJobStore *jobs; /**< borrowed */
     ReelRemoteFrameFn on_frame;
     void *opaque;
-    int poll_ms;            /**< outcome poll period (default 2000) */
+    int poll_ms; /**< outcome poll period (default 2000) */
 } ReelRemoteConfig;
 
 /**

@@ -49,8 +49,7 @@ void reel_client_make_export_id(char *out, size_t size)
     for (int i = 0; i < 7; i++)
         tail[i] = b36[r[i] % 36];
     tail[7] = 0;
-    snprintf(out, size, "export_%lld_%s",
-             (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, tail);
+    snprintf(out, size, "export_%lld_%s", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, tail);
 }
 
 /* ---- the job file ------------------------------------------------------------------------ */
@@ -87,8 +86,7 @@ int reel_client_job_load(ReelClientSubmission *sub, const char *path, char *errm
                          jerr.column, jerr.text);
     clips = json_object_get(root, "clips");
     if (!json_is_array(clips) || !(n = json_array_size(clips))) {
-        ret = reel_fail(errmsg, REEL_ERR(EINVAL), "%s: clips: a non-empty array is required",
-                        path);
+        ret = reel_fail(errmsg, REEL_ERR(EINVAL), "%s: clips: a non-empty array is required", path);
         goto end;
     }
     if (!(copy = strdup(path)) || !(sub->files = calloc(n, sizeof(*sub->files))) ||
@@ -97,7 +95,8 @@ int reel_client_job_load(ReelClientSubmission *sub, const char *path, char *errm
         goto end;
     }
     dir = dirname(copy);
-    json_array_foreach(clips, i, clip) {
+    json_array_foreach(clips, i, clip)
+    {
         const char *src = json_string_value(json_object_get(clip, "source"));
         json_t *ci = json_object_get(clip, "clipIndex");
         char full[PATH_MAX];
@@ -213,15 +212,18 @@ static void detail_from(char *errmsg, int status, const Buf *b)
 
     if (errmsg)
         snprintf(errmsg, REEL_ERRMSG_SIZE, "HTTP %d: %s", status,
-                 d ? d : b->data && *b->data ? b->data : "no detail");
+                 d                     ? d
+                 : b->data && *b->data ? b->data
+                                       : "no detail");
     json_decref(root);
 }
 
 static int transport_error(char *errmsg, CURLcode rc, const char *what)
 {
-    return reel_fail(errmsg, rc == CURLE_OPERATION_TIMEDOUT ? REEL_ERR(ETIMEDOUT)
-                             : rc == CURLE_COULDNT_CONNECT  ? REEL_ERR(ECONNREFUSED)
-                                                            : REEL_ERR(EIO),
+    return reel_fail(errmsg,
+                     rc == CURLE_OPERATION_TIMEDOUT ? REEL_ERR(ETIMEDOUT)
+                     : rc == CURLE_COULDNT_CONNECT  ? REEL_ERR(ECONNREFUSED)
+                                                    : REEL_ERR(EIO),
                      "%s: %s", what, curl_easy_strerror(rc));
 }
 
@@ -244,11 +246,11 @@ int reel_client_submit(const ReelClientOptions *opt, const ReelClientSubmission 
         ret = REEL_ERR(ENOMEM);
         goto end;
     }
-#define FIELD(name, value)                                                                     \
-    do {                                                                                       \
-        part = curl_mime_addpart(mime);                                                        \
-        curl_mime_name(part, name);                                                            \
-        curl_mime_data(part, value, CURL_ZERO_TERMINATED);                                     \
+#define FIELD(name, value)                                                                         \
+    do {                                                                                           \
+        part = curl_mime_addpart(mime);                                                            \
+        curl_mime_name(part, name);                                                                \
+        curl_mime_data(part, value, CURL_ZERO_TERMINATED);                                         \
     } while (0)
     FIELD("export_id", sub->export_id);
     FIELD("multi_clip_data_json", sub->job_json);
@@ -289,9 +291,10 @@ int reel_client_submit(const ReelClientOptions *opt, const ReelClientSubmission 
     *http_status = (int)status;
     if (status != 202) {
         detail_from(errmsg, (int)status, &body);
-        ret = status == 503 ? REEL_ERR(EAGAIN) : status == 401 ? REEL_ERR(EACCES)
-              : status == 413                  ? REEL_ERR(EFBIG)
-                                               : REEL_ERR(EINVAL);
+        ret = status == 503   ? REEL_ERR(EAGAIN)
+              : status == 401 ? REEL_ERR(EACCES)
+              : status == 413 ? REEL_ERR(EFBIG)
+                              : REEL_ERR(EINVAL);
         goto end;
     }
     {
@@ -466,8 +469,8 @@ struct ReelClientWatch {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct mg_connection *conn;
-    int connected;  /* set while the socket is open */
-    int terminal;   /* 1 complete, 2 error/cancelled */
+    int connected; /* set while the socket is open */
+    int terminal;  /* 1 complete, 2 error/cancelled */
     char error[REEL_ERRMSG_SIZE];
     int cancelled;
 };
@@ -634,8 +637,8 @@ static int ws_connect(ReelClientWatch *w, char *errmsg)
     pthread_mutex_lock(&w->lock);
     w->connected = 1; /* before the connect: the close callback may come at once */
     pthread_mutex_unlock(&w->lock);
-    conn = mg_connect_websocket_client(u.host, u.port, u.tls, err, sizeof(err), path, NULL,
-                                       ws_data, ws_closed, w);
+    conn = mg_connect_websocket_client(u.host, u.port, u.tls, err, sizeof(err), path, NULL, ws_data,
+                                       ws_closed, w);
     pthread_mutex_lock(&w->lock);
     if (!conn)
         w->connected = 0;
@@ -663,8 +666,7 @@ static void ws_disconnect(ReelClientWatch *w)
 }
 
 int reel_client_watch_open(ReelClientWatch **out, const ReelClientOptions *opt,
-                           const char *export_id, ReelClientFrameFn cb, void *opaque,
-                           char *errmsg)
+                           const char *export_id, ReelClientFrameFn cb, void *opaque, char *errmsg)
 {
     ReelClientWatch *w;
     int ret;
@@ -718,8 +720,8 @@ static void poll_record(ReelClientWatch *w)
         json_t *f = json_object();
         char *text;
         if (status && strcmp(status, "pending") && strcmp(status, "processing")) {
-            json_object_set_new(f, "status", json_string(!strcmp(status, "complete") ? "complete"
-                                                                                      : "error"));
+            json_object_set_new(f, "status",
+                                json_string(!strcmp(status, "complete") ? "complete" : "error"));
             json_object_set_new(f, "phase", json_string(status));
             json_object_set_new(f, "progress", json_integer(!strcmp(status, "complete") ? 100 : 0));
             json_object_set_new(f, "message", json_string(error ? error : status));

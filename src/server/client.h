@@ -31,33 +31,33 @@
 #include <stdint.h>
 
 typedef struct ReelClientOptions {
-    const char *server;  /**< "http://host:port" (https when civetweb and curl have TLS) */
-    const char *token;   /**< bearer token, or NULL */
-    const char *user;    /**< X-User-ID for an auth-off development server, or NULL */
-    int timeout_s;       /**< connect timeout (default 10) */
+    const char *server; /**< "http://host:port" (https when civetweb and curl have TLS) */
+    const char *token;  /**< bearer token, or NULL */
+    const char *user;   /**< X-User-ID for an auth-off development server, or NULL */
+    int timeout_s;      /**< connect timeout (default 10) */
 } ReelClientOptions;
 
 /** One submission: the fields of the editor's form. */
 typedef struct ReelClientSubmission {
     char export_id[129];
-    char *job_json;         /**< multi_clip_data_json (no `source` fields) */
-    char **files;           /**< local paths, one per clip */
-    int *indices;           /**< clipIndex of each file (video_N) */
+    char *job_json; /**< multi_clip_data_json (no `source` fields) */
+    char **files;   /**< local paths, one per clip */
+    int *indices;   /**< clipIndex of each file (video_N) */
     int nb_files;
-    int include_audio;      /**< 1/0 */
-    int target_fps;         /**< 0: not sent */
-    char project_id[129];   /**< "" = not sent */
+    int include_audio;    /**< 1/0 */
+    int target_fps;       /**< 0: not sent */
+    char project_id[129]; /**< "" = not sent */
     char project_name[201];
 } ReelClientSubmission;
 
 /** A progress frame as received (strings valid during the callback only). */
 typedef struct ReelClientFrame {
-    const char *status;     /**< "processing", "complete", "error" */
+    const char *status; /**< "processing", "complete", "error" */
     const char *phase;
     double progress;
     int clip, total_clips;
     int64_t current_frame, total_frames;
-    double eta_s;           /**< < 0 unknown */
+    double eta_s; /**< < 0 unknown */
     const char *message;
     const char *error;      /**< error frames */
     const char *output_url; /**< complete frames */
@@ -95,8 +95,7 @@ int reel_client_submit(const ReelClientOptions *opt, const ReelClientSubmission 
 
 /** Open the progress WebSocket of export_id; cb gets every frame. */
 int reel_client_watch_open(ReelClientWatch **out, const ReelClientOptions *opt,
-                           const char *export_id, ReelClientFrameFn cb, void *opaque,
-                           char *errmsg);
+                           const char *export_id, ReelClientFrameFn cb, void *opaque, char *errmsg);
 
 /**
  * Wait for the terminal frame (timeout_s <= 0: forever).

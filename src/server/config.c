@@ -72,8 +72,8 @@ static const Opt opts[] = {
     {"http_threads", "--http-threads", "CLIPREEL_HTTP_THREADS", OPT_INT, F(http_threads), 32, 4096,
      "HTTP threads, all started at once; every open WebSocket holds one, 16 stay for plain"
      " requests (default 160)"},
-    {"engine_threads", "--engine-threads", "CLIPREEL_ENGINE_THREADS", OPT_INT, F(engine_threads),
-     0, 1024, "threads per export (default 0 = all cores)"},
+    {"engine_threads", "--engine-threads", "CLIPREEL_ENGINE_THREADS", OPT_INT, F(engine_threads), 0,
+     1024, "threads per export (default 0 = all cores)"},
     {"limits.max_upload", "--max-upload", "CLIPREEL_MAX_UPLOAD", OPT_SIZE, F(max_upload), 1,
      (double)INT64_MAX, "largest request body, bytes, K/M/G suffixes (default 4G); more gets 413"},
     {"limits.max_source", "--max-source", "CLIPREEL_MAX_SOURCE", OPT_SIZE, F(max_source), 1,
@@ -96,8 +96,8 @@ static const Opt opts[] = {
      "S3 bucket"},
     {"storage.region", "--s3-region", "CLIPREEL_S3_REGION", OPT_STR, F(s3_region), 0, 0,
      "S3 region (\"auto\" for R2; default us-east-1)"},
-    {"storage.path_style", "--s3-path-style", "CLIPREEL_S3_PATH_STYLE", OPT_ONOFF,
-     F(s3_path_style), 0, 0, "endpoint/bucket/key addressing (default on)"},
+    {"storage.path_style", "--s3-path-style", "CLIPREEL_S3_PATH_STYLE", OPT_ONOFF, F(s3_path_style),
+     0, 0, "endpoint/bucket/key addressing (default on)"},
     {"storage.access_key", NULL, "CLIPREEL_S3_ACCESS_KEY", OPT_STR, F(s3_access_key), 0, 0,
      "S3 access key id (file or environment only)"},
     {"storage.secret_key", NULL, "CLIPREEL_S3_SECRET_KEY", OPT_STR, F(s3_secret_key), 0, 0,
@@ -106,7 +106,8 @@ static const Opt opts[] = {
      "redis://[[user]:password@]host[:port][/db]: hand exports to `clipreel worker`s"
      " (docs/scaleout.md); default: run them in this process"},
     {"redis_fallback", "--redis-fallback", "CLIPREEL_REDIS_FALLBACK", OPT_ONOFF, F(redis_fallback),
-     0, 0, "when Redis is unreachable at submission: on = run the export here (default),"
+     0, 0,
+     "when Redis is unreachable at submission: on = run the export here (default),"
      " off = fail it"},
     {"storage.presign_ttl_s", "--presign-ttl", "CLIPREEL_PRESIGN_TTL", OPT_INT, F(presign_ttl_s),
      60, 7 * 24 * 3600, "lifetime of the S3 redirect URLs, seconds (default 3600)"},
@@ -153,7 +154,8 @@ int reel_server_id_valid(const char *s)
 static int add_token(ReelServerConfig *cfg, const char *token, const char *user, char *errmsg)
 {
     if (!token || strlen(token) < 8)
-        return reel_fail(errmsg, REEL_ERR(EINVAL), "tokens: a token must have at least 8 characters");
+        return reel_fail(errmsg, REEL_ERR(EINVAL),
+                         "tokens: a token must have at least 8 characters");
     if (!reel_server_id_valid(user))
         return reel_fail(errmsg, REEL_ERR(EINVAL),
                          "tokens: user id '%s' must be 1-128 characters of A-Z a-z 0-9 _ . -",
@@ -216,11 +218,24 @@ static int parse_size(const char *v, int64_t *out)
     if (end == v || errno || x < 0)
         return -1;
     switch (toupper((unsigned char)*end)) {
-    case 'K': x *= 1024; end++; break;
-    case 'M': x *= 1024.0 * 1024; end++; break;
-    case 'G': x *= 1024.0 * 1024 * 1024; end++; break;
-    case 'T': x *= 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    case 'K':
+        x *= 1024;
+        end++;
+        break;
+    case 'M':
+        x *= 1024.0 * 1024;
+        end++;
+        break;
+    case 'G':
+        x *= 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 'T':
+        x *= 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     if (toupper((unsigned char)*end) == 'B' || toupper((unsigned char)*end) == 'I')
         end++;
@@ -238,8 +253,7 @@ static const Opt *find_opt(const char *name)
     return NULL;
 }
 
-int reel_server_config_set(ReelServerConfig *cfg, const char *name, const char *value,
-                           char *errmsg)
+int reel_server_config_set(ReelServerConfig *cfg, const char *name, const char *value, char *errmsg)
 {
     const Opt *o;
     char *base = (char *)cfg, *end;
@@ -319,8 +333,8 @@ int reel_server_config_set(ReelServerConfig *cfg, const char *name, const char *
         else if (!strcasecmp(value, "off"))
             cfg->upscale = REEL_UPSCALE_OFF;
         else
-            return reel_fail(errmsg, REEL_ERR(EINVAL),
-                             "%s: '%s' is not job, auto, always or off", name, value);
+            return reel_fail(errmsg, REEL_ERR(EINVAL), "%s: '%s' is not job, auto, always or off",
+                             name, value);
         break;
     case OPT_STORAGE:
         if (strcasecmp(value, "local") && strcasecmp(value, "s3"))
@@ -345,7 +359,8 @@ static int load_value(ReelServerConfig *cfg, const char *name, json_t *v, const 
         if (!json_is_object(v))
             return reel_fail(errmsg, REEL_ERR(EINVAL),
                              "%s: tokens must be an object {\"TOKEN\": \"user\"}", path);
-        json_object_foreach(v, token, user) {
+        json_object_foreach(v, token, user)
+        {
             int ret;
             if (!json_is_string(user))
                 return reel_fail(errmsg, REEL_ERR(EINVAL), "%s: tokens: user ids are strings",
@@ -358,7 +373,8 @@ static int load_value(ReelServerConfig *cfg, const char *name, json_t *v, const 
     if (json_is_object(v)) {
         const char *key;
         json_t *sub;
-        json_object_foreach(v, key, sub) {
+        json_object_foreach(v, key, sub)
+        {
             char full[128];
             int ret;
             snprintf(full, sizeof(full), "%s%s%s", name, *name ? "." : "", key);
@@ -453,7 +469,8 @@ int reel_server_config_finish(ReelServerConfig *cfg, char *errmsg)
     if (!cfg->auth && a != 127)
         return reel_fail(errmsg, REEL_ERR(EINVAL),
                          "auth: off is only allowed on a loopback address (listen is %s);"
-                         " configure tokens", cfg->listen);
+                         " configure tokens",
+                         cfg->listen);
     if (!cfg->storage_root[0]) {
         int n = snprintf(cfg->storage_root, sizeof(cfg->storage_root), "%s/objects", cfg->data_dir);
         if (n < 0 || (size_t)n >= sizeof(cfg->storage_root))

@@ -30,39 +30,39 @@ typedef struct ReelServerToken {
 } ReelServerToken;
 
 typedef struct ReelServerConfig {
-    char listen[64];       /**< IPv4 address, default 127.0.0.1 */
-    int port;              /**< default 8000; 0 = any free port */
+    char listen[64];           /**< IPv4 address, default 127.0.0.1 */
+    int port;                  /**< default 8000; 0 = any free port */
     char data_dir[PATH_MAX];   /**< default "data" */
     char models_dir[PATH_MAX]; /**< "" = $CLIPREEL_MODELS or "models" */
-    int workers;           /**< concurrent exports, default 1 */
-    int queue;             /**< pending exports beyond the running ones, default 16 */
-    int64_t max_upload;    /**< bytes per request, default 4 GiB */
-    int64_t max_source;    /**< bytes per uploaded file, default = max_upload */
-    int auth;              /**< 1: bearer tokens required; 0: X-User-ID (loopback only) */
+    int workers;               /**< concurrent exports, default 1 */
+    int queue;                 /**< pending exports beyond the running ones, default 16 */
+    int64_t max_upload;        /**< bytes per request, default 4 GiB */
+    int64_t max_source;        /**< bytes per uploaded file, default = max_upload */
+    int auth;                  /**< 1: bearer tokens required; 0: X-User-ID (loopback only) */
     ReelRestartPolicy on_restart;
-    int max_attempts;      /**< an export interrupted this often fails instead, default 3 */
-    int upscale;           /**< -1 = as the job says, else a forced ReelUpscaleMode */
-    int http_threads;      /**< civetweb threads (each open WebSocket holds one), default 160 */
-    int engine_threads;    /**< threads per export (0 = all cores) */
-    int64_t result_ttl_s;  /**< reserved: results are kept forever today */
+    int max_attempts;     /**< an export interrupted this often fails instead, default 3 */
+    int upscale;          /**< -1 = as the job says, else a forced ReelUpscaleMode */
+    int http_threads;     /**< civetweb threads (each open WebSocket holds one), default 160 */
+    int engine_threads;   /**< threads per export (0 = all cores) */
+    int64_t result_ttl_s; /**< reserved: results are kept forever today */
     ReelJobLimits limits;
     /* storage */
-    char storage_kind[16]; /**< "local" (default) or "s3" */
+    char storage_kind[16];       /**< "local" (default) or "s3" */
     char storage_root[PATH_MAX]; /**< local: default <data>/objects */
     char s3_endpoint[512];
     char s3_bucket[256];
     char s3_region[64];
     char s3_access_key[256];
     char s3_secret_key[256];
-    int s3_path_style;     /**< default 1 */
-    int presign_ttl_s;     /**< lifetime of redirect URLs, default 3600 */
+    int s3_path_style; /**< default 1 */
+    int presign_ttl_s; /**< lifetime of redirect URLs, default 3600 */
     /* scale-out */
-    char redis[512];       /**< redis:// URL: exports go to `clipreel worker`s; "" = in process */
-    int redis_fallback;    /**< run here when Redis is unreachable (default 1) */
+    char redis[512];    /**< redis:// URL: exports go to `clipreel worker`s; "" = in process */
+    int redis_fallback; /**< run here when Redis is unreachable (default 1) */
     /* users */
     ReelServerToken tokens[REEL_CONFIG_MAX_TOKENS];
     int nb_tokens;
-    int auth_set;          /**< auth was set explicitly (else: on iff tokens exist) */
+    int auth_set; /**< auth was set explicitly (else: on iff tokens exist) */
 } ReelServerConfig;
 
 /** Defaults (see the field comments). */

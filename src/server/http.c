@@ -126,8 +126,8 @@ static int query_param(const struct mg_request_info *ri, const char *name, char 
     return mg_get_var(ri->query_string, strlen(ri->query_string), name, out, size) >= 0 ? 0 : -1;
 }
 
-int reel_http_user(const ReelServer *srv, const struct mg_connection *conn, char *user,
-                   int *status, char *detail, size_t detail_size)
+int reel_http_user(const ReelServer *srv, const struct mg_connection *conn, char *user, int *status,
+                   char *detail, size_t detail_size)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     char token[512];

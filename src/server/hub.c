@@ -292,8 +292,7 @@ int reel_hub_publish(ReelHub *hub, const char *key, const char *json, int termin
     return 0;
 }
 
-int reel_hub_attach(ReelHub *hub, const char *key, struct mg_connection *conn,
-                    ReelHubClient **out)
+int reel_hub_attach(ReelHub *hub, const char *key, struct mg_connection *conn, ReelHubClient **out)
 {
     ReelHubClient *c;
     Channel *ch;

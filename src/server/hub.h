@@ -49,8 +49,7 @@ int reel_hub_publish(ReelHub *hub, const char *key, const char *json, int termin
                      int only_if_empty);
 
 /** Attach conn to key; the current frame, if any, is queued to it at once. */
-int reel_hub_attach(ReelHub *hub, const char *key, struct mg_connection *conn,
-                    ReelHubClient **out);
+int reel_hub_attach(ReelHub *hub, const char *key, struct mg_connection *conn, ReelHubClient **out);
 
 /** Detach and free a client (waits for an in-flight write to it). NULL-safe. */
 void reel_hub_detach(ReelHub *hub, ReelHubClient **client);

@@ -84,9 +84,10 @@ static char *make_frame(ReelServer *srv, ReelExecEventKind kind, const ReelExpor
     (void)srv;
     if (!o)
         return NULL;
-    json_object_set_new(o, "progress", kind == REEL_EXEC_COMPLETE ? json_integer(100)
-                                       : kind == REEL_EXEC_ERROR  ? json_integer(0)
-                                                                  : num_or_null(percent, 1));
+    json_object_set_new(o, "progress",
+                        kind == REEL_EXEC_COMPLETE ? json_integer(100)
+                        : kind == REEL_EXEC_ERROR  ? json_integer(0)
+                                                   : num_or_null(percent, 1));
     json_object_set_new(o, "message", json_string(message ? message : ""));
     json_object_set_new(o, "status", json_string(status));
     json_object_set_new(o, "phase", json_string(phase ? phase : ""));
@@ -94,9 +95,12 @@ static char *make_frame(ReelServer *srv, ReelExecEventKind kind, const ReelExpor
     json_object_set_new(o, "projectName",
                         rec->project_name[0] ? json_string(rec->project_name) : json_null());
     json_object_set_new(o, "clip", clip > 0 ? json_integer(clip) : json_null());
-    json_object_set_new(o, "total_clips", total_clips > 0 ? json_integer(total_clips) : json_null());
-    json_object_set_new(o, "current_frame", frames_total > 0 ? json_integer(frames_done) : json_null());
-    json_object_set_new(o, "total_frames", frames_total > 0 ? json_integer(frames_total) : json_null());
+    json_object_set_new(o, "total_clips",
+                        total_clips > 0 ? json_integer(total_clips) : json_null());
+    json_object_set_new(o, "current_frame",
+                        frames_total > 0 ? json_integer(frames_done) : json_null());
+    json_object_set_new(o, "total_frames",
+                        frames_total > 0 ? json_integer(frames_total) : json_null());
     json_object_set_new(o, "eta_s", num_or_null(eta_s, eta_s >= 0));
     json_object_set_new(o, "export_id", json_string(rec->export_id));
     json_object_set_new(o, "type", json_string("multi_clip"));
@@ -123,9 +127,9 @@ static void on_exec_event(void *opaque, const ReelExecEvent *ev)
 {
     ReelServer *srv = opaque;
     char key[2 * REEL_ID_MAX + 2];
-    char *frame = make_frame(srv, ev->kind, ev->rec, ev->phase, ev->percent, ev->clip,
-                             ev->total_clips, ev->frames_done, ev->frames_total, ev->eta_s,
-                             ev->message, ev->error);
+    char *frame =
+        make_frame(srv, ev->kind, ev->rec, ev->phase, ev->percent, ev->clip, ev->total_clips,
+                   ev->frames_done, ev->frames_total, ev->eta_s, ev->message, ev->error);
 
     if (!frame)
         return;
@@ -152,16 +156,15 @@ static char *frame_from_record(ReelServer *srv, const ReelExportRecord *rec, int
                              : rec->status == REEL_EXPORT_ERROR     ? REEL_EXEC_ERROR
                              : rec->status == REEL_EXPORT_CANCELLED ? REEL_EXEC_CANCELLED
                                                                     : REEL_EXEC_PROGRESS;
-    const char *message = kind == REEL_EXEC_COMPLETE    ? "Multi-clip export complete!"
-                          : kind == REEL_EXEC_PROGRESS  ? (rec->status == REEL_EXPORT_PROCESSING
-                                                               ? "Processing..."
-                                                               : "Queued")
+    const char *message = kind == REEL_EXEC_COMPLETE ? "Multi-clip export complete!"
+                          : kind == REEL_EXEC_PROGRESS
+                              ? (rec->status == REEL_EXPORT_PROCESSING ? "Processing..." : "Queued")
                           : kind == REEL_EXEC_CANCELLED ? "Export cancelled"
                                                         : rec->error;
 
     *terminal = kind != REEL_EXEC_PROGRESS;
-    return make_frame(srv, kind, rec, rec->phase[0] ? rec->phase : "queued", rec->progress, 0, 0,
-                      0, 0, -1, message, rec->error[0] ? rec->error : NULL);
+    return make_frame(srv, kind, rec, rec->phase[0] ? rec->phase : "queued", rec->progress, 0, 0, 0,
+                      0, -1, message, rec->error[0] ? rec->error : NULL);
 }
 
 /* ---- export records as JSON ------------------------------------------------------------- */
@@ -219,14 +222,14 @@ static int h_health(struct mg_connection *conn, void *cbdata)
 
     reel_executor_stats(srv->exec, &pending, &running, &capacity);
     reel_hub_stats(srv->hub, &channels, &clients, NULL);
-    return reel_http_json(
-        conn, 200,
-        json_pack("{s:s,s:s,s:I,s:{s:i,s:i,s:i,s:i},s:{s:i,s:i},s:s,s:b}", "status", "healthy",
-                  "version", "0.1.0", "uptime_s",
-                  (json_int_t)((reel_jobstore_now_ms() - srv->started_ms) / 1000), "exports",
-                  "workers", srv->cfg.workers, "running", running, "pending", pending,
-                  "capacity", capacity, "websockets", "exports", channels, "clients", clients,
-                  "storage", srv->s3 ? "s3" : "local", "auth", srv->cfg.auth));
+    return reel_http_json(conn, 200,
+                          json_pack("{s:s,s:s,s:I,s:{s:i,s:i,s:i,s:i},s:{s:i,s:i},s:s,s:b}",
+                                    "status", "healthy", "version", "0.1.0", "uptime_s",
+                                    (json_int_t)((reel_jobstore_now_ms() - srv->started_ms) / 1000),
+                                    "exports", "workers", srv->cfg.workers, "running", running,
+                                    "pending", pending, "capacity", capacity, "websockets",
+                                    "exports", channels, "clients", clients, "storage",
+                                    srv->s3 ? "s3" : "local", "auth", srv->cfg.auth));
 }
 
 static int h_upload(struct mg_connection *conn, void *cbdata)
@@ -296,8 +299,8 @@ static int send_output(ReelServer *srv, struct mg_connection *conn, const ReelEx
     int status;
 
     if (rec->status != REEL_EXPORT_COMPLETE)
-        return reel_http_error(conn, 409, "Export %s is not complete (status %s)",
-                               rec->export_id, reel_export_status_name(rec->status));
+        return reel_http_error(conn, 409, "Export %s is not complete (status %s)", rec->export_id,
+                               reel_export_status_name(rec->status));
     if (!key[0])
         return reel_http_error(conn, 404, "This export has no chapters");
     name = name ? name + 1 : key;
@@ -363,8 +366,11 @@ static void *cancel_main(void *arg)
     if (reel_jobstore_finish(srv->jobs, c->user, c->export_id, REEL_EXPORT_CANCELLED,
                              "Cancelled by user", NULL, NULL) == 0 &&
         reel_jobstore_get(srv->jobs, c->user, c->export_id, &full, REEL_JOBSTORE_WITH_JSON) == 0) {
-        ReelExecEvent ev = {.kind = REEL_EXEC_CANCELLED, .rec = &full, .phase = "cancelled",
-                            .eta_s = -1, .message = "Export cancelled",
+        ReelExecEvent ev = {.kind = REEL_EXEC_CANCELLED,
+                            .rec = &full,
+                            .phase = "cancelled",
+                            .eta_s = -1,
+                            .message = "Export cancelled",
                             .error = "Cancelled by user"};
         if (full.sources_json &&
             reel_executor_delete_sources(srv->store, c->user, c->export_id, full.sources_json) >= 0)
@@ -387,12 +393,10 @@ static int cancel_export(ReelServer *srv, struct mg_connection *conn, const char
     if (reel_http_run_big_stack(cancel_main, &c) < 0)
         return reel_http_error(conn, 503, "Server busy: try again");
     if (c.result == REEL_EXEC_CANCELLING)
-        return reel_http_json(conn, 202,
-                              json_pack("{s:s,s:s}", "status", "cancelling", "export_id",
-                                        rec->export_id));
-    return reel_http_json(conn, 200,
-                          json_pack("{s:s,s:s}", "status", "cancelled", "export_id",
-                                    rec->export_id));
+        return reel_http_json(
+            conn, 202, json_pack("{s:s,s:s}", "status", "cancelling", "export_id", rec->export_id));
+    return reel_http_json(
+        conn, 200, json_pack("{s:s,s:s}", "status", "cancelled", "export_id", rec->export_id));
 }
 
 /* /api/exports/... */
@@ -432,9 +436,8 @@ static int h_exports(struct mg_connection *conn, void *cbdata)
         double h = 24;
         if (!get)
             return reel_http_error(conn, 405, "Method not allowed");
-        if (ri->query_string &&
-            mg_get_var(ri->query_string, strlen(ri->query_string), "hours", hours, sizeof(hours)) >
-                0) {
+        if (ri->query_string && mg_get_var(ri->query_string, strlen(ri->query_string), "hours",
+                                           hours, sizeof(hours)) > 0) {
             char *end;
             h = strtod(hours, &end);
             if (end == hours || *end || !(h > 0 && h <= 24 * 366))
@@ -589,7 +592,8 @@ static int has_dot_segment(const char *p)
     for (; p && *p; p++) {
         if (*p == '\\')
             return 1;
-        if (*p == '/' && p[1] == '.' && (p[2] == '/' || !p[2] || (p[2] == '.' && (p[3] == '/' || !p[3]))))
+        if (*p == '/' && p[1] == '.' &&
+            (p[2] == '/' || !p[2] || (p[2] == '.' && (p[3] == '/' || !p[3]))))
             return 1;
     }
     return 0;
@@ -613,8 +617,8 @@ static int begin_request(struct mg_connection *conn)
         return reel_http_reject(conn, 404, "Not found");
     if (reel_http_decode_id(raw_id, strlen(raw_id), id) < 0)
         return reel_http_reject(conn, 400,
-                                     "Invalid export id: use 1-128 characters of A-Z a-z 0-9 _ . -"
-                                     " (no '..')");
+                                "Invalid export id: use 1-128 characters of A-Z a-z 0-9 _ . -"
+                                " (no '..')");
     if (reel_http_user(srv, conn, user, &status, detail, sizeof(detail)) < 0)
         return reel_http_reject(conn, status, "%s", detail);
     {
@@ -623,8 +627,9 @@ static int begin_request(struct mg_connection *conn)
         int clients;
         reel_hub_stats(srv->hub, NULL, &clients, NULL);
         if (clients >= srv->cfg.http_threads - HTTP_RESERVED_THREADS)
-            return reel_http_reject(conn, 503, "Too many progress connections; try again"
-                                         " later");
+            return reel_http_reject(conn, 503,
+                                    "Too many progress connections; try again"
+                                    " later");
     }
     return 0;
 }
@@ -763,8 +768,10 @@ int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errms
     cb.log_message = log_message;
     mg_init_library(0);
     if (!(srv->mg = mg_start(&cb, srv, options))) {
-        ret = reel_fail(errmsg, REEL_ERR(EADDRINUSE), "cannot listen on %s (in use, or not an"
-                        " address of this machine)", listen);
+        ret = reel_fail(errmsg, REEL_ERR(EADDRINUSE),
+                        "cannot listen on %s (in use, or not an"
+                        " address of this machine)",
+                        listen);
         goto fail;
     }
     mg_set_request_handler(srv->mg, "/api/health", h_health, srv);

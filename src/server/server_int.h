@@ -29,9 +29,9 @@ struct ReelServer {
     ReelExecutor *exec;
     ReelHub *hub;
     int port;
-    int s3;                    /**< the store is S3 (results are redirected to) */
-    char tmp_dir[PATH_MAX];    /**< <data>/tmp: uploads in progress */
-    char work_dir[PATH_MAX];   /**< <data>/work: exports in progress */
+    int s3;                  /**< the store is S3 (results are redirected to) */
+    char tmp_dir[PATH_MAX];  /**< <data>/tmp: uploads in progress */
+    char work_dir[PATH_MAX]; /**< <data>/work: exports in progress */
     int64_t started_ms;
 };
 
@@ -61,8 +61,8 @@ int reel_http_reject(struct mg_connection *conn, int status, const char *fmt, ..
  * headers) when auth is on; X-User-ID (default "a") when it is off. On failure
  * *status and detail say what to answer (401 or 400) and -1 is returned.
  */
-int reel_http_user(const ReelServer *srv, const struct mg_connection *conn, char *user,
-                   int *status, char *detail, size_t detail_size);
+int reel_http_user(const ReelServer *srv, const struct mg_connection *conn, char *user, int *status,
+                   char *detail, size_t detail_size);
 
 /**
  * Serve a local file with single-range support (200, 206 or 416); head: no body.

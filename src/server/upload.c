@@ -57,19 +57,19 @@ enum {
 };
 
 static const char *const text_names[NB_TXT] = {
-    "export_id", "multi_clip_data_json", "include_audio", "target_fps",
-    "export_mode", "project_id", "project_name",
+    "export_id",   "multi_clip_data_json", "include_audio", "target_fps",
+    "export_mode", "project_id",           "project_name",
 };
 
 typedef struct TextField {
     char *data;
     size_t len, cap;
-    int seen;     /* number of parts with this name */
-    int ignore;   /* a repeated part we do not keep (project_id twice) */
+    int seen;   /* number of parts with this name */
+    int ignore; /* a repeated part we do not keep (project_id twice) */
 } TextField;
 
 typedef struct UploadFile {
-    int index;    /* N of video_N */
+    int index; /* N of video_N */
     char path[PATH_MAX];
     int fd;
     int64_t size;
@@ -202,8 +202,8 @@ static int field_get(const char *key, const char *value, size_t len, void *opaqu
         UploadFile *f = &u->files[u->cur];
         f->size += (int64_t)len;
         if (f->size > u->srv->cfg.max_source) {
-            fail(u, 413, "video_%d is too large: the limit is %" PRId64 " bytes per file",
-                 f->index, u->srv->cfg.max_source);
+            fail(u, 413, "video_%d is too large: the limit is %" PRId64 " bytes per file", f->index,
+                 u->srv->cfg.max_source);
             return MG_FORM_FIELD_HANDLE_ABORT;
         }
         while (len > 0) {
@@ -222,8 +222,8 @@ static int field_get(const char *key, const char *value, size_t len, void *opaqu
         TextField *t = &u->text[u->cur];
         size_t limit = u->cur == TXT_JSON ? MAX_JSON_BYTES : MAX_TEXT_BYTES;
         if (t->len + len > limit) {
-            fail(u, u->cur == TXT_JSON ? 413 : 400, "%s: longer than %zu bytes",
-                 text_names[u->cur], limit);
+            fail(u, u->cur == TXT_JSON ? 413 : 400, "%s: longer than %zu bytes", text_names[u->cur],
+                 limit);
             return MG_FORM_FIELD_HANDLE_ABORT;
         }
         if (t->len + len + 1 > t->cap) {
@@ -302,7 +302,8 @@ static char *normalise_job(Upload *u, json_t *root, int fps, int include_audio)
     size_t i;
     char *out;
 
-    json_array_foreach(clips, i, clip) {
+    json_array_foreach(clips, i, clip)
+    {
         if (json_is_object(clip))
             json_object_del(clip, "source");
     }
@@ -371,8 +372,8 @@ static int validate(Upload *u, char **job_json)
         goto end;
     }
     if (!(root = json_loads(json, 0, &jerr))) {
-        fail(u, 400, "Invalid multi-clip data JSON: line %d column %d: %s", jerr.line,
-             jerr.column, jerr.text);
+        fail(u, 400, "Invalid multi-clip data JSON: line %d column %d: %s", jerr.line, jerr.column,
+             jerr.text);
         goto end;
     }
     if (!json_is_object(root)) {
@@ -480,8 +481,8 @@ static void *finish_main(void *arg)
                             text(u, TXT_PROJECT_NAME), "multi_clip");
     if (r == REEL_ERR(EEXIST)) {
         /* A repeated POST (a retry whose reply was lost): no second export. */
-        reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: repeated submission, not started again",
-                 u->user, id);
+        reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: repeated submission, not started again", u->user,
+                 id);
         f->outcome = OUT_DUPLICATE;
         goto end;
     }
@@ -535,17 +536,17 @@ int reel_server_handle_upload(ReelServer *srv, struct mg_connection *conn, const
         /* A client waiting for 100-continue has not sent the body: just answer. */
         if (!continue_expected)
             reel_http_drain(conn, MAX_DRAIN, 30000);
-        return reel_http_error_close(conn, 413,
-                                     "Upload too large: %lld bytes, the limit is %" PRId64
-                                     " bytes per request",
-                                     ri->content_length, srv->cfg.max_upload);
+        return reel_http_error_close(
+            conn, 413, "Upload too large: %lld bytes, the limit is %" PRId64 " bytes per request",
+            ri->content_length, srv->cfg.max_upload);
     }
     if ((r = reel_executor_reserve(srv->exec)) < 0) {
         if (!continue_expected)
             reel_http_drain(conn, MAX_DRAIN, 30000);
-        return reel_http_error_close(conn, 503, r == REEL_ERR(ESHUTDOWN)
-                                                    ? "The server is shutting down; try again"
-                                                    : "The export queue is full; try again later");
+        return reel_http_error_close(conn, 503,
+                                     r == REEL_ERR(ESHUTDOWN)
+                                         ? "The server is shutting down; try again"
+                                         : "The export queue is full; try again later");
     }
     if (!(u = calloc(1, sizeof(*u)))) {
         reel_executor_unreserve(srv->exec);

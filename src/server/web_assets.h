@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 typedef struct ReelWebAsset {
-    const char *path;         /**< "/index.html", "/app.js", ... */
+    const char *path; /**< "/index.html", "/app.js", ... */
     const char *content_type;
     const unsigned char *data; /**< NUL-terminated for convenience; size excludes it */
     size_t size;

@@ -166,8 +166,8 @@ static void test_config_finish_checks(void **state)
 static void test_id_valid(void **state)
 {
     static const char *const good[] = {"a", "export_1732460000000_k3j9x2a", "A-b.c_9", "7"};
-    static const char *const bad[] = {"", "..", ".", ".hidden", "a/b", "a\\b", "a..b", "../x",
-                                      "a b", "a%2f", "é", "x\n"};
+    static const char *const bad[] = {"",     "..",   ".",   ".hidden", "a/b", "a\\b",
+                                      "a..b", "../x", "a b", "a%2f",    "é",   "x\n"};
     char longid[200];
 
     (void)state;
@@ -210,7 +210,8 @@ static void test_jobstore(void **state)
     assert_int_equal(reel_jobstore_open(&js, path, err), 0);
 
     assert_int_equal(reel_jobstore_claim(js, "a", "e1", "7", "Reel", "multi_clip"), 0);
-    assert_int_equal(reel_jobstore_claim(js, "a", "e1", "7", "Reel", "multi_clip"), REEL_ERR(EEXIST));
+    assert_int_equal(reel_jobstore_claim(js, "a", "e1", "7", "Reel", "multi_clip"),
+                     REEL_ERR(EEXIST));
     assert_int_equal(reel_jobstore_claim(js, "b", "e1", NULL, NULL, NULL), 0); /* other user */
     assert_int_equal(reel_jobstore_get(js, "a", "e1", &rec, 0), 0);
     assert_int_equal(rec.status, REEL_EXPORT_RECEIVING);
@@ -222,7 +223,8 @@ static void test_jobstore(void **state)
     /* receiving -> pending -> processing -> complete */
     assert_int_equal(reel_jobstore_mark_processing(js, "a", "e1"), REEL_ERR(ENOENT));
     assert_int_equal(reel_jobstore_set_pending(js, "a", "e1", "{\"clips\":[]}",
-                                               "[{\"clip\":0,\"key\":\"a/temp/x\"}]"), 0);
+                                               "[{\"clip\":0,\"key\":\"a/temp/x\"}]"),
+                     0);
     assert_int_equal(reel_jobstore_set_pending(js, "a", "e1", "{}", "[]"), REEL_ERR(ENOENT));
     assert_int_equal(reel_jobstore_mark_processing(js, "a", "e1"), 0);
     assert_int_equal(reel_jobstore_update_progress(js, "a", "e1", "encoding", 42.5), 0);
@@ -239,7 +241,8 @@ static void test_jobstore(void **state)
     /* active list: only non-terminal rows of that user */
     memset(&c, 0, sizeof(c));
     assert_int_equal(reel_jobstore_list(js, "a",
-                                        (1u << REEL_EXPORT_RECEIVING) | (1u << REEL_EXPORT_PENDING) |
+                                        (1u << REEL_EXPORT_RECEIVING) |
+                                            (1u << REEL_EXPORT_PENDING) |
                                             (1u << REEL_EXPORT_PROCESSING),
                                         collect, &c),
                      0);
@@ -251,7 +254,8 @@ static void test_jobstore(void **state)
     assert_int_equal(reel_jobstore_mark_processing(js, "a", "e1"), 0);
     assert_int_equal(reel_jobstore_finish(js, "a", "e1", REEL_EXPORT_COMPLETE, NULL,
                                           "a/working_videos/working_7_0123abcd.mp4",
-                                          "a/working_videos/working_7_0123abcd.chapters.vtt"), 0);
+                                          "a/working_videos/working_7_0123abcd.chapters.vtt"),
+                     0);
     assert_int_equal(reel_jobstore_finish(js, "a", "e1", REEL_EXPORT_ERROR, "late", NULL, NULL),
                      REEL_ERR(ENOENT)); /* terminal rows stay as they are */
     assert_int_equal(reel_jobstore_finish(js, "a", "e1", REEL_EXPORT_PENDING, NULL, NULL, NULL),
@@ -289,7 +293,8 @@ static void test_jobstore(void **state)
     assert_int_equal(reel_jobstore_list_recent(js, "a", 0, 1, collect, &c), 0);
     assert_int_equal(c.n, 1);
     memset(&c, 0, sizeof(c));
-    assert_int_equal(reel_jobstore_list_recent(js, "a", reel_jobstore_now_ms() + 60000, 10, collect, &c), 0);
+    assert_int_equal(
+        reel_jobstore_list_recent(js, "a", reel_jobstore_now_ms() + 60000, 10, collect, &c), 0);
     assert_int_equal(c.n, 0);
 
     /* handed to the scale-out workers: processing, runner "redis"; a requeue brings it home */
