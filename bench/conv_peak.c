@@ -2,11 +2,16 @@
  * conv_peak.c - what oneDNN itself reaches on this machine for the upscaler's
  * dominant layer: a 64->64 3x3 convolution (pad 1) on an H x W map, fp32 or
  * bf16, layouts chosen by oneDNN (format_tag_any), primitive created once and
- * run repeatedly. Prints one JSON line: {"layer":..., "gflops":...}. This is the
- * ceiling the whole network's throughput is compared against (bench/run.sh).
+ * run repeatedly (best of runs after one warm-up). Prints one JSON line:
+ * {"layer":..., "gflops":...}. This is the ceiling the whole network's
+ * throughput is compared against (bench/run.py, net_vs_conv). threads sets
+ * oneDNN's OpenMP pool (omp_set_num_threads, looked up at run time as the
+ * upscaler does); 0 or absent = all cores.
  *
  * usage: conv_peak [H W [runs [f32|bf16 [threads]]]]
  */
+#include <dlfcn.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +29,22 @@
         }                                                                                  \
     } while (0)
 
+static int arg(int argc, char **argv, int i, int def, int lo, int hi)
+{
+    char *end;
+    long v;
+
+    if (argc <= i)
+        return def;
+    errno = 0;
+    v = strtol(argv[i], &end, 10);
+    if (errno || end == argv[i] || *end || v < lo || v > hi) {
+        fprintf(stderr, "conv_peak: argument %d '%s' is not in %d..%d\n", i, argv[i], lo, hi);
+        exit(2);
+    }
+    return (int)v;
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -33,8 +54,8 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    int H = argc > 1 ? atoi(argv[1]) : 270, W = argc > 2 ? atoi(argv[2]) : 480;
-    int runs = argc > 3 ? atoi(argv[3]) : 10;
+    int H = arg(argc, argv, 1, 270, 1, 16384), W = arg(argc, argv, 2, 480, 1, 16384);
+    int runs = arg(argc, argv, 3, 10, 1, 100000), threads = arg(argc, argv, 5, 0, 0, 1024);
     int bf16 = argc > 4 && !strcmp(argv[4], "bf16");
     dnnl_engine_t eng;
     dnnl_stream_t strm;
@@ -47,6 +68,15 @@ int main(int argc, char **argv)
     dnnl_dims_t sd = {1, 64, H, W}, wd = {64, 64, 3, 3}, bd = {64}, dd = {1, 64, H, W};
     dnnl_dims_t strides = {1, 1}, pad = {1, 1};
 
+    if (threads > 0) {
+        void *sym = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+        void (*set)(int);
+
+        if (sym) {
+            memcpy(&set, &sym, sizeof(set));
+            set(threads);
+        }
+    }
     CHECK(dnnl_engine_create(&eng, dnnl_cpu, 0));
     CHECK(dnnl_stream_create(&strm, eng, dnnl_stream_default_flags));
     CHECK(dnnl_memory_desc_init_by_tag(&src_md, 4, sd, dt, dnnl_format_tag_any));
@@ -92,8 +122,8 @@ int main(int argc, char **argv)
     CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
     double flop = 2.0 * 64 * 64 * 9 * (double)H * W;
     printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"%s\",\"impl\":\"%s\","
-           "\"best_s\":%.6f,\"gflops\":%.1f}\n",
-           H, W, bf16 ? "bf16" : "f32", impl, best, flop / best * 1e-9);
+           "\"threads\":%d,\"best_s\":%.6f,\"gflops\":%.1f}\n",
+           H, W, bf16 ? "bf16" : "f32", impl, threads, best, flop / best * 1e-9);
     dnnl_primitive_destroy(conv);
     dnnl_primitive_desc_destroy(pd);
     dnnl_memory_destroy(src);

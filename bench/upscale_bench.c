@@ -1,13 +1,18 @@
 /*
- * upscale_bench.c - time the upscaler alone, in process: model load, then
+ * upscale_bench.c - time the upscaler alone, in process: model load, one
+ * warm-up frame (the first frame of a size builds the backend's kernels), then
  * `runs` frames of H x W (a deterministic pattern) through reel_upscale_run.
- * Prints one JSON line: load_s, per-frame seconds (each run), network GFLOP/s.
- * With --load-only it exits right after the model is ready (bench/run.py times
- * that whole process for the start-up figure).
+ * Prints one JSON line: load_s, first_s (the warm-up frame), prepare_s (first_s
+ * minus the median frame: what a new frame size costs once), run_s (each
+ * timed frame), the effective precision. With --load-only it exits right after
+ * the model is loaded (bench/run.py times that whole process for the start-up
+ * figure). Tests never run this; bench/run.py does.
  *
  * usage: upscale_bench [--model x4fast|x4plus] [--size HxW] [--runs N]
- *                      [--tile N] [--threads N] [--models DIR] [--load-only]
+ *                      [--tile N] [--threads N] [--precision fp32|bf16]
+ *                      [--models DIR] [--load-only]
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +25,31 @@
 static double now(void)
 {
     struct timespec ts;
+
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int int_arg(const char *name, const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < lo || n > hi) {
+        fprintf(stderr, "upscale_bench: %s '%s' is not in %d..%d\n", name, v, lo, hi);
+        return -1;
+    }
+    *out = (int)n;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv)
@@ -29,11 +57,14 @@ int main(int argc, char **argv)
     ReelUpscaleOptions opt = {0};
     char err[REEL_ERRMSG_SIZE] = "";
     ReelUpscaler *up = NULL;
-    int H = 270, W = 480, runs = 3, load_only = 0;
+    int H = 270, W = 480, runs = 3, load_only = 0, ret = 1;
+    uint8_t *in = NULL, *out = NULL;
+    double *t = NULL, first_s = 0;
 
     opt.model = "x4fast";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
         if (!strcmp(a, "--load-only")) {
             load_only = 1;
             continue;
@@ -43,19 +74,37 @@ int main(int argc, char **argv)
             return 2;
         }
         i++;
-        if (!strcmp(a, "--model"))
+        if (!strcmp(a, "--model")) {
             opt.model = v;
-        else if (!strcmp(a, "--size") && sscanf(v, "%dx%d", &H, &W) == 2)
-            ;
-        else if (!strcmp(a, "--runs"))
-            runs = (int)strtol(v, NULL, 10);
-        else if (!strcmp(a, "--tile"))
-            opt.tile = (int)strtol(v, NULL, 10);
-        else if (!strcmp(a, "--threads"))
-            opt.threads = (int)strtol(v, NULL, 10);
-        else if (!strcmp(a, "--models"))
+        } else if (!strcmp(a, "--size")) {
+            char *x = strchr(v, 'x');
+            char hs[16];
+
+            if (!x || x - v >= (ptrdiff_t)sizeof(hs)) {
+                fprintf(stderr, "upscale_bench: --size wants HxW\n");
+                return 2;
+            }
+            snprintf(hs, sizeof(hs), "%.*s", (int)(x - v), v);
+            if (int_arg("--size H", hs, 1, 16384, &H) < 0 ||
+                int_arg("--size W", x + 1, 1, 16384, &W) < 0)
+                return 2;
+        } else if (!strcmp(a, "--runs")) {
+            if (int_arg(a, v, 1, 100000, &runs) < 0)
+                return 2;
+        } else if (!strcmp(a, "--tile")) {
+            if (int_arg(a, v, -1, 16384, &opt.tile) < 0)
+                return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (int_arg(a, v, 0, 1024, &opt.threads) < 0)
+                return 2;
+        } else if (!strcmp(a, "--precision")) {
+            if (reel_upscale_precision_parse(v, &opt.precision) < 0) {
+                fprintf(stderr, "upscale_bench: --precision wants fp32 or bf16\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--models")) {
             opt.model_dir = v;
-        else {
+        } else {
             fprintf(stderr, "upscale_bench: unknown option %s\n", a);
             return 2;
         }
@@ -72,27 +121,45 @@ int main(int argc, char **argv)
         return 0;
     }
     int s = reel_upscale_scale(up);
-    uint8_t *in = malloc((size_t)H * W * 3), *out = malloc((size_t)H * W * 3 * s * s);
-    if (!in || !out)
-        return 1;
+    in = malloc((size_t)H * W * 3);
+    out = malloc((size_t)H * W * 3 * s * s);
+    t = malloc(sizeof(double) * (size_t)runs);
+    if (!in || !out || !t) {
+        fprintf(stderr, "upscale_bench: out of memory\n");
+        goto end;
+    }
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++)
             for (int c = 0; c < 3; c++)
                 in[((size_t)y * W + x) * 3 + c] = (uint8_t)((x * (c + 1) + y * 3 + (x ^ y)) & 255);
-    printf("{\"model\":\"%s\",\"h\":%d,\"w\":%d,\"tile\":%d,\"load_s\":%.6f,\"run_s\":[", opt.model,
-           H, W, opt.tile, load_s);
-    for (int r = 0; r < runs; r++) {
-        double t = now();
+    for (int r = -1; r < runs; r++) {
+        double t1 = now();
+
         if (reel_upscale_run(up, in, W, H, (ptrdiff_t)W * 3, out, (ptrdiff_t)W * 3 * s) < 0) {
             fprintf(stderr, "upscale_bench: %s\n", reel_upscale_errmsg(up));
-            return 1;
+            goto end;
         }
-        printf("%s%.6f", r ? "," : "", now() - t);
-        fflush(stdout);
+        if (r < 0)
+            first_s = now() - t1;
+        else
+            t[r] = now() - t1;
     }
-    printf("]}\n");
+    printf("{\"model\":\"%s\",\"h\":%d,\"w\":%d,\"tile\":%d,\"precision\":\"%s\",\"load_s\":%.6f,"
+           "\"first_s\":%.6f,",
+           opt.model, H, W, opt.tile, reel_upscale_precision_name(reel_upscale_precision(up)),
+           load_s, first_s);
+    printf("\"run_s\":[");
+    for (int r = 0; r < runs; r++)
+        printf("%s%.6f", r ? "," : "", t[r]);
+    qsort(t, (size_t)runs, sizeof(*t), cmp_double);
+    double med = runs % 2 ? t[runs / 2] : (t[runs / 2 - 1] + t[runs / 2]) / 2;
+    printf("],\"median_s\":%.6f,\"prepare_s\":%.6f}\n", med,
+           first_s > med ? first_s - med : 0.0);
+    ret = 0;
+end:
     free(in);
     free(out);
+    free(t);
     reel_upscale_close(&up);
-    return 0;
+    return ret;
 }

@@ -23,19 +23,29 @@
 #define REEL_UPSCALE_BACKEND_H
 
 #include "upscale/ncnn_model.h"
+#include "upscale/upscale.h"
+
+/** What create() is asked for besides the graph and the shape. */
+typedef struct ReelBackendConfig {
+    int threads;                    /* at most this many threads; 0 = the backend's default */
+    ReelUpscalePrecision precision; /* one that supports() accepted */
+} ReelBackendConfig;
 
 typedef struct ReelUpscaleBackend {
     const char *name; /* as in ReelUpscaleOptions.backend */
 
+    /** Non-zero when this machine can run the backend at precision p. */
+    int (*supports)(ReelUpscalePrecision p);
+
     /**
-     * Prepare to run g on in_h x in_w inputs with at most `threads` threads
-     * (0 = the backend's default). g is borrowed and must outlive the state.
-     * On success *state is the new state; on error it is NULL, the return is
-     * negative (REEL_ERROR_BACKEND, REEL_ERROR_MODEL for a graph the backend
-     * cannot express, REEL_ERR(ENOMEM)) and errmsg says why.
+     * Prepare to run g on in_h x in_w inputs as cfg says. g is borrowed and
+     * must outlive the state. On success *state is the new state; on error it
+     * is NULL, the return is negative (REEL_ERROR_BACKEND, REEL_ERROR_MODEL
+     * for a graph the backend cannot express, REEL_ERR(ENOMEM)) and errmsg
+     * says why.
      */
-    int (*create)(void **state, const ReelNnGraph *g, int in_h, int in_w, int threads,
-                  char *errmsg);
+    int (*create)(void **state, const ReelNnGraph *g, int in_h, int in_w,
+                  const ReelBackendConfig *cfg, char *errmsg);
 
     /**
      * One forward pass: read `in`, write `out` (shapes above, both borrowed,

@@ -846,11 +846,16 @@ static int make_interp_maps(CpuState *s, CpuStep *st, char *errmsg)
     return 0;
 }
 
-static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w, int threads,
-                      char *errmsg)
+static int cpu_supports(ReelUpscalePrecision p)
+{
+    return p == REEL_UPSCALE_FP32;
+}
+
+static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
+                      const ReelBackendConfig *cfg, char *errmsg)
 {
     CpuState *s;
-    int ret = 0;
+    int ret = 0, threads = cfg->threads;
 
     *state = NULL;
     if (!(s = calloc(1, sizeof(*s))))
@@ -988,6 +993,7 @@ fail:
 
 const ReelUpscaleBackend reel_upscale_backend_cpu = {
     .name = "cpu",
+    .supports = cpu_supports,
     .create = cpu_create,
     .run = cpu_run,
     .free = cpu_free,

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -44,7 +45,7 @@ struct ReelUpscaler {
     const ReelUpscaleBackend *backend;
     void *state; /* backend state for tile_h x tile_w */
     int tile;    /* option: > 0 tile side, < 0 untiled */
-    int threads;
+    ReelBackendConfig cfg; /* threads, effective precision */
     int tile_h, tile_w; /* current tile (frame pixels, without context) */
     float *in, *out;    /* planar network input / output of one tile */
     char errmsg[REEL_ERRMSG_SIZE];
@@ -83,6 +84,9 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     if (opt->threads < 0)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: threads=%d must be >= 0",
                          opt->threads);
+    if (opt->precision != REEL_UPSCALE_FP32 && opt->precision != REEL_UPSCALE_BF16)
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: unknown precision %d",
+                         (int)opt->precision);
     if (opt->tile > MAX_FRAME_SIDE)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: tile=%d is larger than %d", opt->tile,
                          MAX_FRAME_SIDE);
@@ -100,11 +104,19 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     up->component = "upscale";
     up->backend = reel_upscale_backend_find(opt->backend);
     up->tile = opt->tile == 0 ? DEFAULT_TILE : opt->tile;
-    up->threads = opt->threads;
+    up->cfg.threads = opt->threads;
+    up->cfg.precision = opt->precision;
+    if (!up->backend->supports(up->cfg.precision)) {
+        reel_log(REEL_LOG_WARNING, "upscale",
+                 "%s precision: the %s backend cannot run it on this machine, using fp32",
+                 reel_upscale_precision_name(up->cfg.precision), up->backend->name);
+        up->cfg.precision = REEL_UPSCALE_FP32;
+    }
     if ((ret = reel_nn_graph_load(&up->graph, param, bin, errmsg)) < 0)
         goto fail;
-    reel_log(REEL_LOG_INFO, "upscale", "loaded %s: %d layers, %zu weights, x%d, %s backend", param,
-             up->graph->nlayers, up->graph->weight_floats, up->graph->scale, up->backend->name);
+    reel_log(REEL_LOG_INFO, "upscale", "loaded %s: %d layers, %zu weights, x%d, %s backend, %s",
+             param, up->graph->nlayers, up->graph->weight_floats, up->graph->scale,
+             up->backend->name, reel_upscale_precision_name(up->cfg.precision));
     *out = up;
     return 0;
 
@@ -116,6 +128,27 @@ fail:
 int reel_upscale_scale(const ReelUpscaler *up)
 {
     return up->graph->scale;
+}
+
+ReelUpscalePrecision reel_upscale_precision(const ReelUpscaler *up)
+{
+    return up->cfg.precision;
+}
+
+const char *reel_upscale_precision_name(ReelUpscalePrecision p)
+{
+    return p == REEL_UPSCALE_BF16 ? "bf16" : "fp32";
+}
+
+int reel_upscale_precision_parse(const char *s, ReelUpscalePrecision *p)
+{
+    if (s && !strcasecmp(s, "fp32"))
+        *p = REEL_UPSCALE_FP32;
+    else if (s && !strcasecmp(s, "bf16"))
+        *p = REEL_UPSCALE_BF16;
+    else
+        return REEL_ERR(EINVAL);
+    return 0;
 }
 
 const char *reel_upscale_errmsg(const ReelUpscaler *up)
@@ -154,7 +187,7 @@ static int prepare(ReelUpscaler *up, int th, int tw)
     if (!up->in || !up->out)
         return reel_fail(up->errmsg, REEL_ERR(ENOMEM), "upscale: out of memory for a %dx%d tile",
                          tw, th);
-    if ((ret = up->backend->create(&up->state, up->graph, in_h, in_w, up->threads, up->errmsg)) < 0)
+    if ((ret = up->backend->create(&up->state, up->graph, in_h, in_w, &up->cfg, up->errmsg)) < 0)
         return ret;
     up->tile_h = th;
     up->tile_w = tw;

@@ -18,6 +18,14 @@
 
 typedef struct ReelUpscaler ReelUpscaler;
 
+/** Arithmetic of the network's convolutions. */
+typedef enum ReelUpscalePrecision {
+    REEL_UPSCALE_FP32 = 0, /**< float32 everywhere (default) */
+    REEL_UPSCALE_BF16,     /**< bfloat16 activations and weights, float32 accumulation, bias and
+                            *   network input/output; only where the CPU computes bf16 natively
+                            *   (AVX-512 BF16, AMX), else float32 (logged) */
+} ReelUpscalePrecision;
+
 typedef struct ReelUpscaleOptions {
     /* folder with realesrgan-*.param/.bin; NULL = "models" or $CLIPREEL_MODELS */
     const char *model_dir;
@@ -28,6 +36,7 @@ typedef struct ReelUpscaleOptions {
     int tile;
     int threads;         /* 0 = all cores */
     const char *backend; /* NULL or "cpu"; unknown -> error */
+    ReelUpscalePrecision precision; /* REEL_UPSCALE_FP32 (0) unless asked */
 } ReelUpscaleOptions;
 
 /**
@@ -45,6 +54,21 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
 
 /** The model's scale factor (4 for both shipped models). */
 int reel_upscale_scale(const ReelUpscaler *up);
+
+/**
+ * The precision the upscaler runs at: the one asked for, or REEL_UPSCALE_FP32
+ * when bf16 was asked for on a CPU without native bf16 arithmetic.
+ */
+ReelUpscalePrecision reel_upscale_precision(const ReelUpscaler *up);
+
+/** "fp32" or "bf16". */
+const char *reel_upscale_precision_name(ReelUpscalePrecision p);
+
+/**
+ * Parse "fp32" or "bf16" (case-insensitive) into *p.
+ * @return 0, or REEL_ERR(EINVAL) for anything else (*p unchanged).
+ */
+int reel_upscale_precision_parse(const char *s, ReelUpscalePrecision *p);
 
 /** The sentence describing the last error of reel_upscale_run() ("" if none). */
 const char *reel_upscale_errmsg(const ReelUpscaler *up);
