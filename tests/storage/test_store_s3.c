@@ -287,31 +287,35 @@ static void in_work(const char *name, char *out, size_t size)
 }
 
 /* A plain GET (no signing) of url: the status, the body in *body (caller frees). */
+typedef struct BodySink {
+    char **body;
+    size_t *len;
+} BodySink;
+
 static size_t collect_body(char *d, size_t s, size_t n, void *opaque)
 {
-    char **b = ((char ***)opaque)[0];
-    size_t *len = ((size_t **)opaque)[1];
-    char *nb = realloc(*b, *len + s * n + 1);
+    BodySink *sink = opaque;
+    char *nb = realloc(*sink->body, *sink->len + s * n + 1);
     if (!nb)
         return 0;
-    memcpy(nb + *len, d, s * n);
-    *len += s * n;
-    nb[*len] = '\0';
-    *b = nb;
+    memcpy(nb + *sink->len, d, s * n);
+    *sink->len += s * n;
+    nb[*sink->len] = '\0';
+    *sink->body = nb;
     return s * n;
 }
 
 static long plain_get(const char *url, char **body, size_t *len)
 {
     CURL *h = curl_easy_init();
-    void *ctx[2] = {body, len};
+    BodySink sink = {body, len};
     long status = 0;
 
     *body = NULL;
     *len = 0;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, ctx);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
     if (curl_easy_perform(h) == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(h);
