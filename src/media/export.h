@@ -64,6 +64,8 @@ typedef struct ReelExportOptions {
     void *progress_opaque;
     atomic_int *cancel;        /**< set non-zero to stop; may be NULL */
     int threads;               /**< 0 = all cores */
+    int part_crf;              /**< reel_export_part only: 0 = lossless (default), else
+                                    libx264rgb CRF for smaller parts */
 } ReelExportOptions;
 
 /** What an export did, for the CLI summary and the service records. */
@@ -89,5 +91,38 @@ typedef struct ReelExportStats {
  */
 int reel_export_run(ReelJob *job, const ReelExportOptions *opt, ReelExportStats *stats,
                     char *errmsg);
+
+/*
+ * Parallel mode (DESIGN section 7, docs/parallel.md): the same reel made in
+ * pieces. reel_export_part() renders one clip on its own, exactly the frames
+ * and samples the whole-reel export would make for it before transitions (crop,
+ * upscale, resize at the reel's output size and fps; audio time-stretched, no
+ * fades), into an intermediate "part" file: NUT with RGB H.264 (lossless by
+ * default) and 48 kHz float PCM. reel_export_assemble() joins the parts, one per
+ * clip in clip order, with the job's transitions, audio fades and crossfades and
+ * chapters, in one encode pass, into the same MP4 + .vtt reel_export_run()
+ * makes: same frame count, duration, chapters and audio length; with lossless
+ * parts, the same frames.
+ */
+
+/**
+ * Render clip `index` (0-based, in clip order) of job into opt->output_path
+ * (a part; ".nut" by convention). Only that clip's source must be readable; the
+ * other clips' sources are not opened. opt->chapters_path is ignored. The part
+ * records its frame count; it is written under a temporary name and renamed.
+ * @return as reel_export_run
+ */
+int reel_export_part(ReelJob *job, int index, const ReelExportOptions *opt,
+                     ReelExportStats *stats, char *errmsg);
+
+/**
+ * Join parts[0..job->nb_clips-1] (made by reel_export_part from the same job)
+ * into the finished reel at opt->output_path (+ chapters file). The clips'
+ * sources are not opened; no model is needed. A part whose frame count or size
+ * does not match the job is an error naming it.
+ * @return as reel_export_run
+ */
+int reel_export_assemble(ReelJob *job, const char *const *parts, const ReelExportOptions *opt,
+                         ReelExportStats *stats, char *errmsg);
 
 #endif
