@@ -2,10 +2,13 @@
  * cli_export.c - `clipreel export JOB.json -o reel.mp4`: the engine in this
  * process, with a progress bar (or JSON lines) and a summary at the end.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <libavutil/log.h>
 
@@ -32,6 +35,15 @@ static void usage(FILE *f)
             "      --upscale MODE         auto|always|off: overrides the job's output.upscale.mode\n"
             "      --progress MODE        bar (default), json (JSON lines on stdout) or none\n"
             "      --threads N            worker threads (0 = all cores)\n"
+            "\n"
+            "parallel mode (docs/parallel.md), what scale-out workers run:\n"
+            "      --part K               render only clip K (1-based, clip order) into OUT, a\n"
+            "                             lossless .nut part: no transitions, no chapters\n"
+            "      --assemble PART        join parts (give once per clip, in clip order) into\n"
+            "                             the reel at OUT with transitions, audio and chapters\n"
+            "      --parallel             both in this process: every part into a temporary\n"
+            "                             folder next to OUT, then the assembly\n"
+            "      --part-crf N           parts: 0 = lossless (default), else libx264rgb CRF\n"
             "  -v, --verbose / -q, --quiet\n"
             "\n"
             "The job (docs/job-format.md): {\"clips\": [{\"source\": \"a.mp4\", \"clipName\",\n"
@@ -44,6 +56,80 @@ static void usage(FILE *f)
             "\"tile\"}}}. Relative sources are relative to the job file.\n");
 }
 
+#define REEL_CLI_MAX_PARTS 1000
+
+/* --parallel progress: step `step` of `steps` (parts, then the assembly) maps
+ * its 0-100 onto an equal share, so the bar stays monotonic. */
+typedef struct StepProgress {
+    ReelProgressFn fn;
+    void *opaque;
+    int step, steps, nb_clips;
+} StepProgress;
+
+static void step_progress(void *opaque, const ReelProgress *p)
+{
+    StepProgress *sp = opaque;
+    ReelProgress q = *p;
+    int last = sp->step == sp->steps - 1;
+
+    if ((p->phase == REEL_PHASE_COMPLETE && !last) || !sp->fn)
+        return;
+    q.percent = (sp->step + p->percent / 100.0) * 100.0 / sp->steps;
+    if (!last) { /* a part: name its clip in the reel */
+        q.clip = sp->step + 1;
+        q.total_clips = sp->nb_clips;
+        q.eta_s = -1;
+    }
+    sp->fn(sp->opaque, &q);
+}
+
+/* --parallel: every part into OUT.parts.PID/, then the assembly; the folder
+ * goes whatever happens. Parts load the model on demand, once each. */
+static int export_parallel(ReelJob *job, ReelExportOptions *eo, ReelExportStats *st, char *err)
+{
+    const char *out = eo->output_path;
+    char dir[4200];
+    char **paths = calloc((size_t)job->nb_clips, sizeof(*paths));
+    int ret = 0;
+
+    StepProgress sp = {eo->progress, eo->progress_opaque, 0, job->nb_clips + 1, job->nb_clips};
+
+    if (!paths)
+        return reel_fail(err, REEL_ERR(ENOMEM), "out of memory");
+    eo->progress = step_progress;
+    eo->progress_opaque = &sp;
+    snprintf(dir, sizeof(dir), "%s.parts.%d", out, (int)getpid());
+    if (mkdir(dir, 0700) < 0) {
+        free(paths);
+        return reel_fail(err, REEL_ERR(errno), "%s: cannot create: %s", dir, strerror(errno));
+    }
+    for (int k = 0; k < job->nb_clips && ret >= 0; k++) {
+        size_t n = strlen(dir) + 32;
+        if (!(paths[k] = malloc(n))) {
+            ret = reel_fail(err, REEL_ERR(ENOMEM), "out of memory");
+            break;
+        }
+        snprintf(paths[k], n, "%s/part%d.nut", dir, k + 1);
+        eo->output_path = paths[k];
+        sp.step = k;
+        ret = reel_export_part(job, k, eo, st, err);
+    }
+    eo->output_path = out;
+    sp.step = job->nb_clips;
+    if (ret >= 0)
+        ret = reel_export_assemble(job, (const char *const *)paths, eo, st, err);
+    for (int k = 0; k < job->nb_clips; k++) {
+        if (paths[k])
+            unlink(paths[k]);
+        free(paths[k]);
+    }
+    free(paths);
+    rmdir(dir);
+    eo->progress = sp.fn;
+    eo->progress_opaque = sp.opaque;
+    return ret;
+}
+
 int reel_cli_export(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -51,7 +137,11 @@ int reel_cli_export(int argc, char **argv)
         {"models", required_argument, 0, 'm'},  {"upscale", required_argument, 0, 'u'},
         {"progress", required_argument, 0, 'p'}, {"threads", required_argument, 0, 't'},
         {"verbose", no_argument, 0, 'v'},        {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},           {"part", required_argument, 0, 'P'},
+        {"assemble", required_argument, 0, 'A'}, {"parallel", no_argument, 0, 'L'},
+        {"part-crf", required_argument, 0, 'C'}, {0, 0, 0, 0}};
+    const char *parts[REEL_CLI_MAX_PARTS];
+    int nb_parts = 0, part = 0, parallel = 0;
     ReelExportOptions eo = {0};
     ReelCliProgressMode pmode = REEL_CLI_PROGRESS_BAR;
     ReelCliProgress prog;
@@ -92,6 +182,32 @@ int reel_cli_export(int argc, char **argv)
             eo.threads = (int)n;
             break;
         }
+        case 'P':
+        case 'C': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < (c == 'P' ? 1 : 0) || n > (c == 'P' ? 100000 : 51)) {
+                fprintf(stderr, "clipreel export: --%s must be %s\n",
+                        c == 'P' ? "part" : "part-crf", c == 'P' ? "a clip number from 1" : "0-51");
+                return 2;
+            }
+            if (c == 'P')
+                part = (int)n;
+            else
+                eo.part_crf = (int)n;
+            break;
+        }
+        case 'A':
+            if (nb_parts == REEL_CLI_MAX_PARTS) {
+                fprintf(stderr, "clipreel export: more than %d --assemble parts\n",
+                        REEL_CLI_MAX_PARTS);
+                return 2;
+            }
+            parts[nb_parts++] = optarg;
+            break;
+        case 'L':
+            parallel = 1;
+            break;
         case 'v':
             reel_log_set_level(REEL_LOG_INFO);
             break;
@@ -108,6 +224,10 @@ int reel_cli_export(int argc, char **argv)
     }
     if (optind + 1 != argc || !eo.output_path) {
         usage(stderr);
+        return 2;
+    }
+    if ((part > 0) + (nb_parts > 0) + parallel > 1) {
+        fprintf(stderr, "clipreel export: --part, --assemble and --parallel exclude each other\n");
         return 2;
     }
     av_log_set_level(reel_log_get_level() >= REEL_LOG_DEBUG ? AV_LOG_INFO : AV_LOG_ERROR);
@@ -131,14 +251,27 @@ int reel_cli_export(int argc, char **argv)
     reel_cli_progress_init(&prog, pmode);
     eo.progress = reel_cli_progress_cb;
     eo.progress_opaque = &prog;
-    ret = reel_export_run(job, &eo, &st, err);
+    if (part > 0)
+        ret = reel_export_part(job, part - 1, &eo, &st, err);
+    else if (nb_parts > 0 && nb_parts != job->nb_clips)
+        ret = reel_fail(err, REEL_ERROR_INVALID_JOB, "--assemble: %d parts for %d clips",
+                        nb_parts, job->nb_clips);
+    else if (nb_parts > 0)
+        ret = reel_export_assemble(job, parts, &eo, &st, err);
+    else if (parallel)
+        ret = export_parallel(job, &eo, &st, err);
+    else
+        ret = reel_export_run(job, &eo, &st, err);
     reel_cli_progress_end(&prog);
     if (ret < 0) {
         fprintf(stderr, "clipreel export: %s\n", err);
         reel_job_free(&job);
         return 1;
     }
-    if (pmode != REEL_CLI_PROGRESS_JSON) {
+    if (part > 0 && pmode != REEL_CLI_PROGRESS_JSON) {
+        printf("part:      %s (clip %d of %d, %lld frames, %dx%d)\n", eo.output_path, part,
+               job->nb_clips, (long long)st.frames, st.width, st.height);
+    } else if (pmode != REEL_CLI_PROGRESS_JSON) {
         char vtt[4096];
         if (eo.chapters_path)
             snprintf(vtt, sizeof(vtt), "%s", eo.chapters_path);

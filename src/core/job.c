@@ -832,6 +832,65 @@ void reel_job_free(ReelJob **pjob)
     *pjob = NULL;
 }
 
+static void *dup_mem(const void *p, size_t size)
+{
+    void *d;
+    if (!p || size == 0)
+        return NULL;
+    if ((d = malloc(size)))
+        memcpy(d, p, size);
+    return d;
+}
+
+/* Deep copy of one clip and its private part; 0 or ENOMEM (dst then freeable). */
+static int clip_copy(ReelClip *dst, ClipPriv *dpriv, const ReelClip *src, const ClipPriv *spriv)
+{
+    *dst = *src;
+    dst->source = src->source ? dup_str(src->source) : NULL;
+    dst->file_name = src->file_name ? dup_str(src->file_name) : NULL;
+    dst->title = src->title ? dup_str(src->title) : NULL;
+    dst->segments = dup_mem(src->segments, (size_t)src->nb_segments * sizeof(*src->segments));
+    dst->keyframes = dup_mem(src->keyframes, (size_t)src->nb_keyframes * sizeof(*src->keyframes));
+    dpriv->nb_raw = spriv->nb_raw;
+    dpriv->raw = dup_mem(spriv->raw, (size_t)spriv->nb_raw * sizeof(*spriv->raw));
+    if ((src->source && !dst->source) || (src->file_name && !dst->file_name) ||
+        (src->title && !dst->title) || (src->nb_segments && !dst->segments) ||
+        (src->nb_keyframes && !dst->keyframes) || (spriv->nb_raw && !dpriv->raw))
+        return REEL_ERR(ENOMEM);
+    return 0;
+}
+
+int reel_job_clone(ReelJob **out, const ReelJob *job, int only_clip)
+{
+    const JobPriv *sp = (const JobPriv *)job;
+    int n = only_clip >= 0 ? 1 : job->nb_clips;
+    JobPriv *jp;
+
+    *out = NULL;
+    if (only_clip >= job->nb_clips)
+        return REEL_ERR(EINVAL);
+    if (!(jp = calloc(1, sizeof(*jp))))
+        return REEL_ERR(ENOMEM);
+    jp->pub = *job;
+    jp->pub.nb_clips = 0;
+    jp->pub.clips = calloc((size_t)n, sizeof(*jp->pub.clips));
+    jp->priv = calloc((size_t)n, sizeof(*jp->priv));
+    if (!jp->pub.clips || !jp->priv) {
+        reel_job_free((ReelJob **)&jp);
+        return REEL_ERR(ENOMEM);
+    }
+    for (int i = 0; i < n; i++) {
+        int from = only_clip >= 0 ? only_clip : i;
+        jp->pub.nb_clips++;
+        if (clip_copy(&jp->pub.clips[i], &jp->priv[i], &job->clips[from], &sp->priv[from]) < 0) {
+            reel_job_free((ReelJob **)&jp);
+            return REEL_ERR(ENOMEM);
+        }
+    }
+    *out = &jp->pub;
+    return 0;
+}
+
 int reel_job_parse(ReelJob **out, const char *json, const char *base_dir,
                    const ReelJobLimits *limits, char *errmsg)
 {

@@ -114,6 +114,13 @@ int reel_job_load(ReelJob **out, const char *path, const ReelJobLimits *limits, 
 void reel_job_free(ReelJob **job);
 
 /**
+ * Deep copy of a job (with what probing resolved so far), or of only its clip
+ * `only_clip` (0-based; -1 = all clips). The copy is independent: free it with
+ * reel_job_free. @return 0, or ENOMEM / EINVAL (only_clip out of range).
+ */
+int reel_job_clone(ReelJob **out, const ReelJob *job, int only_clip);
+
+/**
  * Complete clip i with what probing its source found: the (post-rotation) frame
  * size and the real duration in seconds. Resolves an open trim end, clips the
  * trim and segments to the real duration, and checks what needs the source:

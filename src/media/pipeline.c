@@ -75,8 +75,18 @@ typedef struct DecItem {
     double t;
 } DecItem;
 
+/* What one run of the pipeline makes (reel_export_run, _part, _assemble). */
+typedef enum ExportMode {
+    MODE_REEL = 0, /* the finished MP4 */
+    MODE_PART,     /* one clip, no transitions, into a lossless NUT part */
+    MODE_ASSEMBLE, /* the reel from parts: sources are parts, no model */
+} ExportMode;
+
+#define PART_FRAMES_KEY "clipreel_frames"
+
 typedef struct Export {
     ReelJob *job;
+    ExportMode mode;
     const ReelExportOptions *opt;
     ReelLayout layout;
     ReelSourceInfo *src;
@@ -386,6 +396,22 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f)
                f->format == AV_PIX_FMT_YUVJ422P || f->format == AV_PIX_FMT_YUVJ444P;
     int cs = sws_cs_of(f->colorspace);
 
+    if (f->format == AV_PIX_FMT_GBRP) { /* parts (and RGB H.264): repack, exactly */
+        if (grow(&tr->rgb, &tr->rgb_size, (size_t)f->width * f->height * 3 + 64) < 0)
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+        for (int y = 0; y < f->height; y++) {
+            const uint8_t *g = f->data[0] + (size_t)y * f->linesize[0];
+            const uint8_t *b = f->data[1] + (size_t)y * f->linesize[1];
+            const uint8_t *r = f->data[2] + (size_t)y * f->linesize[2];
+            uint8_t *d = tr->rgb + (size_t)y * f->width * 3;
+            for (int x = 0; x < f->width; x++) {
+                d[3 * x] = r[x];
+                d[3 * x + 1] = g[x];
+                d[3 * x + 2] = b[x];
+            }
+        }
+        return 0;
+    }
     if (!tr->to_rgb || f->width != tr->src_w || f->height != tr->src_h ||
         f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range) {
         sws_freeContext(tr->to_rgb);
@@ -424,6 +450,12 @@ static AVFrame *resize_rgb(Export *ex, Transform *tr, const uint8_t *src, int w,
     if (av_frame_get_buffer(out, 0) < 0) {
         av_frame_free(&out);
         return NULL;
+    }
+    if (w == ex->out_w && h == ex->out_h) { /* Lanczos at scale 1 is the identity */
+        for (int y = 0; y < h; y++)
+            memcpy(out->data[0] + (size_t)y * out->linesize[0], src + (size_t)y * stride,
+                   (size_t)w * 3);
+        return out;
     }
     tr->resize = sws_getCachedContext(tr->resize, w, h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
                                       AV_PIX_FMT_RGB24, SWS_LANCZOS | SWS_ACCURATE_RND, NULL,
@@ -625,6 +657,7 @@ typedef struct Muxer {
     AVPacket *pkt;
     AVFrame *aframe;
     ReelAudioReel *audio;
+    float *left, *right; /* MODE_PART: planar samples before interleaving for PCM */
     int64_t audio_done; /* samples encoded */
     int header_written;
 } Muxer;
@@ -653,12 +686,20 @@ static int encode_audio(Export *ex, Muxer *m, int64_t until)
     while (until < 0 || m->audio_done < until) {
         if ((ret = av_frame_make_writable(m->aframe)) < 0)
             return ex_fail(ex, ret, "out of memory");
-        int got = reel_audio_read(m->audio, (float *)m->aframe->data[0],
-                                  (float *)m->aframe->data[1], AUDIO_FRAME);
+        float *l = m->left ? m->left : (float *)m->aframe->data[0];
+        float *r = m->right ? m->right : (float *)m->aframe->data[1];
+        int got = reel_audio_read(m->audio, l, r, AUDIO_FRAME);
         if (got < 0)
             return ex_fail(ex, got, "audio: %s", reel_audio_errmsg(m->audio));
         if (got == 0)
             break;
+        if (m->left) { /* packed float PCM */
+            float *d = (float *)m->aframe->data[0];
+            for (int i = 0; i < got; i++) {
+                d[2 * i] = l[i];
+                d[2 * i + 1] = r[i];
+            }
+        }
         m->aframe->nb_samples = got;
         m->aframe->pts = m->audio_done;
         m->audio_done += got;
@@ -674,8 +715,14 @@ static int encode_audio(Export *ex, Muxer *m, int64_t until)
 
 static int encode_video_frame(Export *ex, Muxer *m, AVFrame *rgb)
 {
-    AVFrame *yuv = av_frame_alloc();
+    AVFrame *yuv;
     int ret;
+    if (ex->mode == MODE_PART) { /* parts keep the RGB frames */
+        if ((ret = avcodec_send_frame(m->venc, rgb)) < 0)
+            return ex_fail(ex, ret, "video encoder failed");
+        return write_packets(ex, m, m->venc, m->vst);
+    }
+    yuv = av_frame_alloc();
     if (!yuv)
         return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
     yuv->format = AV_PIX_FMT_YUV420P;
@@ -702,15 +749,19 @@ static int encode_video_frame(Export *ex, Muxer *m, AVFrame *rgb)
 static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
 {
     const ReelOutputSettings *o = &ex->job->output;
-    const AVCodec *vc = avcodec_find_encoder_by_name("libx264"), *ac = avcodec_find_encoder(AV_CODEC_ID_AAC);
+    int part = ex->mode == MODE_PART;
+    const char *vname = part ? "libx264rgb" : "libx264";
+    const AVCodec *vc = avcodec_find_encoder_by_name(vname);
+    const AVCodec *ac = avcodec_find_encoder(part ? AV_CODEC_ID_PCM_F32LE : AV_CODEC_ID_AAC);
     AVDictionary *mopts = NULL;
     char buf[32], eb[128];
     int ret;
 
     if (!vc || !ac)
-        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "libx264 or aac encoder missing in FFmpeg");
-    if ((ret = avformat_alloc_output_context2(&m->oc, NULL, "mp4", tmp_path)) < 0)
-        return reel_fail(errmsg, ret, "cannot create the mp4 muxer");
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "%s or %s encoder missing in FFmpeg", vname,
+                         part ? "pcm_f32le" : "aac");
+    if ((ret = avformat_alloc_output_context2(&m->oc, NULL, part ? "nut" : "mp4", tmp_path)) < 0)
+        return reel_fail(errmsg, ret, "cannot create the %s muxer", part ? "nut" : "mp4");
     if (!(m->pkt = av_packet_alloc()))
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
 
@@ -719,7 +770,7 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
     m->venc->width = ex->out_w;
     m->venc->height = ex->out_h;
-    m->venc->pix_fmt = AV_PIX_FMT_YUV420P;
+    m->venc->pix_fmt = part ? AV_PIX_FMT_RGB24 : AV_PIX_FMT_YUV420P;
     m->venc->time_base = (AVRational){o->fps_den, o->fps_num};
     m->venc->framerate = (AVRational){o->fps_num, o->fps_den};
     m->venc->sample_aspect_ratio = (AVRational){1, 1};
@@ -729,11 +780,20 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
     m->venc->color_range = AVCOL_RANGE_MPEG;
     m->venc->thread_count = ex->opt->threads;
     m->venc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-    av_opt_set(m->venc->priv_data, "preset", o->preset, 0);
-    snprintf(buf, sizeof(buf), "%d", o->crf);
-    av_opt_set(m->venc->priv_data, "crf", buf, 0);
+    if (part) {
+        /* a part is an intermediate: lossless (qp 0) unless asked otherwise */
+        m->venc->colorspace = AVCOL_SPC_RGB;
+        m->venc->color_range = AVCOL_RANGE_JPEG;
+        av_opt_set(m->venc->priv_data, "preset", "veryfast", 0);
+        snprintf(buf, sizeof(buf), "%d", ex->opt->part_crf);
+        av_opt_set(m->venc->priv_data, ex->opt->part_crf > 0 ? "crf" : "qp", buf, 0);
+    } else {
+        av_opt_set(m->venc->priv_data, "preset", o->preset, 0);
+        snprintf(buf, sizeof(buf), "%d", o->crf);
+        av_opt_set(m->venc->priv_data, "crf", buf, 0);
+    }
     if ((ret = avcodec_open2(m->venc, vc, NULL)) < 0)
-        return reel_fail(errmsg, ret, "cannot open libx264 for %dx%d: %s", ex->out_w, ex->out_h,
+        return reel_fail(errmsg, ret, "cannot open %s for %dx%d: %s", vname, ex->out_w, ex->out_h,
                          reel_strerror(ret, eb, sizeof(eb)));
     if (!(m->vst = avformat_new_stream(m->oc, NULL)))
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
@@ -745,26 +805,29 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         m->aenc = avcodec_alloc_context3(ac);
         if (!m->aenc)
             return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
-        m->aenc->sample_fmt = AV_SAMPLE_FMT_FLTP;
+        m->aenc->sample_fmt = part ? AV_SAMPLE_FMT_FLT : AV_SAMPLE_FMT_FLTP;
         m->aenc->sample_rate = REEL_AUDIO_RATE;
         av_channel_layout_default(&m->aenc->ch_layout, 2);
         m->aenc->bit_rate = o->audio_bitrate;
         m->aenc->time_base = (AVRational){1, REEL_AUDIO_RATE};
         m->aenc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
         if ((ret = avcodec_open2(m->aenc, ac, NULL)) < 0)
-            return reel_fail(errmsg, ret, "cannot open the AAC encoder");
+            return reel_fail(errmsg, ret, "cannot open the %s encoder", ac->name);
         if (!(m->ast = avformat_new_stream(m->oc, NULL)))
             return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
         avcodec_parameters_from_context(m->ast->codecpar, m->aenc);
         m->ast->time_base = m->aenc->time_base;
         if (!(m->aframe = av_frame_alloc()))
             return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
-        m->aframe->format = AV_SAMPLE_FMT_FLTP;
+        m->aframe->format = m->aenc->sample_fmt;
         m->aframe->sample_rate = REEL_AUDIO_RATE;
         m->aframe->nb_samples = AUDIO_FRAME;
         av_channel_layout_default(&m->aframe->ch_layout, 2);
         if ((ret = av_frame_get_buffer(m->aframe, 0)) < 0)
             return reel_fail(errmsg, ret, "out of memory");
+        if (part && (!(m->left = malloc(AUDIO_FRAME * sizeof(float))) ||
+                     !(m->right = malloc(AUDIO_FRAME * sizeof(float)))))
+            return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
     }
 
     if (o->chapters) {
@@ -787,6 +850,10 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         }
     }
 
+    if (part) {
+        snprintf(buf, sizeof(buf), "%lld", (long long)ex->layout.nb_frames);
+        av_dict_set(&m->oc->metadata, PART_FRAMES_KEY, buf, 0);
+    }
     m->to_yuv = sws_getContext(ex->out_w, ex->out_h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
                                AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL,
                                NULL);
@@ -798,11 +865,12 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
     if ((ret = avio_open(&m->oc->pb, tmp_path, AVIO_FLAG_WRITE)) < 0)
         return reel_fail(errmsg, ret, "%s: cannot write: %s", tmp_path,
                          reel_strerror(ret, eb, sizeof(eb)));
-    av_dict_set(&mopts, "movflags", "+faststart", 0);
+    if (!part)
+        av_dict_set(&mopts, "movflags", "+faststart", 0);
     ret = avformat_write_header(m->oc, &mopts);
     av_dict_free(&mopts);
     if (ret < 0)
-        return reel_fail(errmsg, ret, "cannot write the mp4 header");
+        return reel_fail(errmsg, ret, "cannot write the %s header", part ? "part" : "mp4");
     m->header_written = 1;
     return 0;
 }
@@ -816,6 +884,8 @@ static void close_muxer(Muxer *m)
     avcodec_free_context(&m->aenc);
     av_packet_free(&m->pkt);
     av_frame_free(&m->aframe);
+    free(m->left);
+    free(m->right);
     sws_freeContext(m->to_yuv);
     reel_audio_close(&m->audio);
     memset(m, 0, sizeof(*m));
@@ -913,6 +983,15 @@ static int probe_all(Export *ex, char *errmsg)
             return reel_fail(errmsg, REEL_ERROR_INVALID_JOB, "%s: missing", what);
         if ((ret = reel_media_probe(c->source, what, c->rotation, &ex->src[k], errmsg)) < 0)
             return ret;
+        if (ex->mode == MODE_ASSEMBLE) { /* trims were set from the part */
+            if (ex->src[k].rot_width != job->output.width ||
+                ex->src[k].rot_height != job->output.height)
+                return reel_fail(errmsg, REEL_ERROR_INVALID_JOB,
+                                 "parts[%d]: %s is %dx%d, the reel is %dx%d", k, c->source,
+                                 ex->src[k].rot_width, ex->src[k].rot_height, job->output.width,
+                                 job->output.height);
+            continue;
+        }
         if ((ret = reel_job_apply_probe(job, k, ex->src[k].rot_width, ex->src[k].rot_height,
                                         ex->src[k].duration, errmsg)) < 0)
             return ret;
@@ -944,8 +1023,8 @@ static void derive_vtt_path(const char *out, char *buf, size_t size)
         snprintf(buf, size, "%s.chapters.vtt", out);
 }
 
-int reel_export_run(ReelJob *job, const ReelExportOptions *opt, ReelExportStats *stats,
-                    char *errmsg)
+static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *opt,
+                      ReelExportStats *stats, char *errmsg)
 {
     static atomic_int seq;
     Export ex;
@@ -967,6 +1046,7 @@ int reel_export_run(ReelJob *job, const ReelExportOptions *opt, ReelExportStats 
     if (strlen(opt->output_path) > 4000 || (opt->chapters_path && strlen(opt->chapters_path) > 4000))
         return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "export: output path too long");
     ex.job = job;
+    ex.mode = mode;
     ex.opt = opt;
     ex.t_start = ex.phase_start = now_s();
     ex.phase = REEL_PHASE_QUEUED;
@@ -1091,5 +1171,136 @@ end:
     reel_layout_uninit(&ex.layout);
     free(ex.src);
     pthread_mutex_destroy(&ex.lock);
+    return ret;
+}
+
+int reel_export_run(ReelJob *job, const ReelExportOptions *opt, ReelExportStats *stats,
+                    char *errmsg)
+{
+    return export_job(job, MODE_REEL, opt, stats, errmsg);
+}
+
+/* ---- parallel mode: parts and their assembly ---------------------------------- */
+
+/* The reel's output size as the whole-reel export would choose it. */
+static void reel_size(const ReelJob *job, int *w, int *h)
+{
+    if (job->output_size_given) {
+        *w = job->output.width;
+        *h = job->output.height;
+    } else {
+        reel_job_default_size(job, w, h);
+    }
+}
+
+int reel_export_part(ReelJob *job, int index, const ReelExportOptions *opt,
+                     ReelExportStats *stats, char *errmsg)
+{
+    char local_err[REEL_ERRMSG_SIZE];
+    ReelJob *part = NULL;
+    int w, h, ret;
+
+    if (!errmsg)
+        errmsg = local_err;
+    if (index < 0 || index >= job->nb_clips)
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "export part: clip %d of %d does not exist",
+                         index, job->nb_clips);
+    if ((ret = reel_job_clone(&part, job, index)) < 0)
+        return reel_fail(errmsg, ret, "out of memory");
+    /* the clip alone, as the reel would make it before the compositor */
+    reel_size(job, &w, &h);
+    part->output_size_given = 1;
+    part->output.width = w;
+    part->output.height = h;
+    part->output.chapters = 0;
+    part->transition = REEL_TRANSITION_CUT;
+    ret = export_job(part, MODE_PART, opt, stats, errmsg);
+    reel_job_free(&part);
+    return ret;
+}
+
+/* Frames recorded in a part by reel_export_part. */
+static int part_frames(const char *path, int k, int64_t *frames, char *errmsg)
+{
+    AVFormatContext *fmt = NULL;
+    const AVDictionaryEntry *e;
+    char eb[128];
+    int ret;
+
+    if ((ret = avformat_open_input(&fmt, path, NULL, NULL)) < 0)
+        return reel_fail(errmsg, REEL_ERROR_MEDIA, "parts[%d]: cannot read %s: %s", k, path,
+                         reel_strerror(ret, eb, sizeof(eb)));
+    e = av_dict_get(fmt->metadata, PART_FRAMES_KEY, NULL, 0);
+    *frames = e ? strtoll(e->value, NULL, 10) : 0;
+    avformat_close_input(&fmt);
+    if (*frames <= 0)
+        return reel_fail(errmsg, REEL_ERROR_MEDIA, "parts[%d]: %s is not a clipreel part", k,
+                         path);
+    return 0;
+}
+
+int reel_export_assemble(ReelJob *job, const char *const *parts, const ReelExportOptions *opt,
+                         ReelExportStats *stats, char *errmsg)
+{
+    char local_err[REEL_ERRMSG_SIZE];
+    ReelJob *as = NULL;
+    double fps = reel_job_fps(job);
+    int w, h, ret;
+
+    if (!errmsg)
+        errmsg = local_err;
+    if ((ret = reel_job_clone(&as, job, -1)) < 0)
+        return reel_fail(errmsg, ret, "out of memory");
+    reel_size(job, &w, &h);
+    as->output_size_given = 1;
+    as->output.width = w;
+    as->output.height = h;
+    as->output.upscale_mode = REEL_UPSCALE_OFF;
+    for (int k = 0; k < as->nb_clips; k++) {
+        ReelClip *c = &as->clips[k];
+        int64_t n = 0;
+        if ((ret = part_frames(parts[k], k, &n, errmsg)) < 0)
+            goto end;
+        if (job->clips[k].trim_end >= 0) { /* resolved: the part must agree */
+            ReelClipFrames cf;
+            if ((ret = reel_clip_frames_init(&cf, &job->clips[k], fps)) < 0) {
+                reel_fail(errmsg, ret, "out of memory");
+                goto end;
+            }
+            int64_t want = cf.nb_frames;
+            reel_clip_frames_uninit(&cf);
+            if (want != n) {
+                ret = reel_fail(errmsg, REEL_ERROR_INVALID_JOB,
+                                "parts[%d]: %s has %lld frames, clips[clipIndex=%d] needs %lld", k,
+                                parts[k], (long long)n, c->clip_index, (long long)want);
+                goto end;
+            }
+        }
+        /* the part, whole, at speed 1, full frame: every pixel and sample as rendered */
+        free(c->source);
+        free(c->segments);
+        free(c->keyframes);
+        c->segments = malloc(sizeof(*c->segments));
+        c->keyframes = malloc(sizeof(*c->keyframes));
+        c->source = strdup(parts[k]);
+        if (!c->segments || !c->keyframes || !c->source) {
+            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+            goto end;
+        }
+        c->trim_start = 0.0;
+        c->trim_end = (double)n / fps;
+        c->duration = c->trim_end;
+        c->segments[0] = (ReelSegment){0.0, c->trim_end, 1.0};
+        c->nb_segments = 1;
+        c->keyframes[0] = (ReelKeyframe){0.0, 0.0, 0.0, w, h};
+        c->nb_keyframes = 1;
+        c->interp = REEL_INTERP_LINEAR;
+        c->rotation = 0.0;
+        c->source_width = w;
+        c->source_height = h;
+    }
+    ret = export_job(as, MODE_ASSEMBLE, opt, stats, errmsg);
+end:
+    reel_job_free(&as);
     return ret;
 }
