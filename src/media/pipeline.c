@@ -98,6 +98,8 @@ typedef struct Export {
     int own_up;
 
     ReelQueue decoded, composed;
+    AVBufferPool *rgb_pool; /* output-size RGB frames: no allocation per frame */
+    int rgb_linesize;
 
     pthread_mutex_t lock; /* guards everything below */
     int err;
@@ -447,10 +449,12 @@ static AVFrame *resize_rgb(Export *ex, Transform *tr, const uint8_t *src, int w,
     out->format = AV_PIX_FMT_RGB24;
     out->width = ex->out_w;
     out->height = ex->out_h;
-    if (av_frame_get_buffer(out, 0) < 0) {
+    if (!(out->buf[0] = av_buffer_pool_get(ex->rgb_pool))) {
         av_frame_free(&out);
         return NULL;
     }
+    out->data[0] = out->buf[0]->data;
+    out->linesize[0] = ex->rgb_linesize;
     if (w == ex->out_w && h == ex->out_h) { /* Lanczos at scale 1 is the identity */
         for (int y = 0; y < h; y++)
             memcpy(out->data[0] + (size_t)y * out->linesize[0], src + (size_t)y * stride,
@@ -656,6 +660,7 @@ typedef struct Muxer {
     struct SwsContext *to_yuv;
     AVPacket *pkt;
     AVFrame *aframe;
+    AVFrame *yuv; /* the encoder's input, reused */
     ReelAudioReel *audio;
     float *left, *right; /* MODE_PART: planar samples before interleaving for PCM */
     int64_t audio_done; /* samples encoded */
@@ -715,23 +720,16 @@ static int encode_audio(Export *ex, Muxer *m, int64_t until)
 
 static int encode_video_frame(Export *ex, Muxer *m, AVFrame *rgb)
 {
-    AVFrame *yuv;
+    AVFrame *yuv = m->yuv;
     int ret;
     if (ex->mode == MODE_PART) { /* parts keep the RGB frames */
         if ((ret = avcodec_send_frame(m->venc, rgb)) < 0)
             return ex_fail(ex, ret, "video encoder failed");
         return write_packets(ex, m, m->venc, m->vst);
     }
-    yuv = av_frame_alloc();
-    if (!yuv)
-        return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
-    yuv->format = AV_PIX_FMT_YUV420P;
-    yuv->width = ex->out_w;
-    yuv->height = ex->out_h;
-    if ((ret = av_frame_get_buffer(yuv, 0)) < 0) {
-        av_frame_free(&yuv);
+    /* one frame, reused: libx264 copies its input, so it is writable again */
+    if ((ret = av_frame_make_writable(yuv)) < 0)
         return ex_fail(ex, ret, "out of memory");
-    }
     sws_scale(m->to_yuv, (const uint8_t *const *)rgb->data, rgb->linesize, 0, ex->out_h,
               yuv->data, yuv->linesize);
     yuv->pts = rgb->pts;
@@ -740,7 +738,6 @@ static int encode_video_frame(Export *ex, Muxer *m, AVFrame *rgb)
     yuv->color_primaries = AVCOL_PRI_BT709;
     yuv->color_trc = AVCOL_TRC_BT709;
     ret = avcodec_send_frame(m->venc, yuv);
-    av_frame_free(&yuv);
     if (ret < 0)
         return ex_fail(ex, ret, "video encoder failed");
     return write_packets(ex, m, m->venc, m->vst);
@@ -859,6 +856,13 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
                                NULL);
     if (!m->to_yuv)
         return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cannot set up the colour conversion");
+    if (!(m->yuv = av_frame_alloc()))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+    m->yuv->format = AV_PIX_FMT_YUV420P;
+    m->yuv->width = ex->out_w;
+    m->yuv->height = ex->out_h;
+    if ((ret = av_frame_get_buffer(m->yuv, 0)) < 0)
+        return reel_fail(errmsg, ret, "out of memory");
     sws_setColorspaceDetails(m->to_yuv, sws_getCoefficients(SWS_CS_ITU709), 1,
                              sws_getCoefficients(SWS_CS_ITU709), 0, 0, 1 << 16, 1 << 16);
 
@@ -884,6 +888,7 @@ static void close_muxer(Muxer *m)
     avcodec_free_context(&m->aenc);
     av_packet_free(&m->pkt);
     av_frame_free(&m->aframe);
+    av_frame_free(&m->yuv);
     free(m->left);
     free(m->right);
     sws_freeContext(m->to_yuv);
@@ -1066,6 +1071,11 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     }
     if ((ret = probe_all(&ex, errmsg)) < 0)
         goto end;
+    ex.rgb_linesize = FFALIGN(ex.out_w * 3, 64);
+    if (!(ex.rgb_pool = av_buffer_pool_init((size_t)ex.rgb_linesize * ex.out_h + 64, NULL))) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+        goto end;
+    }
     if (job->output.include_audio) {
         double *t0 = calloc((size_t)job->nb_clips, sizeof(*t0));
         if (!t0) {
@@ -1168,6 +1178,7 @@ end:
         reel_upscale_close(&ex.up);
     reel_queue_uninit(&ex.decoded);
     reel_queue_uninit(&ex.composed);
+    av_buffer_pool_uninit(&ex.rgb_pool); /* freed when the last frame is */
     reel_layout_uninit(&ex.layout);
     free(ex.src);
     pthread_mutex_destroy(&ex.lock);
