@@ -4,43 +4,64 @@
  *
  * DESIGN
  *
- * Layout. Every tensor is float32 NHWC (batch 1): element (y, x, c) of a
- * C-channel map W wide sits at (y * W + x) * C + c. oneDNN 2.6 runs its
- * fastest convolutions (brgconv/jit) on NHWC directly, including the
- * 3-channel first layer, so nothing is reordered between layers, and pixel
- * shuffle and nearest resize are simple loops over per-pixel channel vectors.
- * Only the network input and output are converted from/to planar.
+ * Tensors. Batch 1. Every blob has one oneDNN memory descriptor, chosen when
+ * the plan is made: its data type (f32, or bf16 in bf16 mode) and its layout,
+ * NHWC ("acdb") or channel-blocked by 16 ("aBcd16b", what oneDNN's Winograd
+ * kernels read and write). The C loops only take NHWC f32, element (y, x, c)
+ * of a C-channel map W wide at (y * W + x) * C + c. Only the network input and
+ * output are converted from/to planar.
  *
- * Plan, built once per input shape by create():
- *   - shapes of all blobs (reel_nn_graph_infer);
- *   - Split outputs become aliases of their input (no copies);
- *   - one step per remaining layer, in file order; a PReLU that alone reads a
- *     convolution's output joins that convolution's step and runs in place
- *     on its output (oneDNN 2.6 has no fast f32 convolution with a prelu
- *     post-op: asking for one gets the reference kernel);
- *   - ReLU/LeakyReLU activations fused as eltwise post-ops; if oneDNN would
- *     answer that with its reference (slow) kernel, the activation runs as a
- *     loop after the convolution instead;
- *   - buffers by liveness: a blob takes a free buffer when its step runs and
- *     gives it back after its last reader, so x4plus's ~1800 blobs fit in a
- *     handful of buffers; a step's output never shares a buffer with its
- *     inputs (every step is out of place, the in-place PReLU aside);
- *   - oneDNN primitives: convolution (weights reordered once into the layout
- *     it picked), prelu, sum with scales (Eltwise sum), concat, binary
- *     (BinaryOp of two tensors); all share one user-managed scratchpad;
- *   - C loops: input/output conversion, PixelShuffle, nearest Interp,
- *     BinaryOp with a scalar, Eltwise product/max.
+ * Plan, built once per input shape by create(), in four passes:
+ *   1. steps: Split outputs become aliases of their input (no copies); one
+ *      step per remaining layer, in file order; a PReLU that alone reads a
+ *      convolution's output joins that convolution's step and runs in place
+ *      on its output (oneDNN 2.6 has no fast convolution with a prelu
+ *      post-op: asking for one gets the reference kernel).
+ *   2. formats: walking the steps in order, every step picks the primitive
+ *      (descriptor) it will run and the descriptors it needs for its inputs;
+ *      an input whose blob has another descriptor gets a conversion step (one
+ *      oneDNN reorder) right before it, into a new "shadow" blob that later
+ *      readers wanting the same descriptor share. Convolutions:
+ *        - fp32: Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, about 2.5x the
+ *          direct kernel's speed here) for every 3x3/stride 1/pad 1 layer with
+ *          16k channels in and out, reading and writing aBcd16b, so a chain of
+ *          such layers (the body of both shipped models) has no reorder at
+ *          all; other layers direct, writing aBcd16b when a Winograd layer
+ *          reads them next, NHWC when a C loop or the output does;
+ *        - bf16: direct kernels on NHWC bf16 with bf16 weights (oneDNN
+ *          accumulates in f32 and adds the f32 bias), writing f32 where a C
+ *          loop or the output reads the result; the f32 network input is
+ *          converted once per tile by the conversion step in front of the
+ *          first convolution;
+ *      ReLU/LeakyReLU are fused as eltwise post-ops (an eltwise primitive in
+ *      place if oneDNN would answer the fused form with its reference
+ *      kernel); PReLU is a oneDNN prelu primitive in place; Eltwise sum with
+ *      its coefficients as scales, Concat and two-tensor BinaryOp are oneDNN
+ *      sum/concat/binary primitives on a common descriptor. CLIPREEL_CONV_ALGO
+ *      =direct in the environment turns Winograd off (for the benchmark).
+ *   3. buffers by liveness: a blob takes a free buffer when its step runs and
+ *      gives it back after its last reader, so x4plus's ~1800 blobs fit in a
+ *      handful of buffers; a step's output never shares a buffer with its
+ *      inputs (every step is out of place, the in-place PReLU and activation
+ *      aside). Sizes come from the descriptors (blocked layouts pad channels).
+ *   4. primitives: created from the planned descriptors, weights reordered
+ *      once into the layout and type each convolution wants, one user-mode
+ *      scratchpad shared by all.
  * run() then only executes steps: no allocation, no primitive creation.
  *
  * Threads. libdnnl here uses OpenMP; the thread count is the calling
  * thread's OpenMP setting, set through omp_set_num_threads (looked up at run
- * time, so the build needs no -fopenmp) before creating and running. The C
- * loops are single-threaded.
+ * time, so the build needs no -fopenmp) before creating and running. When the
+ * caller leaves it to us (threads 0) it is one thread per physical core this
+ * process may run on (its affinity mask, SMT siblings counted once): oneDNN's
+ * kernels fill a core's vector units with one thread, a second hyperthread on
+ * the same core only competes for them. The C loops are single-threaded.
  */
 #include "upscale/backend.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,53 +73,122 @@
 #include "core/error.h"
 #include "core/log.h"
 
-#define STEP_INPUT (-1) /* kind of the step that imports the planar input */
+#define STEP_INPUT (-1)   /* kind of the step that imports the planar input */
+#define STEP_CONVERT (-2) /* kind of a conversion step (one reorder into a shadow blob) */
+#define MAX_CALLS 3       /* primitives in one step: conv, activation, prelu */
+
+typedef enum CallRole {
+    ROLE_REORDER, /* src[0] -> dst */
+    ROLE_CONV,    /* src[0] -> dst, with weights and bias */
+    ROLE_ACT,     /* eltwise in place on dst */
+    ROLE_PRELU,   /* prelu from src (step's src[0], or dst when in place) to dst */
+    ROLE_MULTI,   /* sum / concat of all srcs -> dst */
+    ROLE_BINARY,  /* src[0] op src[1] -> dst */
+} CallRole;
 
 typedef struct DnnlCall {
+    CallRole role;
+    dnnl_primitive_desc_t pd; /* planned; freed once the primitive exists */
     dnnl_primitive_t prim;
     dnnl_exec_arg_t *args;
     int nargs;
 } DnnlCall;
 
 typedef struct CpuStep {
-    const ReelNnLayer *l;
-    int kind; /* ReelNnOp, or STEP_INPUT */
+    const ReelNnLayer *l; /* the layer (a conversion: the layer it feeds) */
+    int kind;             /* ReelNnOp, STEP_INPUT or STEP_CONVERT */
     int nsrc;
     int *src;                 /* canonical blob ids */
     int dst;                  /* canonical blob id */
     const ReelNnLayer *prelu; /* conv: the PReLU that alone reads its output, run in place */
-    int act_in_loop;          /* conv: its activation runs as a loop, not fused */
-    DnnlCall call[2];         /* oneDNN primitives of this step, run in order */
+    int wino;                 /* conv: Winograd */
+    DnnlCall call[MAX_CALLS]; /* oneDNN primitives of this step, run in order */
     int ncalls;
     dnnl_memory_t *mems; /* memory objects the calls use (owned) */
     int nmems, capmems;
-    float *prelu_w;   /* PReLU slopes expanded to one per channel */
+    float *prelu_w;   /* PReLU slopes, one per channel (the weights memory may point here) */
     int *ymap, *xmap; /* interp: source row/column of each output row/column */
 } CpuStep;
 
 typedef struct CpuState {
     const ReelNnGraph *g;
     int threads;
+    int bf16;    /* bf16 convolutions */
+    int wino_ok; /* Winograd allowed (fp32, not turned off) */
     int in_h, in_w;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
     dnnl_primitive_attr_t attr; /* user scratchpad: every primitive shares ours */
+    int nblobs, capblobs;       /* graph blobs, then shadows */
     ReelNnShape *shapes;
-    int *alias;    /* blob -> canonical blob (Split outputs -> input) */
-    int *blob_buf; /* canonical blob -> buffer index */
-    int nsteps;
+    dnnl_memory_desc_t *md; /* per canonical blob, once its producer is planned */
+    int *alias;             /* blob -> canonical blob (Split outputs -> input) */
+    int *blob_buf;          /* canonical blob -> buffer index */
+    int *loop_reader;       /* blob is read by a C loop or is the output */
+    int *wino_reader;       /* blob is read by a convolution that can run Winograd */
+    int *shadow;            /* blob -> its shadow (one per blob: the last made), or -1 */
+    int out_blob;           /* the canonical blob run() converts to the planar output */
+    int nsteps, capsteps;
     CpuStep *steps;
     int nbufs;
-    float **bufs;
-    size_t *buf_floats;
+    void **bufs;
+    size_t *buf_bytes;
     void *scratch;
     size_t scratch_bytes;
     dnnl_memory_t *scratch_mems; /* their handles are set once the size is known */
     int nscratch, capscratch;
+    int nconvert, nwino; /* for the log */
 } CpuState;
 
 /* ------------------------------------------------------------------------ */
 /* threads */
+
+/* Does the sibling list text ("0-1", "0,64", "3") hold a CPU of set below cpu? */
+static int lower_sibling_in(const char *text, int cpu, const cpu_set_t *set)
+{
+    const char *p = text;
+
+    while (*p >= '0' && *p <= '9') {
+        char *end;
+        long a = strtol(p, &end, 10), b = a;
+
+        if (*end == '-')
+            b = strtol(end + 1, &end, 10);
+        for (long c = a; c <= b && c < cpu; c++)
+            if (c >= 0 && c < CPU_SETSIZE && CPU_ISSET((int)c, set))
+                return 1;
+        if (*end != ',')
+            break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* Physical cores in this process's affinity mask (SMT siblings once); >= 1. */
+static int machine_threads(void)
+{
+    cpu_set_t set;
+    int n = 0;
+
+    if (sched_getaffinity(0, sizeof(set), &set) < 0)
+        return 0; /* OpenMP's own default */
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        char path[96], text[256] = "";
+        FILE *f;
+
+        if (!CPU_ISSET(cpu, &set))
+            continue;
+        snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list",
+                 cpu);
+        if ((f = fopen(path, "r"))) {
+            if (!fgets(text, sizeof(text), f))
+                text[0] = 0;
+            fclose(f);
+        }
+        n += !lower_sibling_in(text, cpu, &set);
+    }
+    return n;
+}
 
 static void set_omp_threads(int threads)
 {
@@ -133,16 +223,23 @@ static int dnnl_fail(char *errmsg, dnnl_status_t st, const char *what, const Ree
         }                                                                                          \
     } while (0)
 
-static float *buf_of(const CpuState *s, int blob)
+static void *buf_of(const CpuState *s, int blob)
 {
     return s->bufs[s->blob_buf[blob]];
 }
 
-static void nhwc_desc(dnnl_memory_desc_t *md, const ReelNnShape *sh)
+/* The buffer of a blob a C loop reads or writes: NHWC f32 by construction. */
+static float *fbuf(const CpuState *s, int blob)
+{
+    return s->bufs[s->blob_buf[blob]];
+}
+
+static void tag_desc(dnnl_memory_desc_t *md, const ReelNnShape *sh, dnnl_data_type_t dt,
+                     dnnl_format_tag_t tag)
 {
     dnnl_dims_t dims = {1, sh->c, sh->h, sh->w};
 
-    dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, dnnl_nhwc);
+    dnnl_memory_desc_init_by_tag(md, 4, dims, dt, tag);
 }
 
 static int grow(void **arr, int *cap, int need, size_t elem)
@@ -162,7 +259,29 @@ static int grow(void **arr, int *cap, int need, size_t elem)
     return 0;
 }
 
-/* A memory object over handle (or DNNL_MEMORY_ALLOCATE), owned by the step. */
+static const char *impl_of(const_dnnl_primitive_desc_t pd)
+{
+    const char *impl = "";
+
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success)
+        return "";
+    return impl;
+}
+
+static int is_ref(const_dnnl_primitive_desc_t pd)
+{
+    return !strncmp(impl_of(pd), "ref", 3);
+}
+
+static void warn_if_ref(const_dnnl_primitive_desc_t pd, const ReelNnLayer *l)
+{
+    if (is_ref(pd))
+        reel_log(REEL_LOG_WARNING, "upscale",
+                 "%s: oneDNN has only its reference kernel (%s) for this layer here: slow", l->name,
+                 impl_of(pd));
+}
+
+/* A memory object over handle (or DNNL_MEMORY_ALLOCATE / NONE), owned by the step. */
 static int step_mem(CpuState *s, CpuStep *st, const dnnl_memory_desc_t *md, void *handle,
                     dnnl_memory_t *out, char *errmsg)
 {
@@ -177,23 +296,31 @@ fail:
     return ret;
 }
 
-/* Turn pd into the step's next call with room for nargs arguments + scratchpad. */
-static int step_call(CpuState *s, CpuStep *st, const_dnnl_primitive_desc_t pd, int nargs,
-                     DnnlCall **out, char *errmsg)
+/* Plan a call: the step takes ownership of pd. */
+static int plan_call(CpuStep *st, CallRole role, dnnl_primitive_desc_t pd, char *errmsg)
 {
-    DnnlCall *c = &st->call[st->ncalls];
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (st->ncalls == MAX_CALLS) {
+        dnnl_primitive_desc_destroy(pd);
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: too many calls in a step");
+    }
+    st->call[st->ncalls].role = role;
+    st->call[st->ncalls].pd = pd;
+    st->ncalls++;
+    return 0;
+}
+
+/* Create call c's primitive, with room for nargs arguments + scratchpad. */
+static int make_call(CpuState *s, CpuStep *st, DnnlCall *c, int nargs, char *errmsg)
+{
+    const dnnl_memory_desc_t *smd =
+        dnnl_primitive_desc_query_md(c->pd, dnnl_query_scratchpad_md, 0);
     size_t sbytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
     dnnl_memory_t m;
     int ret = 0;
 
-    *out = NULL;
-    if (st->ncalls == (int)(sizeof(st->call) / sizeof(st->call[0])))
-        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: too many calls in a step");
     if (!(c->args = calloc((size_t)nargs + 1, sizeof(*c->args))))
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
-    st->ncalls++;
-    DNNL_TRY(dnnl_primitive_create(&c->prim, pd), "primitive", st->l);
+    DNNL_TRY(dnnl_primitive_create(&c->prim, c->pd), "primitive", st->l);
     if (sbytes) {
         if ((ret = step_mem(s, st, smd, DNNL_MEMORY_NONE, &m, errmsg)) < 0)
             return ret;
@@ -205,7 +332,6 @@ static int step_call(CpuState *s, CpuStep *st, const_dnnl_primitive_desc_t pd, i
             s->scratch_bytes = sbytes;
         c->args[c->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m};
     }
-    *out = c;
 fail:
     return ret;
 }
@@ -215,44 +341,28 @@ static void call_arg(DnnlCall *c, int arg, dnnl_memory_t m)
     c->args[c->nargs++] = (dnnl_exec_arg_t){arg, m};
 }
 
-static void warn_if_ref(const_dnnl_primitive_desc_t pd, const ReelNnLayer *l)
+/* A memory object in layout `want` holding a constant given as user_md over user (copied). */
+static int import_const(CpuState *s, CpuStep *st, const dnnl_memory_desc_t *user_md, void *user,
+                        const dnnl_memory_desc_t *want, dnnl_memory_t *out, char *errmsg)
 {
-    const char *impl = "";
-
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-        !strncmp(impl, "ref", 3))
-        reel_log(REEL_LOG_WARNING, "upscale",
-                 "%s: oneDNN has only its reference kernel (%s) for this layer here: slow", l->name,
-                 impl);
-}
-
-/* Reorder user weights (OIHW) into the layout the convolution wants, once. */
-static int make_weights(CpuState *s, CpuStep *st, const dnnl_memory_desc_t *want,
-                        dnnl_memory_t *out, char *errmsg)
-{
-    const ReelNnConv *cv = &st->l->p.conv;
-    dnnl_memory_desc_t user_md;
-    dnnl_dims_t wd = {cv->out_c, cv->in_c, cv->kh, cv->kw};
-    dnnl_memory_t user = NULL;
+    dnnl_memory_t um = NULL;
     dnnl_primitive_desc_t rpd = NULL;
     dnnl_primitive_t reorder = NULL;
     int ret = 0;
 
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&user_md, 4, wd, dnnl_f32, dnnl_oihw), "weights desc",
-             st->l);
-    if ((ret = step_mem(s, st, &user_md, cv->weight, &user, errmsg)) < 0)
+    if ((ret = step_mem(s, st, user_md, user, &um, errmsg)) < 0)
         return ret;
-    if (dnnl_memory_desc_equal(&user_md, want)) {
-        *out = user;
+    if (dnnl_memory_desc_equal(user_md, want)) {
+        *out = um;
         return 0;
     }
     if ((ret = step_mem(s, st, want, DNNL_MEMORY_ALLOCATE, out, errmsg)) < 0)
         return ret;
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &user_md, s->eng, want, s->eng, NULL),
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, user_md, s->eng, want, s->eng, NULL),
              "weights reorder", st->l);
     DNNL_TRY(dnnl_primitive_create(&reorder, rpd), "weights reorder", st->l);
     {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, *out}};
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, um}, {DNNL_ARG_TO, *out}};
 
         DNNL_TRY(dnnl_primitive_execute(reorder, s->strm, 2, a), "weights reorder", st->l);
         DNNL_TRY(dnnl_stream_wait(s->strm), "weights reorder", st->l);
@@ -265,402 +375,47 @@ fail:
     return ret;
 }
 
-/*
- * The primitive descriptor of a convolution, its activation fused as an
- * eltwise post-op when fuse != 0. *is_ref: oneDNN fell back to its reference
- * implementation. (oneDNN 2.6 has no fast f32 convolution with a prelu
- * post-op, which is why a PReLU runs as its own primitive after it.)
- */
-static int conv_pd(CpuState *s, CpuStep *st, int fuse, dnnl_primitive_desc_t *pd, int *is_ref,
-                   char *errmsg)
-{
-    const ReelNnConv *cv = &st->l->p.conv;
-    const ReelNnShape *ish = &s->shapes[st->src[0]], *osh = &s->shapes[st->dst];
-    dnnl_memory_desc_t src_md, dst_md, wei_md, bias_md;
-    dnnl_dims_t wd = {cv->out_c, cv->in_c, cv->kh, cv->kw}, bd = {cv->out_c};
-    dnnl_dims_t strides = {cv->sh, cv->sw}, dil = {cv->dh - 1, cv->dw - 1};
-    dnnl_dims_t pad_l = {cv->pad_t, cv->pad_l}, pad_r = {cv->pad_b, cv->pad_r};
-    dnnl_convolution_desc_t cd;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
-    const char *impl = "";
-    int ret = 0;
-
-    *pd = NULL;
-    nhwc_desc(&src_md, ish);
-    nhwc_desc(&dst_md, osh);
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wei_md, 4, wd, dnnl_f32, dnnl_format_tag_any),
-             "weights desc", st->l);
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a), "bias desc", st->l);
-    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
-                 &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
-                 cv->bias ? &bias_md : NULL, &dst_md, strides, dil, pad_l, pad_r),
-             "convolution desc", st->l);
-    DNNL_TRY(dnnl_primitive_attr_clone(&attr, s->attr), "attr", st->l);
-    if (fuse && cv->act != REEL_NN_ACT_NONE) {
-        DNNL_TRY(dnnl_post_ops_create(&po), "post-ops", st->l);
-        DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu,
-                                              cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f,
-                                              0.f),
-                 "eltwise post-op", st->l);
-        DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", st->l);
-    }
-    DNNL_TRY(dnnl_primitive_desc_create(pd, &cd, attr, s->eng, NULL), "convolution", st->l);
-    DNNL_TRY(dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl),
-             "convolution query", st->l);
-    *is_ref = !strncmp(impl, "ref", 3);
-    reel_log(REEL_LOG_DEBUG, "upscale", "%s: %s%s", st->l->name, impl,
-             fuse && cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
-fail:
-    if (ret < 0 && *pd) {
-        dnnl_primitive_desc_destroy(*pd);
-        *pd = NULL;
-    }
-    if (po)
-        dnnl_post_ops_destroy(po);
-    if (attr)
-        dnnl_primitive_attr_destroy(attr);
-    return ret;
-}
-
-/* A PReLU primitive from src to dst (the same buffer when run in place). */
-static int prelu_create(CpuState *s, CpuStep *st, const ReelNnLayer *pl, float *src, float *dst,
-                        const ReelNnShape *sh, char *errmsg)
-{
-    dnnl_memory_desc_t data_md, w_md;
-    dnnl_dims_t wd = {1, sh->c, 1, 1};
-    dnnl_prelu_desc_t desc;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_memory_t m_src, m_dst, m_w;
-    DnnlCall *c;
-    int ret = 0;
-
-    if (!(st->prelu_w = malloc((size_t)sh->c * sizeof(float))))
-        return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
-    for (int k = 0; k < sh->c; k++)
-        st->prelu_w[k] = pl->p.prelu.slope[pl->p.prelu.n == 1 ? 0 : k];
-    nhwc_desc(&data_md, sh);
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_md, 4, wd, dnnl_f32, dnnl_nhwc), "prelu desc", pl);
-    DNNL_TRY(dnnl_prelu_forward_desc_init(&desc, dnnl_forward_inference, &data_md, &w_md),
-             "prelu desc", pl);
-    DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, s->attr, s->eng, NULL), "prelu", pl);
-    warn_if_ref(pd, pl);
-    if ((ret = step_mem(s, st, &data_md, src, &m_src, errmsg)) < 0 ||
-        (ret = step_mem(s, st, &data_md, dst, &m_dst, errmsg)) < 0 ||
-        (ret = step_mem(s, st, &w_md, st->prelu_w, &m_w, errmsg)) < 0 ||
-        (ret = step_call(s, st, pd, 3, &c, errmsg)) < 0)
-        goto fail;
-    call_arg(c, DNNL_ARG_SRC, m_src);
-    call_arg(c, DNNL_ARG_WEIGHTS, m_w);
-    call_arg(c, DNNL_ARG_DST, m_dst);
-fail:
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
-    return ret;
-}
-
-static int conv_create(CpuState *s, CpuStep *st, char *errmsg)
-{
-    const ReelNnConv *cv = &st->l->p.conv;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_memory_desc_t src_md, dst_md;
-    dnnl_memory_t m_src, m_dst, m_wei, m_bias = NULL;
-    DnnlCall *c;
-    int ret = 0, is_ref = 0;
-
-    if ((ret = conv_pd(s, st, 1, &pd, &is_ref, errmsg)) < 0)
-        return ret;
-    if (is_ref && cv->act != REEL_NN_ACT_NONE) {
-        /* no fast kernel with the activation fused here: run it as a loop */
-        dnnl_primitive_desc_destroy(pd);
-        if ((ret = conv_pd(s, st, 0, &pd, &is_ref, errmsg)) < 0)
-            return ret;
-        st->act_in_loop = 1;
-    }
-    warn_if_ref(pd, st->l);
-    if ((ret = make_weights(s, st, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
-                            &m_wei, errmsg)) < 0)
-        goto fail;
-    nhwc_desc(&src_md, &s->shapes[st->src[0]]);
-    nhwc_desc(&dst_md, &s->shapes[st->dst]);
-    if ((ret = step_mem(s, st, &src_md, buf_of(s, st->src[0]), &m_src, errmsg)) < 0 ||
-        (ret = step_mem(s, st, &dst_md, buf_of(s, st->dst), &m_dst, errmsg)) < 0)
-        goto fail;
-    if (cv->bias) {
-        dnnl_memory_desc_t bias_md;
-        dnnl_dims_t bd = {cv->out_c};
-
-        DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a), "bias desc",
-                 st->l);
-        if ((ret = step_mem(s, st, &bias_md, cv->bias, &m_bias, errmsg)) < 0)
-            goto fail;
-    }
-    if ((ret = step_call(s, st, pd, 4, &c, errmsg)) < 0)
-        goto fail;
-    call_arg(c, DNNL_ARG_SRC, m_src);
-    call_arg(c, DNNL_ARG_WEIGHTS, m_wei);
-    call_arg(c, DNNL_ARG_DST, m_dst);
-    if (m_bias)
-        call_arg(c, DNNL_ARG_BIAS, m_bias);
-    /* a PReLU in place behind it; not when the activation runs as a loop in between */
-    if (st->prelu && !st->act_in_loop)
-        ret = prelu_create(s, st, st->prelu, buf_of(s, st->dst), buf_of(s, st->dst),
-                           &s->shapes[st->dst], errmsg);
-fail:
-    dnnl_primitive_desc_destroy(pd);
-    return ret;
-}
-
-/* Eltwise sum (with coefficients) and channel concat as oneDNN sum/concat. */
-static int multi_create(CpuState *s, CpuStep *st, char *errmsg)
-{
-    const ReelNnLayer *l = st->l;
-    dnnl_memory_desc_t *mds = NULL, dst_md;
-    float *scales = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_memory_t m;
-    DnnlCall *c;
-    int ret = 0;
-
-    mds = calloc((size_t)st->nsrc, sizeof(*mds));
-    scales = malloc((size_t)st->nsrc * sizeof(float));
-    if (!mds || !scales) {
-        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < st->nsrc; i++) {
-        nhwc_desc(&mds[i], &s->shapes[st->src[i]]);
-        scales[i] = l->op == REEL_NN_ELTWISE && l->p.eltwise.coef ? l->p.eltwise.coef[i] : 1.f;
-    }
-    nhwc_desc(&dst_md, &s->shapes[st->dst]);
-    if (l->op == REEL_NN_CONCAT)
-        DNNL_TRY(dnnl_concat_primitive_desc_create(&pd, &dst_md, st->nsrc, 1, mds, s->attr, s->eng),
-                 "concat", l);
-    else
-        DNNL_TRY(
-            dnnl_sum_primitive_desc_create(&pd, &dst_md, st->nsrc, scales, mds, s->attr, s->eng),
-            "sum", l);
-    warn_if_ref(pd, l);
-    if ((ret = step_call(s, st, pd, st->nsrc + 1, &c, errmsg)) < 0)
-        goto fail;
-    for (int i = 0; i < st->nsrc; i++) {
-        if ((ret = step_mem(s, st, &mds[i], buf_of(s, st->src[i]), &m, errmsg)) < 0)
-            goto fail;
-        call_arg(c, DNNL_ARG_MULTIPLE_SRC + i, m);
-    }
-    if ((ret = step_mem(s, st, &dst_md, buf_of(s, st->dst), &m, errmsg)) < 0)
-        goto fail;
-    call_arg(c, DNNL_ARG_DST, m);
-fail:
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
-    free(mds);
-    free(scales);
-    return ret;
-}
-
-/* BinaryOp of two tensors as a oneDNN binary primitive. */
-static int binary_create(CpuState *s, CpuStep *st, char *errmsg)
-{
-    static const dnnl_alg_kind_t algs[] = {
-        [REEL_NN_BIN_ADD] = dnnl_binary_add,
-        [REEL_NN_BIN_SUB] = dnnl_binary_sub,
-        [REEL_NN_BIN_MUL] = dnnl_binary_mul,
-    };
-    dnnl_memory_desc_t md;
-    dnnl_binary_desc_t desc;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_memory_t a, b, d;
-    DnnlCall *c;
-    int ret = 0;
-
-    nhwc_desc(&md, &s->shapes[st->dst]);
-    DNNL_TRY(dnnl_binary_desc_init(&desc, algs[st->l->p.binary.op], &md, &md, &md), "binary",
-             st->l);
-    DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, s->attr, s->eng, NULL), "binary", st->l);
-    warn_if_ref(pd, st->l);
-    if ((ret = step_mem(s, st, &md, buf_of(s, st->src[0]), &a, errmsg)) < 0 ||
-        (ret = step_mem(s, st, &md, buf_of(s, st->src[1]), &b, errmsg)) < 0 ||
-        (ret = step_mem(s, st, &md, buf_of(s, st->dst), &d, errmsg)) < 0 ||
-        (ret = step_call(s, st, pd, 3, &c, errmsg)) < 0)
-        goto fail;
-    call_arg(c, DNNL_ARG_SRC_0, a);
-    call_arg(c, DNNL_ARG_SRC_1, b);
-    call_arg(c, DNNL_ARG_DST, d);
-fail:
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
-    return ret;
-}
-
 /* ------------------------------------------------------------------------ */
-/* the loops (NHWC) */
+/* pass 1: steps */
 
-static void run_prelu(const float *src, float *dst, size_t pixels, int c, const float *slope, int n)
+static int is_loop_step(const CpuStep *st)
 {
-    for (size_t p = 0; p < pixels; p++, src += c, dst += c)
-        for (int k = 0; k < c; k++) {
-            float v = src[k];
-            dst[k] = v < 0.f ? v * slope[n == 1 ? 0 : k] : v;
-        }
-}
-
-static void run_act(float *x, size_t n, ReelNnAct act, float alpha)
-{
-    if (act == REEL_NN_ACT_NONE)
-        return;
-    for (size_t i = 0; i < n; i++)
-        if (x[i] < 0.f)
-            x[i] = act == REEL_NN_ACT_LEAKY ? x[i] * alpha : 0.f;
-}
-
-static void run_pixel_shuffle(const float *src, float *dst, const ReelNnShape *is,
-                              const ReelNnShape *os, int r, int mode)
-{
-    for (int y = 0; y < is->h; y++)
-        for (int dy = 0; dy < r; dy++) {
-            float *d = dst + (size_t)(y * r + dy) * os->w * os->c;
-
-            for (int x = 0; x < is->w; x++) {
-                const float *sp = src + ((size_t)y * is->w + x) * is->c;
-
-                for (int dx = 0; dx < r; dx++, d += os->c)
-                    for (int c = 0; c < os->c; c++)
-                        d[c] = sp[mode == 0 ? c * r * r + dy * r + dx : (dy * r + dx) * os->c + c];
-            }
-        }
-}
-
-static void run_interp(const float *src, float *dst, const ReelNnShape *is, const ReelNnShape *os,
-                       const int *ymap, const int *xmap)
-{
-    size_t row = (size_t)is->c * sizeof(float);
-
-    for (int y = 0; y < os->h; y++)
-        for (int x = 0; x < os->w; x++)
-            memcpy(dst + ((size_t)y * os->w + x) * os->c,
-                   src + ((size_t)ymap[y] * is->w + xmap[x]) * is->c, row);
-}
-
-static void run_binary(const CpuState *s, const CpuStep *st, size_t n)
-{
-    const float *a = buf_of(s, st->src[0]);
-    const float *b = st->l->p.binary.with_scalar ? NULL : buf_of(s, st->src[1]);
-    float *d = buf_of(s, st->dst), k = st->l->p.binary.b;
-
-    switch (st->l->p.binary.op) {
-    case REEL_NN_BIN_ADD:
-        for (size_t i = 0; i < n; i++)
-            d[i] = a[i] + (b ? b[i] : k);
-        break;
-    case REEL_NN_BIN_SUB:
-        for (size_t i = 0; i < n; i++)
-            d[i] = a[i] - (b ? b[i] : k);
-        break;
-    case REEL_NN_BIN_MUL:
-        for (size_t i = 0; i < n; i++)
-            d[i] = a[i] * (b ? b[i] : k);
-        break;
+    switch (st->kind) {
+    case REEL_NN_PIXEL_SHUFFLE:
+    case REEL_NN_INTERP:
+        return 1;
+    case REEL_NN_BINARY:
+        return st->l->p.binary.with_scalar;
+    case REEL_NN_ELTWISE:
+        return st->l->p.eltwise.op != REEL_NN_ELT_SUM;
+    default:
+        return 0;
     }
 }
 
-static void run_eltwise(const CpuState *s, const CpuStep *st, size_t n)
+static int wino_capable(const CpuState *s, const ReelNnLayer *l)
 {
-    const ReelNnLayer *l = st->l;
-    const float *coef = l->p.eltwise.coef;
-    float *d = buf_of(s, st->dst);
-    const float *a = buf_of(s, st->src[0]);
+    const ReelNnConv *cv = &l->p.conv;
 
-    if (l->p.eltwise.op == REEL_NN_ELT_SUM && coef) {
-        for (size_t i = 0; i < n; i++)
-            d[i] = a[i] * coef[0];
-    } else {
-        memcpy(d, a, n * sizeof(float));
+    return s->wino_ok && l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 &&
+           cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 &&
+           cv->pad_l == 1 && cv->pad_r == 1 && cv->in_c % 16 == 0 && cv->out_c % 16 == 0;
+}
+
+static CpuStep *new_step(CpuState *s, char *errmsg)
+{
+    CpuStep *st;
+
+    if (grow((void **)&s->steps, &s->capsteps, s->nsteps + 1, sizeof(*s->steps)) < 0) {
+        reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        return NULL;
     }
-    for (int k = 1; k < st->nsrc; k++) {
-        const float *b = buf_of(s, st->src[k]);
-
-        switch (l->p.eltwise.op) {
-        case REEL_NN_ELT_PROD:
-            for (size_t i = 0; i < n; i++)
-                d[i] *= b[i];
-            break;
-        case REEL_NN_ELT_SUM:
-            if (coef)
-                for (size_t i = 0; i < n; i++)
-                    d[i] += b[i] * coef[k];
-            else
-                for (size_t i = 0; i < n; i++)
-                    d[i] += b[i];
-            break;
-        case REEL_NN_ELT_MAX:
-            for (size_t i = 0; i < n; i++)
-                d[i] = b[i] > d[i] ? b[i] : d[i];
-            break;
-        }
-    }
+    st = &s->steps[s->nsteps++];
+    memset(st, 0, sizeof(*st));
+    return st;
 }
 
-/* ------------------------------------------------------------------------ */
-/* planning */
-
-static void free_steps(CpuState *s)
-{
-    for (int i = 0; i < s->nsteps; i++) {
-        CpuStep *st = &s->steps[i];
-
-        for (int k = 0; k < st->ncalls; k++) {
-            if (st->call[k].prim)
-                dnnl_primitive_destroy(st->call[k].prim);
-            free(st->call[k].args);
-        }
-        for (int k = 0; k < st->nmems; k++)
-            dnnl_memory_destroy(st->mems[k]);
-        free(st->mems);
-        free(st->prelu_w);
-        free(st->src);
-        free(st->ymap);
-        free(st->xmap);
-    }
-    free(s->steps);
-    s->steps = NULL;
-    s->nsteps = 0;
-}
-
-static void cpu_free(void **state)
-{
-    CpuState *s = state ? *state : NULL;
-
-    if (!s)
-        return;
-    free_steps(s);
-    for (int i = 0; i < s->nbufs; i++)
-        free(s->bufs[i]);
-    free(s->bufs);
-    free(s->buf_floats);
-    free(s->scratch);
-    free(s->scratch_mems);
-    free(s->shapes);
-    free(s->alias);
-    free(s->blob_buf);
-    if (s->attr)
-        dnnl_primitive_attr_destroy(s->attr);
-    if (s->strm)
-        dnnl_stream_destroy(s->strm);
-    if (s->eng)
-        dnnl_engine_destroy(s->eng);
-    free(s);
-    *state = NULL;
-}
-
-static size_t blob_floats(const CpuState *s, int b)
-{
-    const ReelNnShape *sh = &s->shapes[b];
-
-    return (size_t)sh->c * sh->h * sh->w;
-}
-
-/* Build the step list: aliases, fusion, one step per executed layer. */
+/* Build the step list: aliases, PReLU fusion, one step per executed layer. */
 static int build_steps(CpuState *s, char *errmsg)
 {
     const ReelNnGraph *g = s->g;
@@ -668,8 +423,7 @@ static int build_steps(CpuState *s, char *errmsg)
 
     readers = calloc((size_t)g->nblobs, sizeof(int));
     fused_into = malloc((size_t)g->nlayers * sizeof(int));
-    s->steps = calloc((size_t)g->nlayers, sizeof(CpuStep));
-    if (!readers || !fused_into || !s->steps) {
+    if (!readers || !fused_into) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
         goto done;
     }
@@ -703,7 +457,10 @@ static int build_steps(CpuState *s, char *errmsg)
 
         if (l->op == REEL_NN_SPLIT || fused_into[li] >= 0)
             continue;
-        st = &s->steps[s->nsteps++];
+        if (!(st = new_step(s, errmsg))) {
+            ret = REEL_ERR(ENOMEM);
+            goto done;
+        }
         st->l = l;
         st->kind = l->op == REEL_NN_INPUT ? STEP_INPUT : (int)l->op;
         st->nsrc = l->nin;
@@ -727,48 +484,444 @@ static int build_steps(CpuState *s, char *errmsg)
             }
         }
     }
+    /* who reads what: the formats pass writes for the readers it knows are coming */
+    s->loop_reader[s->alias[g->output]] = 1;
+    for (int i = 0; i < s->nsteps; i++) {
+        const CpuStep *st = &s->steps[i];
+
+        for (int k = 0; k < st->nsrc; k++) {
+            if (is_loop_step(st))
+                s->loop_reader[st->src[k]] = 1;
+            if (st->kind == REEL_NN_CONV && wino_capable(s, st->l))
+                s->wino_reader[st->src[k]] = 1;
+        }
+    }
 done:
     free(readers);
     free(fused_into);
     return ret;
 }
 
+/* ------------------------------------------------------------------------ */
+/* pass 2: formats */
+
+static int new_blob(CpuState *s, int like, const dnnl_memory_desc_t *md, char *errmsg)
+{
+    int b = s->nblobs;
+
+    if (b == s->capblobs)
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: shadow blobs overflow");
+    s->nblobs++;
+    s->shapes[b] = s->shapes[like];
+    s->md[b] = *md;
+    s->alias[b] = b;
+    s->blob_buf[b] = -1;
+    s->loop_reader[b] = s->wino_reader[b] = 0;
+    s->shadow[b] = -1;
+    return b;
+}
+
+/*
+ * Make step `at` (already in s->steps at index *pos) read its input k with
+ * descriptor want: when the blob has another one, insert a conversion step in
+ * front of it (or reuse the blob's shadow made for an earlier reader).
+ */
+static int need_src(CpuState *s, int *pos, int k, const dnnl_memory_desc_t *want, char *errmsg)
+{
+    CpuStep *st = &s->steps[*pos], *cv;
+    int b = st->src[k], sb, ret = 0;
+    dnnl_primitive_desc_t pd = NULL;
+
+    if (dnnl_memory_desc_equal(&s->md[b], want))
+        return 0;
+    sb = s->shadow[b];
+    if (sb >= 0 && dnnl_memory_desc_equal(&s->md[sb], want)) {
+        st->src[k] = sb;
+        return 0;
+    }
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, &s->md[b], s->eng, want, s->eng, s->attr),
+             "conversion", st->l);
+    if ((sb = new_blob(s, b, want, errmsg)) < 0)
+        goto fail;
+    if (!new_step(s, errmsg)) { /* may move s->steps */
+        ret = REEL_ERR(ENOMEM);
+        goto fail;
+    }
+    /* the new step goes in front of step *pos */
+    memmove(&s->steps[*pos + 1], &s->steps[*pos], (size_t)(s->nsteps - 1 - *pos) * sizeof(*cv));
+    cv = &s->steps[*pos];
+    memset(cv, 0, sizeof(*cv));
+    st = &s->steps[*pos + 1];
+    cv->l = st->l;
+    cv->kind = STEP_CONVERT;
+    cv->nsrc = 1;
+    if (!(cv->src = malloc(sizeof(int)))) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        goto fail;
+    }
+    cv->src[0] = b;
+    cv->dst = sb;
+    ret = plan_call(cv, ROLE_REORDER, pd, errmsg);
+    pd = NULL;
+    if (ret < 0)
+        goto fail;
+    s->shadow[b] = sb;
+    st->src[k] = sb;
+    s->nconvert++;
+    (*pos)++;
+    reel_log(REEL_LOG_DEBUG, "upscale", "%s: input %d converted (%s)", st->l->name, k,
+             dnnl_dt2str(want->data_type));
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return ret;
+}
+
+/* The descriptor of blob b's shape in NHWC of type dt. */
+static dnnl_memory_desc_t nhwc_of(const CpuState *s, int b, dnnl_data_type_t dt)
+{
+    dnnl_memory_desc_t md;
+
+    tag_desc(&md, &s->shapes[b], dt, dnnl_nhwc);
+    return md;
+}
+
+/*
+ * A convolution's primitive descriptor for src -> dst descriptors (either may
+ * be format "any"), its activation fused when fuse != 0. NULL when oneDNN has
+ * no implementation at all.
+ */
+static dnnl_primitive_desc_t conv_try(CpuState *s, const CpuStep *st, dnnl_alg_kind_t alg,
+                                      const dnnl_memory_desc_t *src_md,
+                                      const dnnl_memory_desc_t *dst_md, int fuse)
+{
+    const ReelNnConv *cv = &st->l->p.conv;
+    dnnl_memory_desc_t wei_md, bias_md;
+    dnnl_dims_t wd = {cv->out_c, cv->in_c, cv->kh, cv->kw}, bd = {cv->out_c};
+    dnnl_dims_t strides = {cv->sh, cv->sw}, dil = {cv->dh - 1, cv->dw - 1};
+    dnnl_dims_t pad_l = {cv->pad_t, cv->pad_l}, pad_r = {cv->pad_b, cv->pad_r};
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+
+    dnnl_memory_desc_init_by_tag(&wei_md, 4, wd, src_md->data_type, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a);
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, alg, src_md,
+                                                   &wei_md, cv->bias ? &bias_md : NULL, dst_md,
+                                                   strides, dil, pad_l, pad_r) != dnnl_success ||
+        dnnl_primitive_attr_clone(&attr, s->attr) != dnnl_success)
+        goto done;
+    if (fuse && cv->act != REEL_NN_ACT_NONE) {
+        if (dnnl_post_ops_create(&po) != dnnl_success ||
+            dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu,
+                                         cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f,
+                                         0.f) != dnnl_success ||
+            dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)
+            goto done;
+    }
+    if (dnnl_primitive_desc_create(&pd, &cd, attr, s->eng, NULL) != dnnl_success)
+        pd = NULL;
+done:
+    if (po)
+        dnnl_post_ops_destroy(po);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    return pd;
+}
+
+/* An eltwise (ReLU/leaky) primitive descriptor in place on md. */
+static int act_pd(CpuState *s, const CpuStep *st, const dnnl_memory_desc_t *md,
+                  dnnl_primitive_desc_t *pd, char *errmsg)
+{
+    const ReelNnConv *cv = &st->l->p.conv;
+    dnnl_eltwise_desc_t ed;
+    int ret = 0;
+
+    *pd = NULL;
+    DNNL_TRY(dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, dnnl_eltwise_relu, md,
+                                            cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f,
+                                            0.f),
+             "activation", st->l);
+    DNNL_TRY(dnnl_primitive_desc_create(pd, &ed, s->attr, s->eng, NULL), "activation", st->l);
+    warn_if_ref(*pd, st->l);
+fail:
+    return ret;
+}
+
+/* A prelu primitive descriptor on data md (weights in the layout it picks). */
+static int prelu_pd(CpuState *s, const ReelNnLayer *pl, const dnnl_memory_desc_t *md,
+                    dnnl_primitive_desc_t *pd, char *errmsg)
+{
+    dnnl_memory_desc_t w_md;
+    dnnl_dims_t wd = {1, md->dims[1], 1, 1};
+    dnnl_prelu_desc_t desc;
+    int ret = 0;
+
+    *pd = NULL;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_md, 4, wd, dnnl_f32, dnnl_format_tag_any),
+             "prelu desc", pl);
+    DNNL_TRY(dnnl_prelu_forward_desc_init(&desc, dnnl_forward_inference, md, &w_md), "prelu desc",
+             pl);
+    DNNL_TRY(dnnl_primitive_desc_create(pd, &desc, s->attr, s->eng, NULL), "prelu", pl);
+    warn_if_ref(*pd, pl);
+fail:
+    return ret;
+}
+
+/*
+ * Choose a convolution's kernel and descriptors (see DESIGN): Winograd on
+ * blocked f32 where it applies, else direct, its output in the layout its
+ * readers want. The step's input gets a conversion step when needed.
+ */
+static int plan_conv(CpuState *s, int *pos, char *errmsg)
+{
+    CpuStep *st = &s->steps[*pos];
+    const ReelNnConv *cv = &st->l->p.conv;
+    int b = st->src[0], d = st->dst, ret = 0, fused = 1;
+    dnnl_data_type_t dt = s->bf16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_data_type_t ddt = s->bf16 && !s->loop_reader[d] ? dnnl_bf16 : dnnl_f32;
+    dnnl_memory_desc_t src_md, dst_md, any_src, any_dst;
+    dnnl_primitive_desc_t pd = NULL;
+
+    tag_desc(&any_src, &s->shapes[b], dt, dnnl_format_tag_any);
+    tag_desc(&any_dst, &s->shapes[d], ddt, dnnl_format_tag_any);
+    if (wino_capable(s, st->l)) {
+        tag_desc(&src_md, &s->shapes[b], dnnl_f32, dnnl_aBcd16b);
+        tag_desc(&dst_md, &s->shapes[d], dnnl_f32, dnnl_aBcd16b);
+        pd = conv_try(s, st, dnnl_convolution_winograd, &src_md, &dst_md, 1);
+        if (pd && is_ref(pd)) {
+            dnnl_primitive_desc_destroy(pd);
+            pd = NULL;
+        }
+        st->wino = pd != NULL;
+    }
+    if (!pd) {
+        /* direct: read the blob as it is if its type fits, write what the readers want */
+        int blocked = s->wino_reader[d] && !s->loop_reader[d] && !s->bf16;
+
+        src_md = s->md[b].data_type == dt ? s->md[b] : nhwc_of(s, b, dt);
+        tag_desc(&dst_md, &s->shapes[d], ddt, blocked ? dnnl_aBcd16b : dnnl_nhwc);
+        for (int attempt = 0; attempt < 4 && (!pd || is_ref(pd)); attempt++) {
+            /* exact in/out, then "any" out, then "any" in and out, then without fusion */
+            if (pd)
+                dnnl_primitive_desc_destroy(pd);
+            fused = attempt < 3;
+            pd = conv_try(s, st, dnnl_convolution_direct, attempt >= 2 ? &any_src : &src_md,
+                          attempt >= 1 ? &any_dst : &dst_md, fused);
+        }
+        if (!pd)
+            return reel_fail(errmsg, REEL_ERROR_BACKEND,
+                             "cpu backend: oneDNN has no convolution for layer %s", st->l->name);
+        warn_if_ref(pd, st->l);
+    }
+    reel_log(REEL_LOG_DEBUG, "upscale", "%s: %s%s", st->l->name, impl_of(pd),
+             fused && cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
+    if ((ret = plan_call(st, ROLE_CONV, pd, errmsg)) < 0)
+        return ret;
+    s->nwino += st->wino;
+    /* its input as the kernel reads it, its output as the kernel writes it */
+    src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    s->md[d] = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    if (!fused && cv->act != REEL_NN_ACT_NONE) {
+        if ((ret = act_pd(s, st, &s->md[d], &pd, errmsg)) < 0 ||
+            (ret = plan_call(st, ROLE_ACT, pd, errmsg)) < 0)
+            return ret;
+    }
+    if (st->prelu) {
+        if ((ret = prelu_pd(s, st->prelu, &s->md[d], &pd, errmsg)) < 0 ||
+            (ret = plan_call(st, ROLE_PRELU, pd, errmsg)) < 0)
+            return ret;
+    }
+    return need_src(s, pos, 0, &src_md, errmsg);
+}
+
+/* dnnl_nhwc or dnnl_aBcd16b when blob b is laid out so, else dnnl_format_tag_undef. */
+static dnnl_format_tag_t layout_of(const CpuState *s, int b)
+{
+    static const dnnl_format_tag_t tags[] = {dnnl_nhwc, dnnl_aBcd16b};
+
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+        dnnl_memory_desc_t md;
+
+        tag_desc(&md, &s->shapes[b], s->md[b].data_type, tags[i]);
+        if (dnnl_memory_desc_equal(&md, &s->md[b]))
+            return tags[i];
+    }
+    return dnnl_format_tag_undef;
+}
+
+/*
+ * Sum/concat/binary: every input in one type and layout, the inputs' own when
+ * they agree (so a chain of blocked or bf16 tensors stays so), else NHWC f32.
+ */
+static int plan_multi(CpuState *s, int *pos, char *errmsg)
+{
+    CpuStep *st = &s->steps[*pos];
+    const ReelNnLayer *l = st->l;
+    int nsrc = st->nsrc, ret = 0;
+    dnnl_memory_desc_t *mds = NULL, dst_md;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_data_type_t dt = s->md[st->src[0]].data_type;
+    dnnl_format_tag_t tag = layout_of(s, st->src[0]);
+    float *scales = NULL;
+
+    for (int k = 1; k < nsrc; k++) {
+        if (s->md[st->src[k]].data_type != dt)
+            dt = dnnl_f32;
+        if (layout_of(s, st->src[k]) != tag)
+            tag = dnnl_nhwc;
+    }
+    if (tag == dnnl_format_tag_undef)
+        tag = dnnl_nhwc;
+    mds = calloc((size_t)nsrc, sizeof(*mds));
+    scales = malloc((size_t)nsrc * sizeof(float));
+    if (!mds || !scales) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        goto fail;
+    }
+    for (int k = 0; k < nsrc; k++) {
+        tag_desc(&mds[k], &s->shapes[st->src[k]], dt, tag);
+        scales[k] = l->op == REEL_NN_ELTWISE && l->p.eltwise.coef ? l->p.eltwise.coef[k] : 1.f;
+    }
+    tag_desc(&dst_md, &s->shapes[st->dst], dt, tag);
+    if (l->op == REEL_NN_CONCAT) {
+        DNNL_TRY(dnnl_concat_primitive_desc_create(&pd, &dst_md, nsrc, 1, mds, s->attr, s->eng),
+                 "concat", l);
+    } else if (l->op == REEL_NN_ELTWISE) {
+        DNNL_TRY(dnnl_sum_primitive_desc_create(&pd, &dst_md, nsrc, scales, mds, s->attr, s->eng),
+                 "sum", l);
+    } else {
+        static const dnnl_alg_kind_t algs[] = {
+            [REEL_NN_BIN_ADD] = dnnl_binary_add,
+            [REEL_NN_BIN_SUB] = dnnl_binary_sub,
+            [REEL_NN_BIN_MUL] = dnnl_binary_mul,
+        };
+        dnnl_binary_desc_t desc;
+
+        DNNL_TRY(dnnl_binary_desc_init(&desc, algs[l->p.binary.op], &mds[0], &mds[1], &dst_md),
+                 "binary", l);
+        DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, s->attr, s->eng, NULL), "binary", l);
+    }
+    warn_if_ref(pd, l);
+    s->md[st->dst] = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    ret = plan_call(st, l->op == REEL_NN_BINARY ? ROLE_BINARY : ROLE_MULTI, pd, errmsg);
+    pd = NULL;
+    for (int k = 0; ret >= 0 && k < nsrc; k++)
+        ret = need_src(s, pos, k, &mds[k], errmsg); /* may move the steps */
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    free(mds);
+    free(scales);
+    return ret;
+}
+
+static int plan_formats(CpuState *s, char *errmsg)
+{
+    int ret = 0;
+
+    for (int i = 0; i < s->nsteps; i++) {
+        CpuStep *st = &s->steps[i];
+        dnnl_memory_desc_t md;
+
+        if (st->kind == STEP_INPUT) {
+            s->md[st->dst] = nhwc_of(s, st->dst, dnnl_f32);
+        } else if (st->kind == REEL_NN_CONV) {
+            ret = plan_conv(s, &i, errmsg);
+        } else if (st->kind == REEL_NN_PRELU) {
+            dnnl_primitive_desc_t pd;
+
+            s->md[st->dst] = s->md[st->src[0]];
+            if ((ret = prelu_pd(s, st->l, &s->md[st->dst], &pd, errmsg)) >= 0)
+                ret = plan_call(st, ROLE_PRELU, pd, errmsg);
+        } else if (is_loop_step(st)) {
+            int nsrc = st->nsrc;
+
+            for (int k = 0; ret >= 0 && k < nsrc; k++) {
+                md = nhwc_of(s, s->steps[i].src[k], dnnl_f32);
+                ret = need_src(s, &i, k, &md, errmsg); /* may move the steps */
+            }
+            st = &s->steps[i];
+            s->md[st->dst] = nhwc_of(s, st->dst, dnnl_f32);
+        } else {
+            ret = plan_multi(s, &i, errmsg);
+        }
+        if (ret < 0)
+            return ret;
+    }
+    /* run() reads the output as NHWC f32 */
+    s->out_blob = s->alias[s->g->output];
+    {
+        dnnl_memory_desc_t want = nhwc_of(s, s->out_blob, dnnl_f32);
+        CpuStep *st;
+
+        if (!dnnl_memory_desc_equal(&want, &s->md[s->out_blob])) {
+            dnnl_primitive_desc_t pd = NULL;
+            int sb;
+
+            DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, &s->md[s->out_blob], s->eng, &want,
+                                                        s->eng, s->attr),
+                     "conversion", NULL);
+            if ((sb = new_blob(s, s->out_blob, &want, errmsg)) < 0 || !(st = new_step(s, errmsg))) {
+                dnnl_primitive_desc_destroy(pd);
+                return sb < 0 ? sb : REEL_ERR(ENOMEM);
+            }
+            st->l = s->steps[s->nsteps - 2].l;
+            st->kind = STEP_CONVERT;
+            st->nsrc = 1;
+            if (!(st->src = malloc(sizeof(int)))) {
+                dnnl_primitive_desc_destroy(pd);
+                return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+            }
+            st->src[0] = s->out_blob;
+            st->dst = sb;
+            if ((ret = plan_call(st, ROLE_REORDER, pd, errmsg)) < 0)
+                return ret;
+            s->out_blob = sb;
+            s->nconvert++;
+        }
+    }
+fail:
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* pass 3: buffers */
+
 /* Give every canonical blob a buffer, reusing buffers whose blobs are dead. */
 static int plan_buffers(CpuState *s, char *errmsg)
 {
-    const ReelNnGraph *g = s->g;
     int *last_use = NULL, *free_list = NULL, nfree = 0, ret = 0, cap = 0;
 
-    last_use = malloc((size_t)g->nblobs * sizeof(int));
+    last_use = malloc((size_t)s->nblobs * sizeof(int));
     free_list = malloc(((size_t)s->nsteps + 1) * sizeof(int));
     if (!last_use || !free_list) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
         goto done;
     }
-    for (int b = 0; b < g->nblobs; b++) {
+    for (int b = 0; b < s->nblobs; b++) {
         last_use[b] = -1;
         s->blob_buf[b] = -1;
     }
     for (int i = 0; i < s->nsteps; i++)
         for (int k = 0; k < s->steps[i].nsrc; k++)
             last_use[s->steps[i].src[k]] = i;
-    last_use[s->alias[g->output]] = s->nsteps; /* read by run() after the last step */
+    last_use[s->out_blob] = s->nsteps; /* read by run() after the last step */
 
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
-        size_t need = blob_floats(s, st->dst);
-        int best = -1;
+        size_t need = dnnl_memory_desc_get_size(&s->md[st->dst]);
+        int best, fit = -1, big = -1;
 
         /* the smallest free buffer that fits, else the largest free one (grown) */
-        int fit = -1, big = -1;
-
         for (int f = 0; f < nfree; f++) {
-            size_t have = s->buf_floats[free_list[f]];
+            size_t have = s->buf_bytes[free_list[f]];
 
             if (have >= need) {
-                if (fit < 0 || have < s->buf_floats[free_list[fit]])
+                if (fit < 0 || have < s->buf_bytes[free_list[fit]])
                     fit = f;
-            } else if (big < 0 || have > s->buf_floats[free_list[big]]) {
+            } else if (big < 0 || have > s->buf_bytes[free_list[big]]) {
                 big = f;
             }
         }
@@ -779,20 +932,20 @@ static int plan_buffers(CpuState *s, char *errmsg)
         } else {
             if (s->nbufs == cap) {
                 int ncap = cap ? cap * 2 : 16;
-                size_t *nf = realloc(s->buf_floats, (size_t)ncap * sizeof(size_t));
+                size_t *nb = realloc(s->buf_bytes, (size_t)ncap * sizeof(size_t));
 
-                if (!nf) {
+                if (!nb) {
                     ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
                     goto done;
                 }
-                s->buf_floats = nf;
+                s->buf_bytes = nb;
                 cap = ncap;
             }
-            s->buf_floats[s->nbufs] = 0;
+            s->buf_bytes[s->nbufs] = 0;
             s->blob_buf[st->dst] = s->nbufs++;
         }
-        if (s->buf_floats[s->blob_buf[st->dst]] < need)
-            s->buf_floats[s->blob_buf[st->dst]] = need;
+        if (s->buf_bytes[s->blob_buf[st->dst]] < need)
+            s->buf_bytes[s->blob_buf[st->dst]] = need;
         if (last_use[st->dst] < 0) {
             /* written, never read: its buffer is free again at once */
             free_list[nfree++] = s->blob_buf[st->dst];
@@ -806,12 +959,12 @@ static int plan_buffers(CpuState *s, char *errmsg)
                 free_list[nfree++] = s->blob_buf[b];
         }
     }
-    if (!(s->bufs = calloc((size_t)s->nbufs, sizeof(float *)))) {
+    if (!(s->bufs = calloc((size_t)s->nbufs, sizeof(*s->bufs)))) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
         goto done;
     }
     for (int i = 0; i < s->nbufs; i++) {
-        size_t bytes = (s->buf_floats[i] * sizeof(float) + 63) & ~(size_t)63;
+        size_t bytes = (s->buf_bytes[i] + 63) & ~(size_t)63;
 
         if (!(s->bufs[i] = aligned_alloc(64, bytes ? bytes : 64))) {
             ret = reel_fail(errmsg, REEL_ERR(ENOMEM),
@@ -824,6 +977,127 @@ done:
     free(last_use);
     free(free_list);
     return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* pass 4: primitives */
+
+static int make_conv(CpuState *s, CpuStep *st, DnnlCall *c, char *errmsg)
+{
+    const ReelNnConv *cv = &st->l->p.conv;
+    dnnl_memory_desc_t user_md, bias_md;
+    dnnl_dims_t wd = {cv->out_c, cv->in_c, cv->kh, cv->kw}, bd = {cv->out_c};
+    dnnl_memory_t m_src, m_dst, m_wei, m_bias = NULL;
+    int ret = 0;
+
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&user_md, 4, wd, dnnl_f32, dnnl_oihw), "weights desc",
+             st->l);
+    if ((ret = import_const(s, st, &user_md, cv->weight,
+                            dnnl_primitive_desc_query_md(c->pd, dnnl_query_weights_md, 0), &m_wei,
+                            errmsg)) < 0 ||
+        (ret = step_mem(s, st, &s->md[st->src[0]], buf_of(s, st->src[0]), &m_src, errmsg)) < 0 ||
+        (ret = step_mem(s, st, &s->md[st->dst], buf_of(s, st->dst), &m_dst, errmsg)) < 0)
+        goto fail;
+    if (cv->bias) {
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a), "bias desc",
+                 st->l);
+        if ((ret = step_mem(s, st, &bias_md, cv->bias, &m_bias, errmsg)) < 0)
+            goto fail;
+    }
+    if ((ret = make_call(s, st, c, 4, errmsg)) < 0)
+        goto fail;
+    call_arg(c, DNNL_ARG_SRC, m_src);
+    call_arg(c, DNNL_ARG_WEIGHTS, m_wei);
+    call_arg(c, DNNL_ARG_DST, m_dst);
+    if (m_bias)
+        call_arg(c, DNNL_ARG_BIAS, m_bias);
+fail:
+    return ret;
+}
+
+static int make_prelu(CpuState *s, CpuStep *st, DnnlCall *c, char *errmsg)
+{
+    const ReelNnLayer *pl = st->kind == REEL_NN_PRELU ? st->l : st->prelu;
+    int in_place = st->kind != REEL_NN_PRELU, ch = (int)s->md[st->dst].dims[1];
+    dnnl_memory_desc_t user_md;
+    dnnl_dims_t wd = {1, ch, 1, 1};
+    dnnl_memory_t m_src, m_dst, m_w;
+    int ret;
+
+    if (!(st->prelu_w = malloc((size_t)ch * sizeof(float))))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+    for (int k = 0; k < ch; k++)
+        st->prelu_w[k] = pl->p.prelu.slope[pl->p.prelu.n == 1 ? 0 : k];
+    dnnl_memory_desc_init_by_tag(&user_md, 4, wd, dnnl_f32, dnnl_abcd);
+    if ((ret = import_const(s, st, &user_md, st->prelu_w,
+                            dnnl_primitive_desc_query_md(c->pd, dnnl_query_weights_md, 0), &m_w,
+                            errmsg)) < 0 ||
+        (ret = step_mem(s, st, &s->md[st->dst], buf_of(s, in_place ? st->dst : st->src[0]), &m_src,
+                        errmsg)) < 0 ||
+        (ret = step_mem(s, st, &s->md[st->dst], buf_of(s, st->dst), &m_dst, errmsg)) < 0 ||
+        (ret = make_call(s, st, c, 3, errmsg)) < 0)
+        return ret;
+    call_arg(c, DNNL_ARG_SRC, m_src);
+    call_arg(c, DNNL_ARG_WEIGHTS, m_w);
+    call_arg(c, DNNL_ARG_DST, m_dst);
+    return 0;
+}
+
+static int make_step(CpuState *s, CpuStep *st, char *errmsg)
+{
+    dnnl_memory_t m, d;
+    int ret = 0;
+
+    for (int k = 0; k < st->ncalls; k++) {
+        DnnlCall *c = &st->call[k];
+
+        switch (c->role) {
+        case ROLE_CONV:
+            ret = make_conv(s, st, c, errmsg);
+            break;
+        case ROLE_PRELU:
+            ret = make_prelu(s, st, c, errmsg);
+            break;
+        case ROLE_ACT:
+            if ((ret = step_mem(s, st, &s->md[st->dst], buf_of(s, st->dst), &d, errmsg)) < 0 ||
+                (ret = make_call(s, st, c, 2, errmsg)) < 0)
+                break;
+            call_arg(c, DNNL_ARG_SRC, d);
+            call_arg(c, DNNL_ARG_DST, d);
+            break;
+        case ROLE_REORDER:
+            if ((ret = step_mem(s, st, &s->md[st->src[0]], buf_of(s, st->src[0]), &m, errmsg)) <
+                    0 ||
+                (ret = step_mem(s, st, &s->md[st->dst], buf_of(s, st->dst), &d, errmsg)) < 0 ||
+                (ret = make_call(s, st, c, 2, errmsg)) < 0)
+                break;
+            call_arg(c, DNNL_ARG_FROM, m);
+            call_arg(c, DNNL_ARG_TO, d);
+            break;
+        case ROLE_MULTI:
+        case ROLE_BINARY:
+            if ((ret = make_call(s, st, c, st->nsrc + 1, errmsg)) < 0)
+                break;
+            for (int i = 0; i < st->nsrc; i++) {
+                if ((ret = step_mem(s, st, &s->md[st->src[i]], buf_of(s, st->src[i]), &m, errmsg)) <
+                    0)
+                    return ret;
+                call_arg(c,
+                         c->role == ROLE_BINARY ? (i ? DNNL_ARG_SRC_1 : DNNL_ARG_SRC_0)
+                                                : DNNL_ARG_MULTIPLE_SRC + i,
+                         m);
+            }
+            if ((ret = step_mem(s, st, &s->md[st->dst], buf_of(s, st->dst), &d, errmsg)) < 0)
+                break;
+            call_arg(c, DNNL_ARG_DST, d);
+            break;
+        }
+        if (ret < 0)
+            return ret;
+        dnnl_primitive_desc_destroy(c->pd);
+        c->pd = NULL;
+    }
+    return 0;
 }
 
 static int make_interp_maps(CpuState *s, CpuStep *st, char *errmsg)
@@ -846,57 +1120,195 @@ static int make_interp_maps(CpuState *s, CpuStep *st, char *errmsg)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* the loops (NHWC f32) */
+
+static void run_pixel_shuffle(const float *src, float *dst, const ReelNnShape *is,
+                              const ReelNnShape *os, int r, int mode)
+{
+    for (int y = 0; y < is->h; y++)
+        for (int dy = 0; dy < r; dy++) {
+            float *d = dst + (size_t)(y * r + dy) * os->w * os->c;
+
+            for (int x = 0; x < is->w; x++) {
+                const float *sp = src + ((size_t)y * is->w + x) * is->c;
+
+                for (int dx = 0; dx < r; dx++, d += os->c)
+                    for (int c = 0; c < os->c; c++)
+                        d[c] = sp[mode == 0 ? c * r * r + dy * r + dx : (dy * r + dx) * os->c + c];
+            }
+        }
+}
+
+static void run_interp(const float *src, float *dst, const ReelNnShape *is, const ReelNnShape *os,
+                       const int *ymap, const int *xmap)
+{
+    size_t row = (size_t)is->c * sizeof(float);
+
+    for (int y = 0; y < os->h; y++)
+        for (int x = 0; x < os->w; x++)
+            memcpy(dst + ((size_t)y * os->w + x) * os->c,
+                   src + ((size_t)ymap[y] * is->w + xmap[x]) * is->c, row);
+}
+
+static void run_binary_scalar(const CpuState *s, const CpuStep *st, size_t n)
+{
+    const float *a = fbuf(s, st->src[0]);
+    float *d = fbuf(s, st->dst), k = st->l->p.binary.b;
+
+    switch (st->l->p.binary.op) {
+    case REEL_NN_BIN_ADD:
+        for (size_t i = 0; i < n; i++)
+            d[i] = a[i] + k;
+        break;
+    case REEL_NN_BIN_SUB:
+        for (size_t i = 0; i < n; i++)
+            d[i] = a[i] - k;
+        break;
+    case REEL_NN_BIN_MUL:
+        for (size_t i = 0; i < n; i++)
+            d[i] = a[i] * k;
+        break;
+    }
+}
+
+/* Eltwise product or max (sum runs as a oneDNN primitive). */
+static void run_eltwise(const CpuState *s, const CpuStep *st, size_t n)
+{
+    float *d = fbuf(s, st->dst);
+
+    memcpy(d, fbuf(s, st->src[0]), n * sizeof(float));
+    for (int k = 1; k < st->nsrc; k++) {
+        const float *b = fbuf(s, st->src[k]);
+
+        if (st->l->p.eltwise.op == REEL_NN_ELT_PROD)
+            for (size_t i = 0; i < n; i++)
+                d[i] *= b[i];
+        else
+            for (size_t i = 0; i < n; i++)
+                d[i] = b[i] > d[i] ? b[i] : d[i];
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the table */
+
+static void free_steps(CpuState *s)
+{
+    for (int i = 0; i < s->nsteps; i++) {
+        CpuStep *st = &s->steps[i];
+
+        for (int k = 0; k < st->ncalls; k++) {
+            if (st->call[k].prim)
+                dnnl_primitive_destroy(st->call[k].prim);
+            if (st->call[k].pd)
+                dnnl_primitive_desc_destroy(st->call[k].pd);
+            free(st->call[k].args);
+        }
+        for (int k = 0; k < st->nmems; k++)
+            dnnl_memory_destroy(st->mems[k]);
+        free(st->mems);
+        free(st->prelu_w);
+        free(st->src);
+        free(st->ymap);
+        free(st->xmap);
+    }
+    free(s->steps);
+    s->steps = NULL;
+    s->nsteps = 0;
+}
+
+static void cpu_free(void **state)
+{
+    CpuState *s = state ? *state : NULL;
+
+    if (!s)
+        return;
+    free_steps(s);
+    for (int i = 0; i < s->nbufs; i++)
+        free(s->bufs[i]);
+    free(s->bufs);
+    free(s->buf_bytes);
+    free(s->scratch);
+    free(s->scratch_mems);
+    free(s->shapes);
+    free(s->md);
+    free(s->alias);
+    free(s->blob_buf);
+    free(s->loop_reader);
+    free(s->wino_reader);
+    free(s->shadow);
+    if (s->attr)
+        dnnl_primitive_attr_destroy(s->attr);
+    if (s->strm)
+        dnnl_stream_destroy(s->strm);
+    if (s->eng)
+        dnnl_engine_destroy(s->eng);
+    free(s);
+    *state = NULL;
+}
+
 static int cpu_supports(ReelUpscalePrecision p)
 {
-    return p == REEL_UPSCALE_FP32;
+    if (p == REEL_UPSCALE_FP32)
+        return 1;
+    /* bf16 only where the CPU computes it natively: emulated bf16 is slower than f32 */
+    return p == REEL_UPSCALE_BF16 &&
+           (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) ==
+               dnnl_cpu_isa_avx512_core_bf16;
 }
 
 static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                       const ReelBackendConfig *cfg, char *errmsg)
 {
     CpuState *s;
-    int ret = 0, threads = cfg->threads;
+    const char *algo = getenv("CLIPREEL_CONV_ALGO");
+    int ret = 0, cap;
 
     *state = NULL;
     if (!(s = calloc(1, sizeof(*s))))
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
     s->g = g;
-    s->threads = threads;
+    s->threads = cfg->threads > 0 ? cfg->threads : machine_threads();
+    s->bf16 = cfg->precision == REEL_UPSCALE_BF16;
+    s->wino_ok = !s->bf16 && !(algo && !strcmp(algo, "direct"));
     s->in_h = in_h;
     s->in_w = in_w;
-    s->shapes = malloc((size_t)g->nblobs * sizeof(*s->shapes));
-    s->alias = malloc((size_t)g->nblobs * sizeof(int));
-    s->blob_buf = malloc((size_t)g->nblobs * sizeof(int));
-    if (!s->shapes || !s->alias || !s->blob_buf) {
+    /* graph blobs, then at most one shadow per layer input and one for the output */
+    cap = g->nblobs + 1;
+    for (int i = 0; i < g->nlayers; i++)
+        cap += g->layers[i].nin;
+    s->capblobs = cap;
+    s->nblobs = g->nblobs;
+    s->shapes = calloc((size_t)cap, sizeof(*s->shapes));
+    s->md = calloc((size_t)cap, sizeof(*s->md));
+    s->alias = malloc((size_t)cap * sizeof(int));
+    s->blob_buf = malloc((size_t)cap * sizeof(int));
+    s->loop_reader = calloc((size_t)cap, sizeof(int));
+    s->wino_reader = calloc((size_t)cap, sizeof(int));
+    s->shadow = malloc((size_t)cap * sizeof(int));
+    if (!s->shapes || !s->md || !s->alias || !s->blob_buf || !s->loop_reader || !s->wino_reader ||
+        !s->shadow) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
         goto fail;
     }
-    if ((ret = reel_nn_graph_infer(g, in_h, in_w, s->shapes, errmsg)) < 0 ||
-        (ret = build_steps(s, errmsg)) < 0 || (ret = plan_buffers(s, errmsg)) < 0)
-        goto fail;
-    set_omp_threads(threads);
+    for (int b = 0; b < cap; b++)
+        s->shadow[b] = -1;
+    set_omp_threads(s->threads);
     DNNL_TRY(dnnl_engine_create(&s->eng, dnnl_cpu, 0), "engine", NULL);
     DNNL_TRY(dnnl_stream_create(&s->strm, s->eng, dnnl_stream_default_flags), "stream", NULL);
     DNNL_TRY(dnnl_primitive_attr_create(&s->attr), "attr", NULL);
     DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(s->attr, dnnl_scratchpad_mode_user), "attr",
              NULL);
+    if ((ret = reel_nn_graph_infer(g, in_h, in_w, s->shapes, errmsg)) < 0 ||
+        (ret = build_steps(s, errmsg)) < 0 || (ret = plan_formats(s, errmsg)) < 0 ||
+        (ret = plan_buffers(s, errmsg)) < 0)
+        goto fail;
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
-        const ReelNnLayer *l = st->l;
 
-        if (st->kind == REEL_NN_CONV)
-            ret = conv_create(s, st, errmsg);
-        else if (st->kind == REEL_NN_PRELU)
-            ret = prelu_create(s, st, l, buf_of(s, st->src[0]), buf_of(s, st->dst),
-                               &s->shapes[st->dst], errmsg);
-        else if (st->kind == REEL_NN_CONCAT ||
-                 (st->kind == REEL_NN_ELTWISE && l->p.eltwise.op == REEL_NN_ELT_SUM))
-            ret = multi_create(s, st, errmsg);
-        else if (st->kind == REEL_NN_BINARY && !l->p.binary.with_scalar)
-            ret = binary_create(s, st, errmsg);
-        else if (st->kind == REEL_NN_INTERP)
-            ret = make_interp_maps(s, st, errmsg);
-        if (ret < 0)
+        if ((ret = make_step(s, st, errmsg)) < 0 ||
+            (st->kind == REEL_NN_INTERP && (ret = make_interp_maps(s, st, errmsg)) < 0))
             goto fail;
     }
     if (s->scratch_bytes) {
@@ -914,10 +1326,12 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
         size_t total = s->scratch_bytes;
 
         for (int i = 0; i < s->nbufs; i++)
-            total += s->buf_floats[i] * sizeof(float);
+            total += s->buf_bytes[i];
         reel_log(REEL_LOG_DEBUG, "upscale",
-                 "cpu backend: %dx%d input, %d steps, %d buffers, %zu MB activations", in_w, in_h,
-                 s->nsteps, s->nbufs, total >> 20);
+                 "cpu backend: %dx%d input, %s, %d threads, %d steps (%d Winograd "
+                 "convolutions, %d conversions), %d buffers, %zu MB activations",
+                 in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino,
+                 s->nconvert, s->nbufs, total >> 20);
     }
     *state = s;
     return 0;
@@ -930,7 +1344,6 @@ fail:
 static int cpu_run(void *state, const float *in, float *out, char *errmsg)
 {
     CpuState *s = state;
-    const ReelNnGraph *g = s->g;
     int ret = 0;
 
     set_omp_threads(s->threads);
@@ -939,36 +1352,34 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
         const ReelNnLayer *l = st->l;
         const ReelNnShape *os = &s->shapes[st->dst];
         size_t pixels = (size_t)os->h * os->w, n = pixels * os->c;
-        float *d = buf_of(s, st->dst);
 
-        for (int k = 0; k < st->ncalls; k++)
-            DNNL_TRY(dnnl_primitive_execute(st->call[k].prim, s->strm, st->call[k].nargs,
-                                            st->call[k].args),
-                     "execute", l);
         if (st->ncalls) {
+            for (int k = 0; k < st->ncalls; k++)
+                DNNL_TRY(dnnl_primitive_execute(st->call[k].prim, s->strm, st->call[k].nargs,
+                                                st->call[k].args),
+                         "execute", l);
             DNNL_TRY(dnnl_stream_wait(s->strm), "execute", l);
-            if (st->act_in_loop) {
-                run_act(d, n, l->p.conv.act, l->p.conv.act_alpha);
-                if (st->prelu)
-                    run_prelu(d, d, pixels, os->c, st->prelu->p.prelu.slope, st->prelu->p.prelu.n);
-            }
             continue;
         }
         switch (st->kind) {
-        case STEP_INPUT:
+        case STEP_INPUT: {
+            float *d = fbuf(s, st->dst);
+
             for (size_t p = 0; p < pixels; p++)
                 for (int c = 0; c < os->c; c++)
                     d[p * os->c + c] = in[(size_t)c * pixels + p];
             break;
+        }
         case REEL_NN_PIXEL_SHUFFLE:
-            run_pixel_shuffle(buf_of(s, st->src[0]), d, &s->shapes[st->src[0]], os,
+            run_pixel_shuffle(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os,
                               l->p.shuffle.factor, l->p.shuffle.mode);
             break;
         case REEL_NN_INTERP:
-            run_interp(buf_of(s, st->src[0]), d, &s->shapes[st->src[0]], os, st->ymap, st->xmap);
+            run_interp(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os, st->ymap,
+                       st->xmap);
             break;
         case REEL_NN_BINARY: /* with a scalar */
-            run_binary(s, st, n);
+            run_binary_scalar(s, st, n);
             break;
         case REEL_NN_ELTWISE: /* product or max */
             run_eltwise(s, st, n);
@@ -978,10 +1389,9 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
         }
     }
     {
-        int ob = s->alias[g->output];
-        const ReelNnShape *os = &s->shapes[ob];
+        const ReelNnShape *os = &s->shapes[s->out_blob];
         size_t pixels = (size_t)os->h * os->w;
-        const float *src = buf_of(s, ob);
+        const float *src = fbuf(s, s->out_blob);
 
         for (int c = 0; c < os->c; c++)
             for (size_t p = 0; p < pixels; p++)
