@@ -21,7 +21,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: clipreel upscale IN.png -o OUT.png [--model x4fast|x4plus] [--tile N]\n"
-               "                        [--models DIR] [--threads N]\n"
+               "                        [--models DIR] [--threads N] [--precision fp32|bf16]\n"
                "Upscales IN.png 4x with a Real-ESRGAN model and writes OUT.png (8-bit RGB).\n"
                "  -o, --output OUT.png  where to write (required)\n"
                "  -m, --model NAME      x4fast (realesr-general-x4v3, default) or x4plus\n"
@@ -30,7 +30,10 @@ static void usage(FILE *f)
                "                        -1 runs the whole image as one tile\n"
                "  -M, --models DIR      folder with realesrgan-*.param/.bin (default\n"
                "                        $CLIPREEL_MODELS, else ./models)\n"
-               "  -j, --threads N       CPU threads (default: all cores)\n");
+               "  -j, --threads N       CPU threads (default: all cores)\n"
+               "  -p, --precision P     fp32 (default) or bf16: bf16 convolutions where the CPU\n"
+               "                        has native bf16 (AVX-512 BF16), else fp32 with a warning;\n"
+               "                        >= 40 dB PSNR from fp32 (docs/PERFORMANCE.md)\n");
 }
 
 static int parse_int_arg(const char *name, const char *text, int lo, int hi, int *out)
@@ -59,13 +62,11 @@ static double now(void)
 
 int reel_cli_upscale(int argc, char **argv)
 {
-    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"tile", required_argument, 0, 't'},
-                                         {"models", required_argument, 0, 'M'},
-                                         {"threads", required_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'},  {"model", required_argument, 0, 'm'},
+        {"tile", required_argument, 0, 't'},    {"models", required_argument, 0, 'M'},
+        {"threads", required_argument, 0, 'j'}, {"precision", required_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     ReelUpscaleOptions opt = {0};
     ReelUpscaler *up = NULL;
     char err[REEL_ERRMSG_SIZE] = "";
@@ -76,7 +77,7 @@ int reel_cli_upscale(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":o:m:t:M:j:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":o:m:t:M:j:p:h", opts, NULL)) != -1) {
         switch (c) {
         case 'o':
             out_path = optarg;
@@ -98,6 +99,12 @@ int reel_cli_upscale(int argc, char **argv)
         case 'j':
             if (parse_int_arg("--threads", optarg, 1, 1024, &opt.threads) < 0)
                 return 2;
+            break;
+        case 'p':
+            if (reel_upscale_precision_parse(optarg, &opt.precision) < 0) {
+                fprintf(stderr, "clipreel upscale: --precision '%s' is not fp32 or bf16\n", optarg);
+                return 2;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -147,8 +154,9 @@ int reel_cli_upscale(int argc, char **argv)
         snprintf(err, sizeof(err), "%s", reel_upscale_errmsg(up));
         goto fail;
     }
-    reel_log(REEL_LOG_INFO, "upscale", "%s: %dx%d -> %dx%d in %.2f s (model load %.2f s)", in_path,
-             w, h, w * s, h * s, now() - t1, t1 - t0);
+    reel_log(REEL_LOG_INFO, "upscale", "%s: %dx%d -> %dx%d in %.2f s, %s (model load %.2f s)",
+             in_path, w, h, w * s, h * s, now() - t1,
+             reel_upscale_precision_name(reel_upscale_precision(up)), t1 - t0);
     if (reel_png_write(out_path, big, w * s, h * s, (ptrdiff_t)w * s * 3, err) < 0)
         goto fail;
     ret = 0;
