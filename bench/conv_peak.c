@@ -1,14 +1,15 @@
 /*
  * conv_peak.c - what oneDNN itself reaches on this machine for the upscaler's
  * dominant layer: a 64->64 3x3 convolution (pad 1) on an H x W map, fp32 or
- * bf16, layouts chosen by oneDNN (format_tag_any), primitive created once and
- * run repeatedly (best of runs after one warm-up). Prints one JSON line:
+ * bf16, direct or Winograd (fp32 only: oneDNN 2.6 has no bf16 Winograd), layouts
+ * chosen by oneDNN (format_tag_any), primitive created once and run repeatedly
+ * (best of runs after one warm-up). Prints one JSON line:
  * {"layer":..., "gflops":...}. This is the ceiling the whole network's
  * throughput is compared against (bench/run.py, net_vs_conv). threads sets
  * oneDNN's OpenMP pool (omp_set_num_threads, looked up at run time as the
  * upscaler does); 0 or absent = all cores.
  *
- * usage: conv_peak [H W [runs [f32|bf16 [threads]]]]
+ * usage: conv_peak [H W [runs [f32|bf16|wino [threads]]]]   (wino: f32 Winograd)
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -20,13 +21,13 @@
 
 #include <dnnl.h>
 
-#define CHECK(call)                                                                        \
-    do {                                                                                   \
-        dnnl_status_t s_ = (call);                                                         \
-        if (s_ != dnnl_success) {                                                          \
-            fprintf(stderr, "conv_peak: %s failed: %d\n", #call, (int)s_);                 \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        dnnl_status_t s_ = (call);                                                                 \
+        if (s_ != dnnl_success) {                                                                  \
+            fprintf(stderr, "conv_peak: %s failed: %d\n", #call, (int)s_);                         \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static int arg(int argc, char **argv, int i, int def, int lo, int hi)
@@ -57,6 +58,7 @@ int main(int argc, char **argv)
     int H = arg(argc, argv, 1, 270, 1, 16384), W = arg(argc, argv, 2, 480, 1, 16384);
     int runs = arg(argc, argv, 3, 10, 1, 100000), threads = arg(argc, argv, 5, 0, 0, 1024);
     int bf16 = argc > 4 && !strcmp(argv[4], "bf16");
+    int wino = argc > 4 && !strcmp(argv[4], "wino");
     dnnl_engine_t eng;
     dnnl_stream_t strm;
     dnnl_memory_desc_t src_md, wei_md, bia_md, dst_md;
@@ -83,15 +85,15 @@ int main(int argc, char **argv)
     CHECK(dnnl_memory_desc_init_by_tag(&wei_md, 4, wd, dt, dnnl_format_tag_any));
     CHECK(dnnl_memory_desc_init_by_tag(&bia_md, 1, bd, dnnl_f32, dnnl_a));
     CHECK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dt, dnnl_format_tag_any));
-    CHECK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                             dnnl_convolution_direct, &src_md, &wei_md, &bia_md,
-                                             &dst_md, strides, pad, pad));
+    CHECK(dnnl_convolution_forward_desc_init(
+        &cd, dnnl_forward_inference, wino ? dnnl_convolution_winograd : dnnl_convolution_direct,
+        &src_md, &wei_md, &bia_md, &dst_md, strides, pad, pad));
     CHECK(dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL));
     CHECK(dnnl_primitive_create(&conv, pd));
     CHECK(dnnl_memory_create(&src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), eng,
                              DNNL_MEMORY_ALLOCATE));
-    CHECK(dnnl_memory_create(&wei, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
-                             eng, DNNL_MEMORY_ALLOCATE));
+    CHECK(dnnl_memory_create(&wei, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), eng,
+                             DNNL_MEMORY_ALLOCATE));
     CHECK(dnnl_memory_create(&bia, &bia_md, eng, DNNL_MEMORY_ALLOCATE));
     CHECK(dnnl_memory_create(&dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), eng,
                              DNNL_MEMORY_ALLOCATE));
@@ -105,8 +107,8 @@ int main(int argc, char **argv)
     CHECK(dnnl_memory_get_memory_desc(wei, &md));
     memset(p, 0, dnnl_memory_desc_get_size(md));
 
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei},
-                              {DNNL_ARG_BIAS, bia}, {DNNL_ARG_DST, dst}};
+    dnnl_exec_arg_t args[] = {
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bia}, {DNNL_ARG_DST, dst}};
     CHECK(dnnl_primitive_execute(conv, strm, 4, args)); /* warm-up */
     CHECK(dnnl_stream_wait(strm));
     double best = 1e30;
@@ -121,9 +123,11 @@ int main(int argc, char **argv)
     const char *impl = "";
     CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
     double flop = 2.0 * 64 * 64 * 9 * (double)H * W;
-    printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"%s\",\"impl\":\"%s\","
-           "\"threads\":%d,\"best_s\":%.6f,\"gflops\":%.1f}\n",
-           H, W, bf16 ? "bf16" : "f32", impl, threads, best, flop / best * 1e-9);
+    /* Winograd does fewer multiplications: its figure counts the direct algorithm's FLOPs */
+    printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"%s\",\"algo\":\"%s\","
+           "\"impl\":\"%s\",\"threads\":%d,\"best_s\":%.6f,\"gflops\":%.1f}\n",
+           H, W, bf16 ? "bf16" : "f32", wino ? "winograd" : "direct", impl, threads, best,
+           flop / best * 1e-9);
     dnnl_primitive_destroy(conv);
     dnnl_primitive_desc_destroy(pd);
     dnnl_memory_destroy(src);
