@@ -207,6 +207,7 @@ static void test_parallel_matches_single(void **state)
     assert_true(e <= 1e-4 * p);
     free(s);
     free(a);
+    reel_job_free(&job);
 }
 
 static void test_part_is_the_clip(void **state)
