@@ -123,18 +123,17 @@ int reel_cli_plan(int argc, char **argv)
                plan.parallel ? "one container per clip + assemble" : "single container",
                plan.gpu->name, plan.reason);
         printf("%-28s %18s %22s\n", "", "single container", "per-clip containers");
-        printf("%-28s %18d %22d\n", "containers", plan.single.containers,
-               plan.per_clip.containers);
+        printf("%-28s %18d %22d\n", "containers", plan.single.containers, plan.per_clip.containers);
         printf("%-28s %18d %22d\n", "storage transfers", plan.single.transfers,
                plan.per_clip.transfers);
         printf("%-28s %18.1f %22.1f\n", "GPU seconds", plan.single.gpu_s, plan.per_clip.gpu_s);
-        printf("%-28s %18.1f %22.1f\n", "wall seconds", plan.single.wall_s,
-               plan.per_clip.wall_s);
-        char label[64];
+        printf("%-28s %18.1f %22.1f\n", "wall seconds", plan.single.wall_s, plan.per_clip.wall_s);
+        char label[64], a[32], b[32];
         snprintf(label, sizeof(label), "cost (%s at $%.6f/s)", plan.gpu->name,
                  plan.gpu->price_per_s);
-        printf("%-28s %18s %22s\n", label, "", "");
-        printf("%-28s %17s$%.4f %21s$%.4f\n", "", "", plan.single.cost, "", plan.per_clip.cost);
+        snprintf(a, sizeof(a), "$%.4f", plan.single.cost);
+        snprintf(b, sizeof(b), "$%.4f", plan.per_clip.cost);
+        printf("%-28s %18s %22s\n", label, a, b);
         printf("\nModel: cold start %.0f s, model load %.0f s, %.3f s/frame on %s, %.1f s per "
                "transfer.\n",
                cfg.cold_start_s, cfg.model_load_s, plan.gpu->s_per_frame, plan.gpu->name,

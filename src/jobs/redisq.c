@@ -36,7 +36,7 @@
 #define LATEST_TTL_S (24 * 3600)
 
 struct ReelRedisq {
-    redisContext *ctx;  /* NULL or broken: reconnect at the next call */
+    redisContext *ctx; /* NULL or broken: reconnect at the next call */
     ReelRedisUrl url;
     int timeout_ms;
     char errmsg[REEL_ERRMSG_SIZE];
@@ -44,7 +44,8 @@ struct ReelRedisq {
 
 /* ---- connection ------------------------------------------------------------------------- */
 
-static int set_err(ReelRedisq *q, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int set_err(ReelRedisq *q, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int set_err(ReelRedisq *q, int err, const char *fmt, ...)
 {
@@ -75,7 +76,8 @@ int reel_redisq_url_parse(ReelRedisUrl *url, const char *text, char *errmsg)
     if (at) {
         const char *c = memchr(p, ':', (size_t)(at - p));
         if (!c)
-            return reel_fail(errmsg, REEL_ERR(EINVAL), "--redis: credentials must be user:password@");
+            return reel_fail(errmsg, REEL_ERR(EINVAL),
+                             "--redis: credentials must be user:password@");
         if ((size_t)(c - p) >= sizeof(url->user) || (size_t)(at - c - 1) >= sizeof(url->password))
             return reel_fail(errmsg, REEL_ERR(EINVAL), "--redis: credentials too long");
         memcpy(url->user, p, (size_t)(c - p));
@@ -154,9 +156,8 @@ static int connect_now(ReelRedisq *q)
     redisSetTimeout(c, tv_of(q->timeout_ms));
     q->ctx = c;
     if (q->url.password[0]) {
-        redisReply *r = q->url.user[0]
-                            ? redisCommand(c, "AUTH %s %s", q->url.user, q->url.password)
-                            : redisCommand(c, "AUTH %s", q->url.password);
+        redisReply *r = q->url.user[0] ? redisCommand(c, "AUTH %s %s", q->url.user, q->url.password)
+                                       : redisCommand(c, "AUTH %s", q->url.password);
         if ((ret = simple(q, r, "AUTH")) < 0) {
             drop(q);
             return ret;
@@ -217,7 +218,8 @@ static redisReply *cmd(ReelRedisq *q, const char *fmt, ...)
     r = redisvCommand(q->ctx, fmt, ap);
     va_end(ap);
     if (!r) {
-        set_err(q, REEL_ERR(ECONNRESET), "redis: %s", q->ctx->errstr[0] ? q->ctx->errstr : "I/O error");
+        set_err(q, REEL_ERR(ECONNRESET), "redis: %s",
+                q->ctx->errstr[0] ? q->ctx->errstr : "I/O error");
         drop(q);
     }
     return r;
@@ -314,21 +316,33 @@ int reel_redisq_enqueue(ReelRedisq *q, const ReelRedisqExport *e, char *stream_i
     if (!(r = cmd(q, "XGROUP CREATE %s %s 0 MKSTREAM", skey, REEL_REDISQ_GROUP)))
         return REEL_ERR(ECONNRESET);
     freeReplyObject(r); /* BUSYGROUP is fine */
+    if (e->parts < 0 || e->parts > REEL_REDISQ_MAX_PARTS)
+        return set_err(q, REEL_ERR(EINVAL), "enqueue: %d parts", e->parts);
     if ((ret = simple(q, cmd(q, "MULTI"), "MULTI")) < 0)
         return ret;
-    if ((ret = simple(q, cmd(q, "HSET %s state queued class %s attempts 0 user %s export_id %s "
-                                "created_ms %s",
-                             ekey, e->gpu_class, e->user, e->export_id, ms),
+    if ((ret = simple(q,
+                      cmd(q,
+                          "HSET %s state queued class %s attempts 0 user %s export_id %s "
+                          "created_ms %s mode %s parts %d",
+                          ekey, e->gpu_class, e->user, e->export_id, ms,
+                          e->parts ? "parallel" : "single", e->parts),
                       "HSET")) < 0)
         return ret;
-    if ((ret = simple(q, cmd(q, "XADD %s MAXLEN ~ %d * export_id %s user %s project_id %s "
-                                "project_name %s job %s sources %s mode single enqueued_ms %s",
-                             skey, STREAM_MAXLEN, e->export_id, e->user,
-                             e->project_id ? e->project_id : "",
-                             e->project_name ? e->project_name : "", e->job_json,
-                             e->sources_json ? e->sources_json : "[]", ms),
-                      "XADD")) < 0)
-        return ret;
+    /* One entry (single), or one per part; the assemble entry comes later. */
+    for (int k = 0; k < (e->parts ? e->parts : 1); k++) {
+        if ((ret = simple(q,
+                          cmd(q,
+                              "XADD %s MAXLEN ~ %d * export_id %s user %s project_id %s "
+                              "project_name %s job %s sources %s mode %s part %d parts %d "
+                              "enqueued_ms %s",
+                              skey, STREAM_MAXLEN, e->export_id, e->user,
+                              e->project_id ? e->project_id : "",
+                              e->project_name ? e->project_name : "", e->job_json,
+                              e->sources_json ? e->sources_json : "[]",
+                              e->parts ? "part" : "single", e->parts ? k : -1, e->parts, ms),
+                          "XADD")) < 0)
+            return ret;
+    }
     if (!(r = cmd(q, "EXEC")))
         return REEL_ERR(ECONNRESET);
     if (r->type == REDIS_REPLY_NIL) {
@@ -336,12 +350,12 @@ int reel_redisq_enqueue(ReelRedisq *q, const ReelRedisqExport *e, char *stream_i
         return set_err(q, REEL_ERR(EEXIST), "export %s/%s was queued concurrently", e->user,
                        e->export_id);
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
         r->element[1]->type != REDIS_REPLY_STRING)
         return reply_err(q, r, "EXEC");
     if (stream_id)
         snprintf(stream_id, 64, "%s", r->element[1]->str);
-    /* Remember where the entry is (for an operator looking at the hash). */
+    /* Remember where the (first) entry is (for an operator looking at the hash). */
     simple(q, cmd(q, "HSET %s stream_id %s", ekey, r->element[1]->str), "HSET");
     freeReplyObject(r);
     return 0;
@@ -370,6 +384,7 @@ static int parse_entry(ReelRedisq *q, const redisReply *ent, const char *gpu_cla
         return set_err(q, REEL_ERR(EPROTO), "stream entry: unexpected shape");
     snprintf(msg->stream_id, sizeof(msg->stream_id), "%s", ent->element[0]->str);
     snprintf(msg->gpu_class, sizeof(msg->gpu_class), "%s", gpu_class);
+    msg->part = -1;
     kv = ent->element[1];
     if (kv->type != REDIS_REPLY_ARRAY)
         return 1; /* deleted while pending */
@@ -387,6 +402,10 @@ static int parse_entry(ReelRedisq *q, const redisReply *ent, const char *gpu_cla
             snprintf(msg->project_name, sizeof(msg->project_name), "%s", v);
         else if (!strcmp(f, "mode"))
             snprintf(msg->mode, sizeof(msg->mode), "%s", v);
+        else if (!strcmp(f, "part"))
+            msg->part = (int)strtol(v, NULL, 10);
+        else if (!strcmp(f, "parts"))
+            msg->parts = (int)strtol(v, NULL, 10);
         else if (!strcmp(f, "job") && !msg->job_json)
             msg->job_json = strdup(v);
         else if (!strcmp(f, "sources") && !msg->sources_json)
@@ -398,6 +417,23 @@ static int parse_entry(ReelRedisq *q, const redisReply *ent, const char *gpu_cla
     }
     if (!name_ok(msg->user) || !name_ok(msg->export_id))
         return 1;
+    if (!msg->mode[0] || !strcmp(msg->mode, "single")) {
+        snprintf(msg->mode, sizeof(msg->mode), "single");
+        msg->part = -1;
+        msg->parts = 0;
+    } else if (!strcmp(msg->mode, "part")) {
+        if (msg->parts < 1 || msg->parts > REEL_REDISQ_MAX_PARTS || msg->part < 0 ||
+            msg->part >= msg->parts)
+            return 1;
+        snprintf(msg->task, sizeof(msg->task), "part%d", msg->part);
+    } else if (!strcmp(msg->mode, "assemble")) {
+        if (msg->parts < 1 || msg->parts > REEL_REDISQ_MAX_PARTS)
+            return 1;
+        msg->part = -1;
+        snprintf(msg->task, sizeof(msg->task), "assemble");
+    } else {
+        return 1; /* a mode from a newer protocol: not ours to run */
+    }
     return 0;
 }
 
@@ -563,15 +599,40 @@ static const char *field(const redisReply *r, size_t i)
     return r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : NULL;
 }
 
+/* The hash field of msg's task: "owner" (single), "owner:part3", "owner:assemble". */
+static const char *task_field(char *out, size_t size, const char *base, const ReelRedisqMsg *msg)
+{
+    if (msg->task[0])
+        snprintf(out, size, "%s:%s", base, msg->task);
+    else
+        snprintf(out, size, "%s", base);
+    return out;
+}
+
+static int hincr(ReelRedisq *q, const char *key, const char *f, int64_t *out)
+{
+    redisReply *r = cmd(q, "HINCRBY %s %s 1", key, f);
+    if (!r)
+        return REEL_ERR(ECONNRESET);
+    if (r->type != REDIS_REPLY_INTEGER)
+        return reply_err(q, r, "HINCRBY");
+    *out = r->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
 int reel_redisq_begin(ReelRedisq *q, const ReelRedisqMsg *msg, const char *consumer,
                       int max_attempts, int *attempt, char *owner_out)
 {
-    char key[512], ms[32], reason[700];
+    char key[512], ms[32], reason[760], fowner[48], fattempts[48], what[48] = "";
     redisReply *r;
     ReelRedisqResult res = {0};
-    int ret, n;
+    int64_t n, total;
+    int ret;
 
     export_key(key, sizeof(key), msg->user, msg->export_id);
+    task_field(fowner, sizeof(fowner), "owner", msg);
+    task_field(fattempts, sizeof(fattempts), "attempts", msg);
     if ((ret = hmget(q, &r, key, "state", "result", "cancel")) < 0)
         return ret;
     if (!field(r, 0) || field(r, 1)) {
@@ -587,13 +648,25 @@ int reel_redisq_begin(ReelRedisq *q, const ReelRedisqMsg *msg, const char *consu
         return ret < 0 ? ret : REEL_REDISQ_CANCELLED;
     }
     freeReplyObject(r);
-    if (!(r = cmd(q, "HINCRBY %s attempts 1", key)))
-        return REEL_ERR(ECONNRESET);
-    if (r->type != REDIS_REPLY_INTEGER)
-        return reply_err(q, r, "HINCRBY");
-    n = (int)r->integer;
-    freeReplyObject(r);
-    *attempt = n;
+    if (msg->part >= 0) {
+        /* A previous owner recorded the part and died before its XACK. */
+        if (!(r = cmd(q, "HEXISTS %s part:%d", key, msg->part)))
+            return REEL_ERR(ECONNRESET);
+        if (r->type != REDIS_REPLY_INTEGER)
+            return reply_err(q, r, "HEXISTS");
+        n = r->integer;
+        freeReplyObject(r);
+        if (n)
+            return REEL_REDISQ_PART_DONE;
+        snprintf(what, sizeof(what), " on clip %d", msg->part + 1);
+    } else if (msg->task[0]) {
+        snprintf(what, sizeof(what), " joining the clips");
+    }
+    if ((ret = hincr(q, key, fattempts, &n)) < 0)
+        return ret;
+    if (msg->task[0] && (ret = hincr(q, key, "attempts", &total)) < 0)
+        return ret;
+    *attempt = (int)n;
     if (n > max_attempts) {
         char last[512] = "the worker was lost";
         if ((ret = hmget(q, &r, key, "error", "owner", "state")) < 0)
@@ -601,32 +674,33 @@ int reel_redisq_begin(ReelRedisq *q, const ReelRedisqMsg *msg, const char *consu
         if (field(r, 0) && *field(r, 0))
             snprintf(last, sizeof(last), "%s", field(r, 0));
         freeReplyObject(r);
-        snprintf(reason, sizeof(reason), "Export failed: gave up after %d attempts (last: %s)",
-                 max_attempts, last);
+        snprintf(reason, sizeof(reason), "Export failed: gave up after %d attempts%s (last: %s)",
+                 max_attempts, what, last);
         res.status = "error";
         res.error = reason;
         res.worker = consumer;
         ret = reel_redisq_publish_result(q, msg->user, msg->export_id, &res);
         return ret < 0 ? ret : REEL_REDISQ_GAVE_UP;
     }
-    snprintf(owner_out, REEL_REDISQ_NAME_MAX + 16, "%s#%d", consumer, n);
+    snprintf(owner_out, REEL_REDISQ_NAME_MAX + 16, "%s#%d", consumer, (int)n);
     snprintf(ms, sizeof(ms), "%lld", (long long)now_ms());
-    return simple(q, cmd(q, "HSET %s state running owner %s started_ms %s", key, owner_out, ms),
-                  "HSET");
+    return simple(
+        q, cmd(q, "HSET %s state running %s %s started_ms %s", key, fowner, owner_out, ms), "HSET");
 }
 
 int reel_redisq_refresh(ReelRedisq *q, const ReelRedisqMsg *msg, const char *consumer,
                         const char *owner)
 {
-    char key[512], skey[256];
+    char key[512], skey[256], fowner[48];
     redisReply *r;
     int ret, cancel;
 
     export_key(key, sizeof(key), msg->user, msg->export_id);
     stream_key(skey, sizeof(skey), msg->gpu_class);
+    task_field(fowner, sizeof(fowner), "owner", msg);
     if ((ret = simple(q, cmd(q, "WATCH %s", key), "WATCH")) < 0)
         return ret;
-    if ((ret = hmget(q, &r, key, "owner", "result", "cancel")) < 0)
+    if ((ret = hmget(q, &r, key, fowner, "result", "cancel")) < 0)
         return ret;
     if (!field(r, 0) || strcmp(field(r, 0), owner) || field(r, 1)) {
         freeReplyObject(r);
@@ -637,8 +711,9 @@ int reel_redisq_refresh(ReelRedisq *q, const ReelRedisqMsg *msg, const char *con
     freeReplyObject(r);
     if ((ret = simple(q, cmd(q, "MULTI"), "MULTI")) < 0)
         return ret;
-    if ((ret = simple(q, cmd(q, "XCLAIM %s %s %s 0 %s JUSTID", skey, REEL_REDISQ_GROUP, consumer,
-                             msg->stream_id),
+    if ((ret = simple(q,
+                      cmd(q, "XCLAIM %s %s %s 0 %s JUSTID", skey, REEL_REDISQ_GROUP, consumer,
+                          msg->stream_id),
                       "XCLAIM")) < 0)
         return ret;
     if (!(r = cmd(q, "EXEC")))
@@ -650,10 +725,11 @@ int reel_redisq_refresh(ReelRedisq *q, const ReelRedisqMsg *msg, const char *con
     if (r->type != REDIS_REPLY_ARRAY)
         return reply_err(q, r, "EXEC");
     /* XCLAIM of an entry that left the pending list returns nothing. */
-    ret = r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
-                  r->element[0]->elements == 0
-              ? REEL_REDISQ_LOST
-              : cancel ? REEL_REDISQ_CANCEL : REEL_REDISQ_HELD;
+    ret =
+        r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 0
+            ? REEL_REDISQ_LOST
+        : cancel ? REEL_REDISQ_CANCEL
+                 : REEL_REDISQ_HELD;
     freeReplyObject(r);
     return ret;
 }
@@ -702,12 +778,12 @@ int reel_redisq_publish_result(ReelRedisq *q, const char *user, const char *expo
         json_str(a, sizeof(a), res->output_key ? res->output_key : "");
         json_str(b, sizeof(b), res->chapters_key ? res->chapters_key : "");
         snprintf(json, sizeof(json),
-                 "{\"status\":\"complete\",\"output_key\":%s,\"chapters_key\":%s,\"worker\":%s}",
-                 a, b, c);
+                 "{\"status\":\"complete\",\"output_key\":%s,\"chapters_key\":%s,\"worker\":%s}", a,
+                 b, c);
     } else {
         json_str(a, sizeof(a), res->error ? res->error : "failed");
-        snprintf(json, sizeof(json), "{\"status\":\"%s\",\"error\":%s,\"worker\":%s}",
-                 res->status, a, c);
+        snprintf(json, sizeof(json), "{\"status\":\"%s\",\"error\":%s,\"worker\":%s}", res->status,
+                 a, c);
     }
     if (!(r = cmd(q, "HSETNX %s result %s", key, json)))
         return REEL_ERR(ECONNRESET);
@@ -718,13 +794,15 @@ int reel_redisq_publish_result(ReelRedisq *q, const char *user, const char *expo
     if (!won)
         return 0;
     if (!strcmp(res->status, "complete"))
-        ret = simple(q, cmd(q, "HSET %s state complete output_key %s chapters_key %s completed_ms %s",
-                            key, res->output_key ? res->output_key : "",
-                            res->chapters_key ? res->chapters_key : "", ms),
+        ret = simple(q,
+                     cmd(q, "HSET %s state complete output_key %s chapters_key %s completed_ms %s",
+                         key, res->output_key ? res->output_key : "",
+                         res->chapters_key ? res->chapters_key : "", ms),
                      "HSET");
     else
-        ret = simple(q, cmd(q, "HSET %s state %s error %s completed_ms %s", key, res->status,
-                            res->error ? res->error : "failed", ms),
+        ret = simple(q,
+                     cmd(q, "HSET %s state %s error %s completed_ms %s", key, res->status,
+                         res->error ? res->error : "failed", ms),
                      "HSET");
     if (ret >= 0)
         ret = simple(q, cmd(q, "EXPIRE %s %d", key, DONE_TTL_S), "EXPIRE");
@@ -841,4 +919,239 @@ int reel_redisq_cancel(ReelRedisq *q, const char *user, const char *export_id)
     if (!found)
         return 0;
     return simple(q, cmd(q, "HSET %s cancel 1", key), "HSET") < 0 ? REEL_ERR(EPROTO) : 1;
+}
+
+/* ---- parallel mode: parts, the assemble trigger, combined progress ---------------------- */
+
+/* Like cmd(), for a variable number of binary-safe arguments. */
+static redisReply *cmd_argv(ReelRedisq *q, int argc, const char **argv)
+{
+    redisReply *r;
+
+    if (!q->ctx && connect_now(q) < 0)
+        return NULL;
+    r = redisCommandArgv(q->ctx, argc, argv, NULL);
+    if (!r) {
+        set_err(q, REEL_ERR(ECONNRESET), "redis: %s",
+                q->ctx->errstr[0] ? q->ctx->errstr : "I/O error");
+        drop(q);
+    }
+    return r;
+}
+
+/*
+ * KEYS: export hash, stream. ARGV: part index, part key, stream MAXLEN, then the
+ * assemble entry's field/value pairs. The HSETNX makes parts_done count each
+ * part once, so exactly one call sees it reach `parts` and adds the entry; the
+ * script runs atomically, so the entry can never be lost between the two.
+ */
+static const char record_part_lua[] =
+    "local h = KEYS[1]\n"
+    "if redis.call('EXISTS', h) == 0 or redis.call('HEXISTS', h, 'result') == 1 then return 3 end\n"
+    "if redis.call('HGET', h, 'cancel') == '1' then return 4 end\n"
+    "if redis.call('HSETNX', h, 'part:' .. ARGV[1], ARGV[2]) == 0 then return 0 end\n"
+    "local done = redis.call('HINCRBY', h, 'parts_done', 1)\n"
+    "if done ~= tonumber(redis.call('HGET', h, 'parts') or '0') then return 1 end\n"
+    "local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))\n"
+    "redis.call('HSET', h, 'assemble_id', id)\n"
+    "return 2\n";
+
+int reel_redisq_record_part(ReelRedisq *q, const ReelRedisqMsg *msg, const char *part_key)
+{
+    char key[512], skey[256], idx[16], maxlen[16], parts[16], ms[32];
+    const char *argv[32];
+    redisReply *r;
+    int argc = 0, ret;
+
+    if (msg->part < 0 || msg->parts < 1)
+        return set_err(q, REEL_ERR(EINVAL), "record_part: not a part task");
+    export_key(key, sizeof(key), msg->user, msg->export_id);
+    stream_key(skey, sizeof(skey), msg->gpu_class);
+    snprintf(idx, sizeof(idx), "%d", msg->part);
+    snprintf(maxlen, sizeof(maxlen), "%d", STREAM_MAXLEN);
+    snprintf(parts, sizeof(parts), "%d", msg->parts);
+    snprintf(ms, sizeof(ms), "%lld", (long long)now_ms());
+    argv[argc++] = "EVAL";
+    argv[argc++] = record_part_lua;
+    argv[argc++] = "2";
+    argv[argc++] = key;
+    argv[argc++] = skey;
+    argv[argc++] = idx;
+    argv[argc++] = part_key;
+    argv[argc++] = maxlen;
+    argv[argc++] = "export_id";
+    argv[argc++] = msg->export_id;
+    argv[argc++] = "user";
+    argv[argc++] = msg->user;
+    argv[argc++] = "project_id";
+    argv[argc++] = msg->project_id;
+    argv[argc++] = "project_name";
+    argv[argc++] = msg->project_name;
+    argv[argc++] = "job";
+    argv[argc++] = msg->job_json;
+    argv[argc++] = "sources";
+    argv[argc++] = msg->sources_json;
+    argv[argc++] = "mode";
+    argv[argc++] = "assemble";
+    argv[argc++] = "part";
+    argv[argc++] = "-1";
+    argv[argc++] = "parts";
+    argv[argc++] = parts;
+    argv[argc++] = "enqueued_ms";
+    argv[argc++] = ms;
+    if (!(r = cmd_argv(q, argc, argv)))
+        return REEL_ERR(ECONNRESET);
+    if (r->type != REDIS_REPLY_INTEGER)
+        return reply_err(q, r, "EVAL record_part");
+    ret = (int)r->integer;
+    freeReplyObject(r);
+    return ret;
+}
+
+int reel_redisq_get_parts(ReelRedisq *q, const ReelRedisqMsg *msg, char ***keys)
+{
+    char key[512];
+    char **out;
+    int ret = 0;
+
+    *keys = NULL;
+    if (msg->parts < 1 || msg->parts > REEL_REDISQ_MAX_PARTS)
+        return set_err(q, REEL_ERR(EINVAL), "get_parts: not a parallel export");
+    if (!(out = calloc((size_t)msg->parts, sizeof(*out))))
+        return set_err(q, REEL_ERR(ENOMEM), "out of memory");
+    export_key(key, sizeof(key), msg->user, msg->export_id);
+    for (int k = 0; k < msg->parts && ret == 0; k++) {
+        redisReply *r = cmd(q, "HGET %s part:%d", key, k);
+        if (!r) {
+            ret = REEL_ERR(ECONNRESET);
+        } else if (r->type == REDIS_REPLY_NIL) {
+            ret = set_err(q, REEL_ERR(ENOENT), "part %d of %s/%s is not recorded", k, msg->user,
+                          msg->export_id);
+            freeReplyObject(r);
+        } else if (r->type != REDIS_REPLY_STRING) {
+            ret = reply_err(q, r, "HGET");
+        } else {
+            if (!(out[k] = strdup(r->str)))
+                ret = set_err(q, REEL_ERR(ENOMEM), "out of memory");
+            freeReplyObject(r);
+        }
+    }
+    if (ret < 0) {
+        for (int k = 0; k < msg->parts; k++)
+            free(out[k]);
+        free(out);
+        return ret;
+    }
+    *keys = out;
+    return 0;
+}
+
+/*
+ * KEYS: export hash, ...:latest. ARGV: channel, task ("assemble" or the part
+ * index), the task's percent, the frame, then one weight per part. Parts share
+ * 0-90 % (a recorded part counts 100), the assemble task 90-100 %; `pct` keeps
+ * the export's percent monotonic whatever order the workers' calls come in,
+ * and since the PUBLISH is inside the script, subscribers see that order too.
+ */
+static const char task_progress_lua[] =
+    "local h = KEYS[1]\n"
+    "if redis.call('EXISTS', h) == 0 or redis.call('HEXISTS', h, 'result') == 1 then return 0 end\n"
+    "local n = tonumber(redis.call('HGET', h, 'parts') or '0') or 0\n"
+    "if n < 1 then return 0 end\n"
+    "local p = tonumber(ARGV[3]) or 0\n"
+    "local frame = cjson.decode(ARGV[4])\n"
+    "local total\n"
+    "if ARGV[2] == 'assemble' then\n"
+    "  total = 90 + 10 * p / 100\n"
+    "else\n"
+    "  local f = 'pct:' .. ARGV[2]\n"
+    "  if p > (tonumber(redis.call('HGET', h, f) or '0') or 0) then\n"
+    "    redis.call('HSET', h, f, tostring(p))\n"
+    "  end\n"
+    "  local sum, done, run = 0, 0, {}\n"
+    "  for k = 0, n - 1 do\n"
+    "    local v\n"
+    "    if redis.call('HEXISTS', h, 'part:' .. k) == 1 then\n"
+    "      v = 100\n"
+    "      done = done + 1\n"
+    "    else\n"
+    "      v = tonumber(redis.call('HGET', h, 'pct:' .. k) or '0') or 0\n"
+    "      if redis.call('HEXISTS', h, 'owner:part' .. k) == 1 then run[#run + 1] = k + 1 end\n"
+    "    end\n"
+    "    sum = sum + v * (tonumber(ARGV[5 + k]) or (1 / n))\n"
+    "  end\n"
+    "  total = 90 * sum / 100\n"
+    "  if done == n then\n"
+    "    frame['message'] = 'All ' .. n .. ' clips rendered, joining them...'\n"
+    "  elseif #run == 1 then\n"
+    "    frame['message'] = 'Rendering clip ' .. run[1] .. ' of ' .. n .. ' (' .. done .. ' "
+    "done)...'\n"
+    "  elseif #run > 1 then\n"
+    "    frame['message'] = 'Rendering clips ' .. table.concat(run, ', ') .. ' of ' .. n ..\n"
+    "      ' in parallel (' .. done .. ' done)...'\n"
+    "  else\n"
+    "    frame['message'] = 'Waiting for workers (' .. done .. ' of ' .. n .. ' clips done)...'\n"
+    "  end\n"
+    "  if #run > 0 then frame['clip'] = run[1] end\n"
+    "  frame['total_clips'] = n\n"
+    "end\n"
+    "local last = tonumber(redis.call('HGET', h, 'pct') or '0') or 0\n"
+    "if total < last then total = last end\n"
+    "if total > 99.9 then total = 99.9 end\n"
+    "redis.call('HSET', h, 'pct', tostring(total))\n"
+    "frame['progress'] = math.floor(total * 10 + 0.5) / 10\n"
+    "local out = cjson.encode(frame)\n"
+    "redis.call('SET', KEYS[2], out, 'EX', ARGV[5 + n] or 86400)\n"
+    "redis.call('PUBLISH', ARGV[1], out)\n"
+    "return 1\n";
+
+int reel_redisq_publish_task_progress(ReelRedisq *q, const ReelRedisqMsg *msg, double task_pct,
+                                      const double *weights, int nb_weights, const char *frame)
+{
+    char key[512], chan[512], latest[520], task[16], pct[32], ttl[16];
+    char(*w)[32] = NULL;
+    const char **argv = NULL;
+    redisReply *r;
+    int argc = 0, ret, n = msg->parts;
+
+    if (n < 1 || n > REEL_REDISQ_MAX_PARTS || !frame)
+        return set_err(q, REEL_ERR(EINVAL), "task progress: not a parallel export");
+    if (!(argv = calloc((size_t)n + 16, sizeof(*argv))) || !(w = calloc((size_t)n, sizeof(*w)))) {
+        free(argv);
+        return set_err(q, REEL_ERR(ENOMEM), "out of memory");
+    }
+    export_key(key, sizeof(key), msg->user, msg->export_id);
+    snprintf(chan, sizeof(chan), "clipreel:progress:%s:%s", msg->user, msg->export_id);
+    snprintf(latest, sizeof(latest), "%s:latest", chan);
+    if (msg->part >= 0)
+        snprintf(task, sizeof(task), "%d", msg->part);
+    else
+        snprintf(task, sizeof(task), "assemble");
+    snprintf(pct, sizeof(pct), "%.3f", task_pct < 0 ? 0.0 : task_pct > 100 ? 100.0 : task_pct);
+    snprintf(ttl, sizeof(ttl), "%d", LATEST_TTL_S);
+    argv[argc++] = "EVAL";
+    argv[argc++] = task_progress_lua;
+    argv[argc++] = "2";
+    argv[argc++] = key;
+    argv[argc++] = latest;
+    argv[argc++] = chan;
+    argv[argc++] = task;
+    argv[argc++] = pct;
+    argv[argc++] = frame;
+    for (int k = 0; k < n; k++) {
+        snprintf(w[k], sizeof(w[k]), "%.9f", weights && nb_weights == n ? weights[k] : 1.0 / n);
+        argv[argc++] = w[k];
+    }
+    argv[argc++] = ttl;
+    if (!(r = cmd_argv(q, argc, argv))) {
+        ret = REEL_ERR(ECONNRESET);
+    } else if (r->type != REDIS_REPLY_INTEGER) {
+        ret = reply_err(q, r, "EVAL task_progress");
+    } else {
+        ret = (int)r->integer;
+        freeReplyObject(r);
+    }
+    free(w);
+    free(argv);
+    return ret;
 }

@@ -10,6 +10,14 @@
  * `clipreel:progress:{user}:{export_id}` with the newest one kept in
  * `...:latest`.
  *
+ * Parallel mode (an export enqueued with parts = N): N `part` entries (one per
+ * clip, any worker of the class) and, added exactly once by the atomic script
+ * behind reel_redisq_record_part when the last part is recorded, one
+ * `assemble` entry. Each task has its own owner and attempt count in the
+ * export hash (`owner:part3`, `attempts:assemble`, ...); the export's result
+ * is still written once. Part progress is combined in Redis into one
+ * monotonic percent (reel_redisq_publish_task_progress).
+ *
  * Errors: hiredis failures are translated here. A broken connection (Redis
  * restarted, network) is REEL_ERR(ECONNRESET); the next call on the same
  * ReelRedisq reconnects first (AUTH, SELECT, groups are re-created as needed),
@@ -27,15 +35,16 @@
 typedef struct ReelRedisq ReelRedisq;
 
 #define REEL_REDISQ_GROUP "workers"
-#define REEL_REDISQ_NAME_MAX 128  /**< user, export id, class, consumer (bytes, without NUL) */
+#define REEL_REDISQ_NAME_MAX 128   /**< user, export id, class, consumer (bytes, without NUL) */
+#define REEL_REDISQ_MAX_PARTS 1000 /**< parts of one parallel export */
 
 /** A parsed redis:// URL. */
 typedef struct ReelRedisUrl {
     char host[256];
-    int port;            /**< default 6379 */
-    int db;              /**< default 0 */
-    char user[128];      /**< ACL user, "" = default */
-    char password[256];  /**< "" = no AUTH */
+    int port;           /**< default 6379 */
+    int db;             /**< default 0 */
+    char user[128];     /**< ACL user, "" = default */
+    char password[256]; /**< "" = no AUTH */
 } ReelRedisUrl;
 
 /**
@@ -56,13 +65,15 @@ const char *reel_redisq_errmsg(const ReelRedisq *q);
 
 /** What to enqueue (all borrowed). */
 typedef struct ReelRedisqExport {
-    const char *gpu_class;    /**< routes the stream: clipreel:jobs:{gpu_class} */
+    const char *gpu_class; /**< routes the stream: clipreel:jobs:{gpu_class} */
     const char *user;
     const char *export_id;
     const char *project_id;   /**< may be NULL */
     const char *project_name; /**< may be NULL */
     const char *job_json;     /**< the normalised job */
     const char *sources_json; /**< [{"clip":N,"key":"..."}] */
+    int parts;                /**< 0: one single task; N > 0: parallel, N part tasks (one per
+                                   clip, N = the job's clip count) then one assemble task */
 } ReelRedisqExport;
 
 /**
@@ -81,10 +92,14 @@ typedef struct ReelRedisqMsg {
     char export_id[REEL_REDISQ_NAME_MAX + 1];
     char project_id[REEL_REDISQ_NAME_MAX + 1];
     char project_name[256];
-    char mode[16];            /**< "single" */
-    char *job_json;           /**< owned; free with reel_redisq_msg_uninit */
-    char *sources_json;       /**< owned */
-    int reclaimed;            /**< 1 when taken over from a silent consumer */
+    char mode[16];      /**< "single", "part" or "assemble" */
+    int part;           /**< part task: the clip's 0-based index in clip order; else -1 */
+    int parts;          /**< part/assemble: the export's part count; single: 0 */
+    char task[24];      /**< "" (single), "part{K}" or "assemble": suffix of the hash's
+                             per-task fields (owner:{task}, attempts:{task}) */
+    char *job_json;     /**< owned; free with reel_redisq_msg_uninit */
+    char *sources_json; /**< owned */
+    int reclaimed;      /**< 1 when taken over from a silent consumer */
 } ReelRedisqMsg;
 
 void reel_redisq_msg_uninit(ReelRedisqMsg *msg);
@@ -106,15 +121,20 @@ int reel_redisq_autoclaim(ReelRedisq *q, const char *gpu_class, const char *cons
                           int min_idle_ms, ReelRedisqMsg *msg);
 
 /** reel_redisq_begin outcomes (>= 0). */
-#define REEL_REDISQ_RUN 0       /**< run it: state running, owner set, attempt counted */
-#define REEL_REDISQ_DONE 1      /**< it has a result already (or no hash): just ack */
+#define REEL_REDISQ_RUN 0 /**< run it: state running, owner set, attempt counted */
+#define REEL_REDISQ_DONE                                                                           \
+    1                           /**< the export has a result already (or no hash): ack; its        \
+                                     temporary objects are garbage */
+#define REEL_REDISQ_PART_DONE 4 /**< part task whose part is recorded already: just ack */
 #define REEL_REDISQ_GAVE_UP 2   /**< attempts exhausted: the error result is published */
 #define REEL_REDISQ_CANCELLED 3 /**< cancel was requested: the cancelled result is published */
 
 /**
- * Start an attempt on a taken entry: count it (attempts + 1, written to
- * *attempt), record owner (`{consumer}#{attempt}` is written to owner_out,
- * REEL_REDISQ_NAME_MAX + 16 bytes) and state running.
+ * Start an attempt on a taken entry: count it (the task's attempts + 1, written
+ * to *attempt; the export's `attempts` counts every task's), record the task's
+ * owner (`{consumer}#{attempt}` is written to owner_out, REEL_REDISQ_NAME_MAX +
+ * 16 bytes) and state running. A task that exhausted max_attempts fails the
+ * whole export (GAVE_UP).
  * @return one of the outcomes above, or a negative error.
  */
 int reel_redisq_begin(ReelRedisq *q, const ReelRedisqMsg *msg, const char *consumer,
@@ -134,6 +154,46 @@ int reel_redisq_refresh(ReelRedisq *q, const ReelRedisqMsg *msg, const char *con
 
 /** Acknowledge the entry (it leaves the group's pending list). */
 int reel_redisq_ack(ReelRedisq *q, const ReelRedisqMsg *msg);
+
+/** reel_redisq_record_part outcomes (>= 0). */
+#define REEL_REDISQ_PART_DUPLICATE 0 /**< another attempt recorded this part first: drop ours */
+#define REEL_REDISQ_PART_RECORDED 1  /**< recorded; other parts are still to come */
+#define REEL_REDISQ_PART_LAST 2      /**< recorded, the last one: the assemble task was added */
+#define REEL_REDISQ_PART_SETTLED 3   /**< the export has a result already: drop ours */
+#define REEL_REDISQ_PART_CANCEL                                                                    \
+    4 /**< cancel was requested: not recorded; publish the                                         \
+           cancelled result */
+
+/**
+ * Record a finished part (its object is at part_key) in one atomic script:
+ * HSETNX `part:{K}`; when that made parts_done reach parts, XADD the assemble
+ * entry (same fields as the parts, mode assemble) to the same stream. So the
+ * assemble task is added exactly once, by whichever part finished last, and
+ * never without its parts.
+ * @return one of the outcomes above, or a negative error (nothing recorded).
+ */
+int reel_redisq_record_part(ReelRedisq *q, const ReelRedisqMsg *msg, const char *part_key);
+
+/**
+ * The recorded part keys of a parallel export, in part order: *keys is a new
+ * array of msg->parts strings (caller frees each and the array).
+ * @return 0, REEL_ERR(ENOENT) when a part is missing, or an error.
+ */
+int reel_redisq_get_parts(ReelRedisq *q, const ReelRedisqMsg *msg, char ***keys);
+
+/**
+ * Publish a frame of a parallel export's task (one script, so frames of all
+ * its workers are ordered): store the task's own percent (task_pct, 0-100,
+ * kept monotonic per part), combine them into the export's percent (parts
+ * weighted by `weights`, nb_weights == parts, else equally, share 0-90;
+ * assemble 90-100), never below the last published one, set it as the frame's
+ * `progress`, and for part tasks set `message`, `clip` and `total_clips` to
+ * the clips rendering now; then SET ...:latest and PUBLISH. Nothing is
+ * published once the export has a result.
+ * @return 1 published, 0 not (settled), or a negative error.
+ */
+int reel_redisq_publish_task_progress(ReelRedisq *q, const ReelRedisqMsg *msg, double task_pct,
+                                      const double *weights, int nb_weights, const char *frame);
 
 /** Record the last attempt's failure in the hash's `error` (no state change). */
 int reel_redisq_note_error(ReelRedisq *q, const char *user, const char *export_id,
@@ -169,7 +229,7 @@ int reel_redisq_get_latest(ReelRedisq *q, const char *user, const char *export_i
 
 /** The export hash, as read back. */
 typedef struct ReelRedisqState {
-    char state[16];           /**< "" when the export is unknown */
+    char state[16]; /**< "" when the export is unknown */
     char owner[REEL_REDISQ_NAME_MAX + 16];
     char gpu_class[REEL_REDISQ_NAME_MAX + 1];
     int attempts;
@@ -177,7 +237,7 @@ typedef struct ReelRedisqState {
     char error[512];
     char output_key[512];
     char chapters_key[512];
-    char *result;             /**< owned JSON or NULL; free with reel_redisq_state_uninit */
+    char *result; /**< owned JSON or NULL; free with reel_redisq_state_uninit */
 } ReelRedisqState;
 
 void reel_redisq_state_uninit(ReelRedisqState *st);

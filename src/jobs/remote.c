@@ -396,6 +396,14 @@ int reel_remote_start(ReelRemote **out, const ReelRemoteConfig *cfg, char *errms
         return ret;
     }
     reel_plan_config_default(&r->plan);
+    /* The planner's thresholds and cost table (docs/planner.md), e.g. to send
+     * smaller jobs to parallel mode. */
+    if (getenv("CLIPREEL_PLAN_CONFIG") && *getenv("CLIPREEL_PLAN_CONFIG") &&
+        (ret = reel_plan_config_load(&r->plan, getenv("CLIPREEL_PLAN_CONFIG"), errmsg)) < 0) {
+        free(r->url);
+        free(r);
+        return ret;
+    }
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->state, NULL);
     pthread_cond_init(&r->wake, NULL);
@@ -436,18 +444,24 @@ void reel_remote_stop(ReelRemote **pr)
     *pr = NULL;
 }
 
-/* The planner's GPU class for the job; the first class when it cannot decide. */
-static void plan_class(ReelRemote *r, const char *job_json, char *out, size_t size)
+/* The planner's GPU class and mode for the job: *parts is 0 (single container)
+ * or the clip count (parallel). The first class, single, when it cannot decide
+ * (e.g. durations only known after a probe). */
+static void plan_export(ReelRemote *r, const char *job_json, char *out, size_t size, int *parts)
 {
     char err[REEL_ERRMSG_SIZE];
     ReelJob *job = NULL;
     ReelPlan plan;
 
     snprintf(out, size, "%s", r->plan.nb_classes ? r->plan.classes[0].name : "t4");
+    *parts = 0;
     if (reel_job_parse(&job, job_json ? job_json : "", NULL, NULL, err) < 0)
         return;
-    if (reel_plan_make(job, &r->plan, &plan, err) == 0 && plan.gpu)
+    if (reel_plan_make(job, &r->plan, &plan, err) == 0 && plan.gpu) {
         snprintf(out, size, "%s", plan.gpu->name);
+        if (plan.parallel && job->nb_clips <= REEL_REDISQ_MAX_PARTS)
+            *parts = job->nb_clips;
+    }
     reel_job_free(&job);
 }
 
@@ -458,7 +472,7 @@ int reel_remote_dispatch(ReelRemote *r, const ReelExportRecord *rec, char *errms
     char gpu[64];
     int ret;
 
-    plan_class(r, rec->job_json, gpu, sizeof(gpu));
+    plan_export(r, rec->job_json, gpu, sizeof(gpu), &e.parts);
     e.gpu_class = gpu;
     e.user = rec->user;
     e.export_id = rec->export_id;
@@ -481,8 +495,8 @@ int reel_remote_dispatch(ReelRemote *r, const ReelExportRecord *rec, char *errms
         return ret;
     /* Enqueued (or known already): the row follows the workers from now on. */
     reel_jobstore_mark_remote(r->cfg.jobs, rec->user, rec->export_id);
-    reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: queued for the %s workers", rec->user, rec->export_id,
-             gpu);
+    reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: queued for the %s workers (%s)", rec->user,
+             rec->export_id, gpu, e.parts ? "parallel: one task per clip + assemble" : "single");
     return ret;
 }
 

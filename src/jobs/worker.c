@@ -28,6 +28,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/timeline.h"
 #include "jobs/redisq.h"
 #include "media/export.h"
 #include "storage/storage.h"
@@ -38,7 +39,7 @@
 
 struct ReelWorker {
     ReelWorkerConfig cfg;
-    char work_dir[2048];           /* this process's folder */
+    char work_dir[2048]; /* this process's folder */
     atomic_int stop;
     /* The model: one per process, loaded on first use. model_lock is held by
      * the export using it (one ReelUpscaler serves one export at a time). */
@@ -135,7 +136,7 @@ static void make_id8(char out[9])
 /* ---- progress frames (the service's WebSocket shape, DESIGN section 6) ------------------- */
 
 typedef struct Frame {
-    const char *status;  /* processing | complete | error */
+    const char *status; /* processing | complete | error */
     const char *phase;
     double percent;
     const char *message;
@@ -159,13 +160,15 @@ static char *make_frame(const ReelRedisqMsg *m, const Frame *f)
 
     if (!o)
         return NULL;
-    json_object_set_new(o, "progress", complete ? json_integer(100)
-                                       : error  ? json_integer(0)
-                                                : num_or_null(f->percent, 1));
+    json_object_set_new(o, "progress",
+                        complete ? json_integer(100)
+                        : error  ? json_integer(0)
+                                 : num_or_null(f->percent, 1));
     json_object_set_new(o, "message", json_string(f->message ? f->message : ""));
     json_object_set_new(o, "status", json_string(f->status));
     json_object_set_new(o, "phase", json_string(f->phase ? f->phase : ""));
-    json_object_set_new(o, "projectId", m->project_id[0] ? json_string(m->project_id) : json_null());
+    json_object_set_new(o, "projectId",
+                        m->project_id[0] ? json_string(m->project_id) : json_null());
     json_object_set_new(o, "projectName",
                         m->project_name[0] ? json_string(m->project_name) : json_null());
     json_object_set_new(o, "clip", f->clip > 0 ? json_integer(f->clip) : json_null());
@@ -209,10 +212,13 @@ typedef struct Side {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    char *frame;         /* newest unpublished frame (lock) */
-    int quit;            /* (lock) */
-    atomic_int cancel;   /* the engine's flag */
-    atomic_int lost;     /* another worker owns the entry now */
+    char *frame;           /* newest unpublished frame (lock) */
+    double frame_pct;      /* its task percent (lock) */
+    const double *weights; /* parallel: the parts' shares of the export (set before start) */
+    int nb_weights;
+    int quit;          /* (lock) */
+    atomic_int cancel; /* the engine's flag */
+    atomic_int lost;   /* another worker owns the entry now */
     atomic_int cancel_requested;
     /* engine progress -> frame, under the engine's one-call-at-a-time rule */
     double base, span, last_pct;
@@ -221,13 +227,14 @@ typedef struct Side {
     int last_clip;
 } Side;
 
-static void side_post(Side *s, char *frame)
+static void side_post(Side *s, char *frame, double pct)
 {
     if (!frame)
         return;
     pthread_mutex_lock(&s->lock);
     free(s->frame);
     s->frame = frame;
+    s->frame_pct = pct;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
 }
@@ -243,6 +250,7 @@ static void *side_main(void *arg)
 
     for (;;) {
         char *frame;
+        double pct;
         int quit;
         struct timespec ts;
 
@@ -257,13 +265,16 @@ static void *side_main(void *arg)
             pthread_cond_timedwait(&s->wake, &s->lock, &ts);
         }
         frame = s->frame;
+        pct = s->frame_pct;
         s->frame = NULL;
         quit = s->quit;
         pthread_mutex_unlock(&s->lock);
 
         if (!q && reel_redisq_open(&q, w->cfg.redis_url, 5000, err) < 0)
             q = NULL; /* retried at the next tick; the claim may lapse meanwhile */
-        if (q && frame)
+        if (q && frame && s->msg->parts > 0)
+            reel_redisq_publish_task_progress(q, s->msg, pct, s->weights, s->nb_weights, frame);
+        else if (q && frame)
             reel_redisq_publish_progress(q, s->msg->user, s->msg->export_id, frame);
         free(frame);
         if (quit)
@@ -372,7 +383,18 @@ static void report(Side *s, ReelPhase phase, double pct, const ReelProgress *p, 
     f.message = p && p->message && *p->message
                     ? p->message
                     : phase_message(phase, f.clip, f.total_clips, msg, sizeof(msg));
-    side_post(s, make_frame(s->msg, &f));
+    if (s->msg->part >= 0) {
+        /* A part's own frame counts mean nothing to the app: the export's percent and
+         * the clips rendering now are filled in by Redis (combined progress). */
+        f.clip = s->msg->part + 1;
+        f.total_clips = s->msg->parts;
+        f.frames_done = f.frames_total = 0;
+        f.eta_s = -1;
+    } else if (s->msg->parts > 0 &&
+               (phase == REEL_PHASE_PROCESSING || phase == REEL_PHASE_ENCODING)) {
+        f.message = "Joining the clips (transitions, audio, chapters)...";
+    }
+    side_post(s, make_frame(s->msg, &f), pct);
 }
 
 static void on_engine_progress(void *opaque, const ReelProgress *p)
@@ -394,7 +416,7 @@ static void on_engine_progress(void *opaque, const ReelProgress *p)
 
 /* Download every clip's source key into dir and point the clip at it. */
 static int fetch_sources(ReelWorker *w, Side *s, ReelJob *job, const char *sources_json,
-                         const char *dir, char *errmsg)
+                         const char *dir, int only, char *errmsg)
 {
     json_t *root = json_loads(sources_json ? sources_json : "null", 0, NULL);
     int ret = 0;
@@ -409,10 +431,15 @@ static int fetch_sources(ReelWorker *w, Side *s, ReelJob *job, const char *sourc
         char path[PATH_MAX + 32];
         size_t k;
         json_t *item;
-        ReelProgress p = {.phase = REEL_PHASE_DOWNLOADING, .clip = i + 1,
-                          .total_clips = job->nb_clips, .eta_s = -1};
+        ReelProgress p = {.phase = REEL_PHASE_DOWNLOADING,
+                          .clip = i + 1,
+                          .total_clips = job->nb_clips,
+                          .eta_s = -1};
 
-        json_array_foreach(root, k, item) {
+        if (only >= 0 && i != only)
+            continue; /* a part task needs its own clip's source only */
+        json_array_foreach(root, k, item)
+        {
             if (json_integer_value(json_object_get(item, "clip")) == clip->clip_index)
                 key = json_string_value(json_object_get(item, "key"));
         }
@@ -487,11 +514,18 @@ static void delete_temp_sources(ReelWorker *w, const ReelRedisqMsg *m);
 static int finish(ReelWorker *w, ReelRedisq *q, const ReelRedisqMsg *m, const char *consumer,
                   const char *status, const char *out_key, const char *vtt_key, const char *error)
 {
-    ReelRedisqResult res = {.status = status, .output_key = out_key, .chapters_key = vtt_key,
-                            .error = error, .worker = consumer};
+    ReelRedisqResult res = {.status = status,
+                            .output_key = out_key,
+                            .chapters_key = vtt_key,
+                            .error = error,
+                            .worker = consumer};
     Frame f = {.status = !strcmp(status, "complete") ? "complete" : "error",
-               .phase = status, .percent = 100, .eta_s = -1,
-               .output_key = out_key, .chapters_key = vtt_key, .error = error};
+               .phase = status,
+               .percent = 100,
+               .eta_s = -1,
+               .output_key = out_key,
+               .chapters_key = vtt_key,
+               .error = error};
     char *frame;
     int ret;
 
@@ -524,7 +558,8 @@ static void delete_temp_sources(ReelWorker *w, const ReelRedisqMsg *m)
     json_t *item;
 
     if (json_is_array(root))
-        json_array_foreach(root, i, item) {
+        json_array_foreach(root, i, item)
+        {
             const char *key = json_string_value(json_object_get(item, "key"));
             if (key)
                 reel_store_delete(w->cfg.store, key);
@@ -534,19 +569,132 @@ static void delete_temp_sources(ReelWorker *w, const ReelRedisqMsg *m)
     reel_store_list(w->cfg.store, prefix, delete_listed, w->cfg.store);
 }
 
+/* Parallel mode: each part's share of the export's progress, by its frames
+ * (equal shares when the clips' durations are only known after a probe). */
+static void part_weights(const ReelJob *job, double *wts, int n)
+{
+    ReelLayout layout;
+    int64_t sum = 0;
+    int resolved = job->nb_clips == n;
+
+    for (int k = 0; k < n; k++)
+        wts[k] = 1.0 / n;
+    for (int k = 0; k < job->nb_clips && resolved; k++)
+        resolved = job->clips[k].nb_segments > 0;
+    if (!resolved || reel_layout_init(&layout, job) < 0)
+        return;
+    for (int k = 0; k < layout.nb_clips; k++)
+        sum += layout.clips[k].nb_frames;
+    if (sum > 0 && layout.nb_clips == n)
+        for (int k = 0; k < n; k++)
+            wts[k] = (double)layout.clips[k].nb_frames / (double)sum;
+    reel_layout_uninit(&layout);
+}
+
+/* Publish a frame of a parallel task from the loop thread (the side thread is stopped). */
+static void task_frame(ReelRedisq *q, const ReelRedisqMsg *m, const double *wts, double pct,
+                       const char *phase)
+{
+    Frame f = {.status = "processing",
+               .phase = phase,
+               .percent = pct,
+               .message = "",
+               .clip = m->part + 1,
+               .total_clips = m->parts,
+               .eta_s = -1};
+    char *frame = make_frame(m, &f);
+    if (frame)
+        reel_redisq_publish_task_progress(q, m, pct, wts, m->parts, frame);
+    free(frame);
+}
+
+/* Assemble task: download the recorded parts into dir; paths[k] are new strings. */
+static int fetch_parts(ReelWorker *w, ReelRedisq *q, Side *s, const ReelRedisqMsg *m,
+                       const char *dir, char **paths, char *errmsg)
+{
+    char **keys = NULL;
+    int ret;
+
+    if ((ret = reel_redisq_get_parts(q, m, &keys)) < 0)
+        return reel_fail(errmsg, ret == REEL_ERR(ENOENT) ? REEL_ERROR_INVALID_JOB : ret, "%s",
+                         reel_redisq_errmsg(q));
+    for (int k = 0; k < m->parts && ret >= 0; k++) {
+        ReelProgress p = {.phase = REEL_PHASE_DOWNLOADING,
+                          .clip = k + 1,
+                          .total_clips = m->parts,
+                          .eta_s = -1,
+                          .message = "Downloading the rendered clips..."};
+        size_t n = strlen(dir) + 32;
+        report(s, REEL_PHASE_DOWNLOADING, 5.0 * k / m->parts, &p, 1);
+        if (!(paths[k] = malloc(n))) {
+            ret = REEL_ERR(ENOMEM);
+            break;
+        }
+        snprintf(paths[k], n, "%s/part_%d.nut", dir, k);
+        if ((ret = reel_store_get_file(w->cfg.store, keys[k], paths[k])) < 0)
+            /* A recorded part that vanished cannot come back by retrying. */
+            ret = reel_fail(errmsg, ret == REEL_ERR(ENOENT) ? REEL_ERROR_MEDIA : ret,
+                            "the rendered clip %d cannot be fetched (%s)", k + 1,
+                            reel_store_errmsg(w->cfg.store));
+        else if (atomic_load(&s->cancel))
+            ret = REEL_ERROR_CANCELLED;
+    }
+    for (int k = 0; k < m->parts; k++)
+        free(keys[k]);
+    free(keys);
+    return ret;
+}
+
+/* Upload the reel (chapters first, so whenever the MP4 is visible its chapters are too). */
+static int upload_reel(ReelWorker *w, const ReelRedisqMsg *m, const char *mp4, const char *vtt,
+                       char *out_key, size_t out_size, char *vtt_key, size_t vtt_size, char *errmsg)
+{
+    char id8[9];
+    struct stat sb;
+    int ret;
+
+    make_id8(id8);
+    snprintf(out_key, out_size, "%s/working_videos/working_%s_%s.mp4", m->user,
+             m->project_id[0] ? m->project_id : "none", id8);
+    if (stat(vtt, &sb) == 0) {
+        snprintf(vtt_key, vtt_size, "%s/working_videos/working_%s_%s.chapters.vtt", m->user,
+                 m->project_id[0] ? m->project_id : "none", id8);
+        if ((ret = reel_store_put_file(w->cfg.store, vtt_key, vtt)) < 0) {
+            vtt_key[0] = 0;
+            out_key[0] = 0;
+            return reel_fail(errmsg, ret, "Upload of the chapters failed: %s",
+                             reel_store_errmsg(w->cfg.store));
+        }
+    }
+    if ((ret = reel_store_put_file(w->cfg.store, out_key, mp4)) < 0) {
+        out_key[0] = 0;
+        return reel_fail(errmsg, ret, "Upload of the result failed: %s",
+                         reel_store_errmsg(w->cfg.store));
+    }
+    return 0;
+}
+
 static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot,
                     const ReelRedisqMsg *m)
 {
-    Side s = {.w = w, .msg = m, .consumer = consumer, .base = 0, .span = 0,
+    Side s = {.w = w,
+              .msg = m,
+              .consumer = consumer,
+              .base = 0,
+              .span = 0,
               .last_phase = REEL_PHASE_QUEUED};
-    char owner[REEL_REDISQ_NAME_MAX + 16], errmsg[REEL_ERRMSG_SIZE] = "", reason[REEL_ERRMSG_SIZE + 32];
-    char dir[PATH_MAX], mp4[PATH_MAX + 16], vtt[PATH_MAX + 32], id8[9];
+    char owner[REEL_REDISQ_NAME_MAX + 16], errmsg[REEL_ERRMSG_SIZE] = "",
+                                           reason[REEL_ERRMSG_SIZE + 32];
+    char dir[PATH_MAX], mp4[PATH_MAX + 16], vtt[PATH_MAX + 32], part[PATH_MAX + 16];
     char out_key[REEL_REDISQ_NAME_MAX * 3 + 64] = "", vtt_key[REEL_REDISQ_NAME_MAX * 3 + 80] = "";
+    char part_key[REEL_REDISQ_NAME_MAX * 3 + 64] = "";
+    char **parts = NULL;
+    double *wts = NULL;
     ReelJob *job = NULL;
     ReelExportOptions opt = {0};
     ReelExportStats stats = {0};
     int attempt = 0, ret, model_locked = 0, side_running = 0, won;
-    struct stat sb;
+    const char *what = m->task[0] ? m->task : "export";
 
     ret = reel_redisq_begin(q, m, consumer, w->cfg.max_attempts, &attempt, owner);
     if (ret < 0) {
@@ -569,22 +717,44 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
             reel_redisq_state_uninit(&st);
             atomic_fetch_add(&w->failed, 1);
         }
-        if (ret != REEL_REDISQ_DONE)
+        /* Settled (now or before): its temporary objects are garbage. A recorded
+         * part (PART_DONE) is still needed by the assemble task. */
+        if (ret != REEL_REDISQ_PART_DONE)
             delete_temp_sources(w, m);
         reel_redisq_ack(q, m);
         return;
     }
     s.owner = owner;
-    reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: start (attempt %d%s)", m->user, m->export_id,
+    reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: start %s (attempt %d%s)", m->user, m->export_id, what,
              attempt, m->reclaimed ? ", reclaimed" : "");
 
     snprintf(dir, sizeof(dir), "%s/%d-%s-%s", w->work_dir, slot, m->user, m->export_id);
     snprintf(mp4, sizeof(mp4), "%s/reel.mp4", dir);
     snprintf(vtt, sizeof(vtt), "%s/reel.chapters.vtt", dir);
+    snprintf(part, sizeof(part), "%s/part.nut", dir);
     rm_tree(dir);
     if ((ret = mkdir_p(dir)) < 0) {
         reel_fail(errmsg, ret, "cannot create the work folder %s", dir);
         goto done;
+    }
+    if ((ret = reel_job_parse(&job, m->job_json, NULL, &w->cfg.limits, errmsg)) < 0)
+        goto done;
+    if (w->cfg.upscale >= 0)
+        job->output.upscale_mode = (ReelUpscaleMode)w->cfg.upscale;
+    if (m->parts > 0) {
+        if (m->parts != job->nb_clips) {
+            ret = reel_fail(errmsg, REEL_ERROR_INVALID_JOB, "the export has %d parts for %d clips",
+                            m->parts, job->nb_clips);
+            goto done;
+        }
+        if (!(wts = calloc((size_t)m->parts, sizeof(*wts))) ||
+            (m->part < 0 && !(parts = calloc((size_t)m->parts, sizeof(*parts))))) {
+            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+            goto done;
+        }
+        part_weights(job, wts, m->parts);
+        s.weights = wts;
+        s.nb_weights = m->parts;
     }
     if ((ret = side_start(&s)) < 0) {
         reel_fail(errmsg, ret, "cannot start the claim thread");
@@ -593,33 +763,33 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
     side_running = 1;
     report(&s, REEL_PHASE_QUEUED, 0, NULL, 1);
 
-    if (strcmp(m->mode[0] ? m->mode : "single", "single")) {
-        ret = reel_fail(errmsg, REEL_ERROR_INVALID_JOB, "task mode '%s' is not supported by this worker",
-                        m->mode);
-        goto done;
-    }
-    if ((ret = reel_job_parse(&job, m->job_json, NULL, &w->cfg.limits, errmsg)) < 0)
-        goto done;
-    if (w->cfg.upscale >= 0)
-        job->output.upscale_mode = (ReelUpscaleMode)w->cfg.upscale;
-    if ((ret = fetch_sources(w, &s, job, m->sources_json, dir, errmsg)) < 0)
+    if (parts)
+        ret = fetch_parts(w, q, &s, m, dir, parts, errmsg);
+    else
+        ret = fetch_sources(w, &s, job, m->sources_json, dir, m->part, errmsg);
+    if (ret < 0)
         goto done;
     s.base = 5;
     s.span = 90;
 
-    opt.output_path = mp4;
+    opt.output_path = m->part >= 0 ? part : mp4;
     opt.chapters_path = vtt;
     opt.model_dir = w->cfg.model_dir;
     opt.progress = on_engine_progress;
     opt.progress_opaque = &s;
     opt.cancel = &s.cancel;
     opt.threads = w->cfg.engine_threads;
-    if (job->output.upscale_mode != REEL_UPSCALE_OFF) {
+    if (!parts && job->output.upscale_mode != REEL_UPSCALE_OFF) { /* assembly: no model */
         if ((ret = acquire_model(w, &s, job, &opt.upscaler, errmsg)) < 0)
             goto done;
         model_locked = 1;
     }
-    ret = reel_export_run(job, &opt, &stats, errmsg);
+    if (m->part >= 0)
+        ret = reel_export_part(job, m->part, &opt, &stats, errmsg);
+    else if (parts)
+        ret = reel_export_assemble(job, (const char *const *)parts, &opt, &stats, errmsg);
+    else
+        ret = reel_export_run(job, &opt, &stats, errmsg);
     if (model_locked) {
         pthread_mutex_unlock(&w->model_lock);
         model_locked = 0;
@@ -629,25 +799,20 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
     if (ret < 0)
         goto done;
 
-    /* Upload: chapters first, so whenever the MP4 is visible its chapters are too. */
     report(&s, REEL_PHASE_UPLOADING, 95, NULL, 1);
-    make_id8(id8);
-    snprintf(out_key, sizeof(out_key), "%s/working_videos/working_%s_%s.mp4", m->user,
-             m->project_id[0] ? m->project_id : "none", id8);
-    if (stat(vtt, &sb) == 0) {
-        snprintf(vtt_key, sizeof(vtt_key), "%s/working_videos/working_%s_%s.chapters.vtt",
-                 m->user, m->project_id[0] ? m->project_id : "none", id8);
-        if ((ret = reel_store_put_file(w->cfg.store, vtt_key, vtt)) < 0) {
-            reel_fail(errmsg, ret, "Upload of the chapters failed: %s",
+    if (m->part >= 0) {
+        /* A key of its own per attempt: a slow, reclaimed-from worker never
+         * overwrites the part that was recorded (and may be being read). */
+        snprintf(part_key, sizeof(part_key), "%s/temp/multi_clip_%s/part_%d_a%d.nut", m->user,
+                 m->export_id, m->part, attempt);
+        if ((ret = reel_store_put_file(w->cfg.store, part_key, part)) < 0) {
+            reel_fail(errmsg, ret, "Upload of clip %d failed: %s", m->part + 1,
                       reel_store_errmsg(w->cfg.store));
-            vtt_key[0] = 0;
-            goto done;
+            part_key[0] = 0;
         }
-    }
-    if ((ret = reel_store_put_file(w->cfg.store, out_key, mp4)) < 0) {
-        reel_fail(errmsg, ret, "Upload of the result failed: %s", reel_store_errmsg(w->cfg.store));
-        out_key[0] = 0;
-        goto done;
+    } else {
+        ret =
+            upload_reel(w, m, mp4, vtt, out_key, sizeof(out_key), vtt_key, sizeof(vtt_key), errmsg);
     }
 
 done:
@@ -656,21 +821,68 @@ done:
     if (side_running)
         side_stop(&s);
     reel_job_free(&job);
+    if (parts)
+        for (int k = 0; k < m->parts; k++)
+            free(parts[k]);
+    free(parts);
     rm_tree(dir);
 
-    if (atomic_load(&s.lost) || (ret < 0 && atomic_load(&w->stop) &&
-                                 ret == REEL_ERROR_CANCELLED && !atomic_load(&s.cancel_requested))) {
+    if (atomic_load(&s.lost) || (ret < 0 && atomic_load(&w->stop) && ret == REEL_ERROR_CANCELLED &&
+                                 !atomic_load(&s.cancel_requested))) {
         /* Another worker owns it now, or we are stopping: not ours to finish or ack. */
+        ReelRedisqState st;
         if (out_key[0])
             reel_store_delete(w->cfg.store, out_key);
         if (vtt_key[0])
             reel_store_delete(w->cfg.store, vtt_key);
+        if (part_key[0])
+            reel_store_delete(w->cfg.store, part_key);
         if (atomic_load(&s.lost))
             atomic_fetch_add(&w->lost, 1);
-        reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: abandoned (%s)", m->user, m->export_id,
+        reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: %s abandoned (%s)", m->user, m->export_id, what,
                  atomic_load(&s.lost) ? "claim lost" : "stopping");
+        /* Lost because the export is settled (a part failed, a cancel won): nobody
+         * else will run this entry, so it leaves the pending list now. */
+        if (atomic_load(&s.lost) && reel_redisq_get_state(q, m->user, m->export_id, &st) >= 0) {
+            if (st.result)
+                reel_redisq_ack(q, m);
+            reel_redisq_state_uninit(&st);
+        }
+        free(wts);
         return;
     }
+    if (ret >= 0 && m->part >= 0) {
+        int rec = reel_redisq_record_part(q, m, part_key);
+        if (rec < 0) {
+            /* Maybe recorded, maybe not: the object stays (the export's final clean-up
+             * removes the temp prefix); the next attempt finds out (PART_DONE). */
+            reel_log(REEL_LOG_WARNING, LOG_TAG, "%s/%s: recording part %d: %s (will be retried)",
+                     m->user, m->export_id, m->part, reel_redisq_errmsg(q));
+            atomic_fetch_add(&w->retried, 1);
+            free(wts);
+            return;
+        }
+        if (rec == REEL_REDISQ_PART_CANCEL) {
+            ret = REEL_ERROR_CANCELLED; /* published as the export's result below */
+        } else {
+            if (rec == REEL_REDISQ_PART_RECORDED || rec == REEL_REDISQ_PART_LAST) {
+                task_frame(q, m, wts, 100, "processing");
+                atomic_fetch_add(&w->completed, 1);
+            } else {
+                reel_store_delete(w->cfg.store, part_key);
+                atomic_fetch_add(&w->duplicates, 1);
+            }
+            reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: part %d %s", m->user, m->export_id, m->part,
+                     rec == REEL_REDISQ_PART_LAST       ? "recorded, the last: assembly queued"
+                     : rec == REEL_REDISQ_PART_RECORDED ? "recorded"
+                     : rec == REEL_REDISQ_PART_SETTLED  ? "dropped (the export is settled)"
+                                                        : "dropped (recorded by another attempt)");
+            reel_redisq_ack(q, m);
+            free(wts);
+            return;
+        }
+    }
+    free(wts);
     if (ret >= 0) {
         won = finish(w, q, m, consumer, "complete", out_key, vtt_key, NULL);
         if (won == 1) {
