@@ -5,6 +5,7 @@
  * isolation, and no loss across a Redis crash with AOF on.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,8 +46,12 @@ static ReelRedisq *open_q(void)
 
 static void enqueue(ReelRedisq *q, const char *cls, const char *user, const char *id)
 {
-    ReelRedisqExport e = {.gpu_class = cls, .user = user, .export_id = id, .project_id = "p1",
-                          .project_name = "Proj", .job_json = "{\"clips\":[]}",
+    ReelRedisqExport e = {.gpu_class = cls,
+                          .user = user,
+                          .export_id = id,
+                          .project_id = "p1",
+                          .project_name = "Proj",
+                          .job_json = "{\"clips\":[]}",
                           .sources_json = "[{\"clip\":0,\"key\":\"a/temp/x/source_0.mp4\"}]"};
     int ret = reel_redisq_enqueue(q, &e, NULL);
     if (ret < 0)
@@ -82,8 +87,8 @@ static void test_enqueue_consume_ack(void **state)
     ReelRedisqState st;
     char owner[REEL_REDISQ_NAME_MAX + 16], *frame = NULL;
     int attempt = 0;
-    ReelRedisqResult res = {.status = "complete", .output_key = "u1/working_videos/w.mp4",
-                            .worker = "c1"};
+    ReelRedisqResult res = {
+        .status = "complete", .output_key = "u1/working_videos/w.mp4", .worker = "c1"};
     (void)state;
 
     enqueue(q, "t4", "u1", "e1");
@@ -116,8 +121,7 @@ static void test_enqueue_consume_ack(void **state)
     reel_redisq_msg_uninit(&m);
     /* Nothing more to read; the same export id cannot be queued twice. */
     assert_int_equal(reel_redisq_read(q, "t4", "c1", 50, &m), 0);
-    ReelRedisqExport again = {.gpu_class = "t4", .user = "u1", .export_id = "e1",
-                              .job_json = "{}"};
+    ReelRedisqExport again = {.gpu_class = "t4", .user = "u1", .export_id = "e1", .job_json = "{}"};
     assert_int_equal(reel_redisq_enqueue(q, &again, NULL), REEL_ERR(EEXIST));
     /* ... but another user may use the same id. */
     enqueue(q, "t4", "u2", "e1");
@@ -269,16 +273,16 @@ static void test_class_isolation(void **state)
 }
 
 /* Retry a call across a reconnect (the first call after a restart may fail). */
-#define RETRY(expr)                                                                            \
-    ({                                                                                         \
-        int r_ = 0;                                                                            \
-        for (int k_ = 0; k_ < 50; k_++) {                                                      \
-            r_ = (expr);                                                                       \
-            if (r_ != REEL_ERR(ECONNRESET) && r_ != REEL_ERR(ECONNREFUSED))                    \
-                break;                                                                         \
-            test_sleep_ms(100);                                                                \
-        }                                                                                      \
-        r_;                                                                                    \
+#define RETRY(expr)                                                                                \
+    ({                                                                                             \
+        int r_ = 0;                                                                                \
+        for (int k_ = 0; k_ < 50; k_++) {                                                          \
+            r_ = (expr);                                                                           \
+            if (r_ != REEL_ERR(ECONNRESET) && r_ != REEL_ERR(ECONNREFUSED))                        \
+                break;                                                                             \
+            test_sleep_ms(100);                                                                    \
+        }                                                                                          \
+        r_;                                                                                        \
     })
 
 static void test_aof_restart(void **state)
@@ -338,6 +342,200 @@ static void test_aof_restart(void **state)
     redis_remove(&aof);
 }
 
+/* ---- parallel mode -------------------------------------------------------------------------- */
+
+static void enqueue_parallel(ReelRedisq *q, const char *id, int parts)
+{
+    ReelRedisqExport e = {.gpu_class = "t4",
+                          .user = "pu",
+                          .export_id = id,
+                          .project_id = "p1",
+                          .project_name = "Proj",
+                          .job_json = "{\"clips\":[]}",
+                          .sources_json = "[]",
+                          .parts = parts};
+    if (reel_redisq_enqueue(q, &e, NULL) < 0)
+        fail_msg("enqueue %s: %s", id, reel_redisq_errmsg(q));
+}
+
+typedef struct Recorder {
+    ReelRedisqMsg msg;
+    char key[64];
+    int outcome;
+    pthread_t thread;
+} Recorder;
+
+static void *record_main(void *arg)
+{
+    Recorder *r = arg;
+    ReelRedisq *q = open_q();
+    r->outcome = reel_redisq_record_part(q, &r->msg, r->key);
+    reel_redisq_close(&q);
+    return NULL;
+}
+
+/* 8 parts, each finished by two racing attempts: every part recorded once, and
+ * exactly one assemble entry, added by whoever recorded the last part. */
+static void test_parallel_assemble_once(void **state)
+{
+    ReelRedisq *q = open_q();
+    ReelRedisqMsg m[8], asm_msg;
+    Recorder rec[16];
+    char owner[REEL_REDISQ_NAME_MAX + 16];
+    char **keys = NULL;
+    int attempt, last = 0, recorded = 0, dup = 0;
+    (void)state;
+
+    enqueue_parallel(q, "race", 8);
+    for (int k = 0; k < 8; k++) {
+        assert_int_equal(reel_redisq_read(q, "t4", "c1", 0, &m[k]), 1);
+        assert_string_equal(m[k].mode, "part");
+        assert_int_equal(m[k].parts, 8);
+        assert_int_equal(m[k].part, k);
+        assert_int_equal(reel_redisq_begin(q, &m[k], "c1", 3, &attempt, owner), REEL_REDISQ_RUN);
+        assert_int_equal(attempt, 1);
+    }
+    assert_int_equal(reel_redisq_read(q, "t4", "c1", 0, &asm_msg), 0); /* no assembly yet */
+    for (int i = 0; i < 16; i++) {
+        rec[i].msg = m[i % 8];
+        snprintf(rec[i].key, sizeof(rec[i].key), "pu/temp/multi_clip_race/part_%d_a%d.nut", i % 8,
+                 i / 8 + 1);
+        assert_int_equal(pthread_create(&rec[i].thread, NULL, record_main, &rec[i]), 0);
+    }
+    for (int i = 0; i < 16; i++) {
+        pthread_join(rec[i].thread, NULL);
+        last += rec[i].outcome == REEL_REDISQ_PART_LAST;
+        recorded += rec[i].outcome == REEL_REDISQ_PART_RECORDED;
+        dup += rec[i].outcome == REEL_REDISQ_PART_DUPLICATE;
+    }
+    assert_int_equal(last, 1);
+    assert_int_equal(recorded, 7);
+    assert_int_equal(dup, 8);
+    /* the one assemble entry */
+    assert_int_equal(reel_redisq_read(q, "t4", "c2", 0, &asm_msg), 1);
+    assert_string_equal(asm_msg.mode, "assemble");
+    assert_string_equal(asm_msg.task, "assemble");
+    assert_int_equal(asm_msg.parts, 8);
+    assert_int_equal(asm_msg.part, -1);
+    assert_string_equal(asm_msg.project_name, "Proj");
+    assert_int_equal(reel_redisq_read(q, "t4", "c2", 0, &m[0]), 0);
+    assert_int_equal(reel_redisq_begin(q, &asm_msg, "c2", 3, &attempt, owner), REEL_REDISQ_RUN);
+    assert_int_equal(reel_redisq_get_parts(q, &asm_msg, &keys), 0);
+    for (int k = 0; k < 8; k++) {
+        int winner = -1;
+        for (int i = 0; i < 16; i++)
+            if (i % 8 == k && rec[i].outcome != REEL_REDISQ_PART_DUPLICATE)
+                winner = i;
+        assert_true(winner >= 0);
+        assert_string_equal(keys[k], rec[winner].key);
+        free(keys[k]);
+    }
+    free(keys);
+    /* a part entry redelivered after its part was recorded: just acked */
+    assert_int_equal(reel_redisq_begin(q, &rec[3].msg, "c3", 3, &attempt, owner),
+                     REEL_REDISQ_PART_DONE);
+    for (int k = 0; k < 8; k++)
+        reel_redisq_msg_uninit(&m[k]);
+    reel_redisq_msg_uninit(&asm_msg);
+    reel_redisq_close(&q);
+}
+
+static double latest_progress(ReelRedisq *q, const char *id, char *msg, size_t size)
+{
+    char *frame = NULL;
+    const char *p, *mm;
+    double v;
+    assert_int_equal(reel_redisq_get_latest(q, "pu", id, &frame), 0);
+    assert_non_null(frame);
+    assert_non_null(p = strstr(frame, "\"progress\":"));
+    v = strtod(p + 11, NULL);
+    if (msg && (mm = strstr(frame, "\"message\":\""))) {
+        size_t n = strcspn(mm + 11, "\"");
+        snprintf(msg, size, "%.*s", (int)n, mm + 11);
+    }
+    free(frame);
+    return v;
+}
+
+/* Parts weighted into 0-90 %, the assembly 90-100 %, never backwards; a settled export
+ * publishes nothing more; a cancel stops recording. */
+static void test_parallel_progress_and_cancel(void **state)
+{
+    ReelRedisq *q = open_q();
+    ReelRedisqMsg m[3];
+    char owner[REEL_REDISQ_NAME_MAX + 16], msg[256];
+    const double w[3] = {0.5, 0.25, 0.25};
+    const char *frame = "{\"progress\":0,\"message\":\"x\",\"status\":\"processing\","
+                        "\"phase\":\"processing\",\"projectId\":null,\"clip\":1}";
+    ReelRedisqResult res = {.status = "error", .error = "boom", .worker = "t"};
+    int attempt;
+    (void)state;
+
+    enqueue_parallel(q, "prog", 3);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(reel_redisq_read(q, "t4", "c1", 0, &m[k]), 1);
+    assert_int_equal(reel_redisq_begin(q, &m[0], "c1", 3, &attempt, owner), REEL_REDISQ_RUN);
+    assert_int_equal(reel_redisq_publish_task_progress(q, &m[0], 50, w, 3, frame), 1);
+    assert_true(fabs(latest_progress(q, "prog", msg, sizeof(msg)) - 22.5) < 0.051);
+    assert_string_equal(msg, "Rendering clip 1 of 3 (0 done)...");
+    assert_int_equal(reel_redisq_begin(q, &m[2], "c1", 3, &attempt, owner), REEL_REDISQ_RUN);
+    assert_int_equal(reel_redisq_publish_task_progress(q, &m[2], 40, w, 3, frame), 1);
+    assert_true(fabs(latest_progress(q, "prog", msg, sizeof(msg)) - 31.5) < 0.051);
+    assert_string_equal(msg, "Rendering clips 1, 3 of 3 in parallel (0 done)...");
+    /* a late, lower frame of part 0 changes nothing */
+    assert_int_equal(reel_redisq_publish_task_progress(q, &m[0], 10, w, 3, frame), 1);
+    assert_true(fabs(latest_progress(q, "prog", NULL, 0) - 31.5) < 0.051);
+    /* part 0 recorded: counts 100 % */
+    assert_int_equal(reel_redisq_record_part(q, &m[0], "pu/temp/multi_clip_prog/part_0_a1.nut"),
+                     REEL_REDISQ_PART_RECORDED);
+    assert_int_equal(reel_redisq_publish_task_progress(q, &m[2], 40, w, 3, frame), 1);
+    assert_true(fabs(latest_progress(q, "prog", msg, sizeof(msg)) - 54.0) < 0.051);
+    assert_string_equal(msg, "Rendering clip 3 of 3 (1 done)...");
+    /* cancel: the next part is not recorded, and the caller publishes the result */
+    assert_int_equal(reel_redisq_cancel(q, "pu", "prog"), 1);
+    assert_int_equal(reel_redisq_record_part(q, &m[2], "pu/temp/multi_clip_prog/part_2_a1.nut"),
+                     REEL_REDISQ_PART_CANCEL);
+    assert_int_equal(reel_redisq_publish_result(q, "pu", "prog", &res), 1);
+    assert_int_equal(reel_redisq_publish_task_progress(q, &m[2], 90, w, 3, frame), 0);
+    assert_int_equal(reel_redisq_record_part(q, &m[2], "pu/temp/multi_clip_prog/part_2_a1.nut"),
+                     REEL_REDISQ_PART_SETTLED);
+    assert_int_equal(reel_redisq_begin(q, &m[1], "c1", 3, &attempt, owner), REEL_REDISQ_DONE);
+    for (int k = 0; k < 3; k++)
+        reel_redisq_msg_uninit(&m[k]);
+    reel_redisq_close(&q);
+}
+
+/* A part that keeps failing fails the whole export, naming the clip. */
+static void test_parallel_part_gives_up(void **state)
+{
+    ReelRedisq *q = open_q();
+    ReelRedisqMsg m;
+    ReelRedisqState st;
+    char owner[REEL_REDISQ_NAME_MAX + 16];
+    int attempt;
+    (void)state;
+
+    enqueue_parallel(q, "gu", 2);
+    assert_int_equal(reel_redisq_read(q, "t4", "c1", 0, &m), 1);
+    for (int i = 1; i <= 2; i++) {
+        assert_int_equal(reel_redisq_begin(q, &m, "c1", 2, &attempt, owner), REEL_REDISQ_RUN);
+        assert_int_equal(attempt, i);
+        reel_redisq_note_error(q, "pu", "gu", "disk full");
+    }
+    assert_int_equal(reel_redisq_begin(q, &m, "c1", 2, &attempt, owner), REEL_REDISQ_GAVE_UP);
+    assert_int_equal(reel_redisq_get_state(q, "pu", "gu", &st), 1);
+    assert_string_equal(st.state, "error");
+    assert_string_equal(st.error,
+                        "Export failed: gave up after 2 attempts on clip 1 (last: disk full)");
+    reel_redisq_state_uninit(&st);
+    reel_redisq_msg_uninit(&m);
+    /* drain the other part entry for the later tests */
+    assert_int_equal(reel_redisq_read(q, "t4", "c1", 0, &m), 1);
+    reel_redisq_ack(q, &m);
+    reel_redisq_msg_uninit(&m);
+    reel_redisq_close(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +546,9 @@ int main(void)
         cmocka_unit_test(test_exactly_one_result),
         cmocka_unit_test(test_class_isolation),
         cmocka_unit_test(test_aof_restart),
+        cmocka_unit_test(test_parallel_assemble_once),
+        cmocka_unit_test(test_parallel_progress_and_cancel),
+        cmocka_unit_test(test_parallel_part_gives_up),
     };
     signal(SIGPIPE, SIG_IGN);
     reel_log_set_level(REEL_LOG_QUIET);
