@@ -54,6 +54,7 @@
 #include <libavutil/channel_layout.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 
 #include "core/error.h"
@@ -391,22 +392,26 @@ static int grow(uint8_t **buf, size_t *size, size_t need)
     return 0;
 }
 
-/* The source frame as packed RGB24 in tr->rgb (stride 3 * width). */
-static int to_rgb(Export *ex, Transform *tr, const AVFrame *f)
+/* Region (x, y, w, h) of a frame as packed RGB24 in tr->rgb (stride 3 * w):
+ * only what the crop needs is converted. */
+static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *reg)
 {
     int full = f->color_range == AVCOL_RANGE_JPEG || f->format == AV_PIX_FMT_YUVJ420P ||
                f->format == AV_PIX_FMT_YUVJ422P || f->format == AV_PIX_FMT_YUVJ444P;
     int cs = sws_cs_of(f->colorspace);
+    const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(f->format);
+    const uint8_t *src[4] = {NULL};
 
     if (f->format == AV_PIX_FMT_GBRP) { /* parts (and RGB H.264): repack, exactly */
-        if (grow(&tr->rgb, &tr->rgb_size, (size_t)f->width * f->height * 3 + 64) < 0)
+        if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0)
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
-        for (int y = 0; y < f->height; y++) {
-            const uint8_t *g = f->data[0] + (size_t)y * f->linesize[0];
-            const uint8_t *b = f->data[1] + (size_t)y * f->linesize[1];
-            const uint8_t *r = f->data[2] + (size_t)y * f->linesize[2];
-            uint8_t *d = tr->rgb + (size_t)y * f->width * 3;
-            for (int x = 0; x < f->width; x++) {
+        for (int y = 0; y < reg->height; y++) {
+            size_t row = (size_t)(reg->y + y);
+            const uint8_t *g = f->data[0] + row * f->linesize[0] + reg->x;
+            const uint8_t *b = f->data[1] + row * f->linesize[1] + reg->x;
+            const uint8_t *r = f->data[2] + row * f->linesize[2] + reg->x;
+            uint8_t *d = tr->rgb + (size_t)y * reg->width * 3;
+            for (int x = 0; x < reg->width; x++) {
                 d[3 * x] = r[x];
                 d[3 * x + 1] = g[x];
                 d[3 * x + 2] = b[x];
@@ -414,10 +419,12 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f)
         }
         return 0;
     }
-    if (!tr->to_rgb || f->width != tr->src_w || f->height != tr->src_h ||
+    if (!desc)
+        return ex_fail(ex, REEL_ERROR_MEDIA, "unsupported source pixel format %d", f->format);
+    if (!tr->to_rgb || reg->width != tr->src_w || reg->height != tr->src_h ||
         f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range) {
         sws_freeContext(tr->to_rgb);
-        tr->to_rgb = sws_getContext(f->width, f->height, f->format, f->width, f->height,
+        tr->to_rgb = sws_getContext(reg->width, reg->height, f->format, reg->width, reg->height,
                                     AV_PIX_FMT_RGB24,
                                     SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT |
                                         SWS_FULL_CHR_H_INP,
@@ -427,16 +434,56 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f)
                            av_get_pix_fmt_name(f->format));
         sws_setColorspaceDetails(tr->to_rgb, sws_getCoefficients(cs), full,
                                  sws_getCoefficients(cs), 1, 0, 1 << 16, 1 << 16);
-        tr->src_w = f->width, tr->src_h = f->height, tr->src_fmt = f->format;
+        tr->src_w = reg->width, tr->src_h = reg->height, tr->src_fmt = f->format;
         tr->src_cs = cs, tr->src_range = full;
-        if (grow(&tr->rgb, &tr->rgb_size, (size_t)f->width * f->height * 3 + 64) < 0)
+        if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0)
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
     }
+    /* the region's first pixel in every plane (region_of() aligned it to the chroma grid) */
+    for (int c = 0; c < desc->nb_components; c++) {
+        const AVComponentDescriptor *cd = &desc->comp[c];
+        int chroma = (c == 1 || c == 2) && !(desc->flags & AV_PIX_FMT_FLAG_RGB);
+        int sx = chroma ? desc->log2_chroma_w : 0, sy = chroma ? desc->log2_chroma_h : 0;
+        if (!src[cd->plane])
+            src[cd->plane] = f->data[cd->plane] + (size_t)(reg->y >> sy) * f->linesize[cd->plane] +
+                             (size_t)(reg->x >> sx) * cd->step;
+    }
     uint8_t *dst[4] = {tr->rgb};
-    int dst_stride[4] = {f->width * 3};
-    sws_scale(tr->to_rgb, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst,
-              dst_stride);
+    int dst_stride[4] = {reg->width * 3};
+    sws_scale(tr->to_rgb, src, f->linesize, 0, reg->height, dst, dst_stride);
     return 0;
+}
+
+/* The part of a W x H frame to convert for crop r: r grown by a margin (so the
+ * chroma filter sees the same neighbours as on the whole frame), its origin on
+ * the chroma grid, its size constant while r's is (one scaler, not one per
+ * position). Formats that cannot be addressed by region convert whole. */
+static ReelRect region_of(const AVFrame *f, const ReelRect *r)
+{
+    const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(f->format);
+    ReelRect whole = {0, 0, f->width, f->height};
+    const int margin = 4;
+
+    if (!desc || (desc->flags & (AV_PIX_FMT_FLAG_PAL | AV_PIX_FMT_FLAG_BITSTREAM |
+                                 AV_PIX_FMT_FLAG_HWACCEL)))
+        return whole;
+    int ax = 1 << desc->log2_chroma_w, ay = 1 << desc->log2_chroma_h;
+    int w = (r->width + 2 * margin + 2 * ax - 1) / ax * ax;
+    int h = (r->height + 2 * margin + 2 * ay - 1) / ay * ay;
+    if (w >= f->width || h >= f->height)
+        return whole;
+    ReelRect g;
+    g.x = r->x - margin;
+    g.x = g.x + w > f->width ? f->width - w : g.x;
+    g.x = (g.x < 0 ? 0 : g.x) / ax * ax;
+    g.y = r->y - margin;
+    g.y = g.y + h > f->height ? f->height - h : g.y;
+    g.y = (g.y < 0 ? 0 : g.y) / ay * ay;
+    g.width = w;
+    g.height = h;
+    if (g.x + g.width < r->x + r->width || g.y + g.height < r->y + r->height)
+        return whole; /* odd frame sizes: cannot align and cover */
+    return g;
 }
 
 /* Lanczos-3 of a w x h RGB24 region (stride bytes) to a new output-size frame. */
@@ -573,25 +620,31 @@ static int composite(Export *ex, Transform *tr, int k, int64_t n, AVFrame *f)
 static int transform_item(Export *ex, Transform *tr, DecItem *it)
 {
     const ReelClip *clip = &ex->job->clips[it->clip];
-    const uint8_t *img;
-    int W, H, stride, ret;
+    const AVFrame *f = it->frame;
+    const uint8_t *crop;
+    int W = f->width, H = f->height, stride, ret;
+    ReelRect r;
 
-    if ((ret = to_rgb(ex, tr, it->frame)) < 0)
-        return ret;
-    W = it->frame->width;
-    H = it->frame->height;
-    img = tr->rgb;
-    stride = W * 3;
-    if (clip->rotation != 0.0) {
+    if (clip->rotation != 0.0) { /* rotate the whole frame, then crop */
+        ReelRect whole = {0, 0, W, H};
         int rw, rh;
+        if ((ret = to_rgb(ex, tr, f, &whole)) < 0)
+            return ret;
         reel_rotated_size(W, H, clip->rotation, &rw, &rh);
         if (grow(&tr->rot, &tr->rot_size, (size_t)rw * rh * 3 + 64) < 0)
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
         reel_rotate_rgb(tr->rgb, W, H, W * 3, tr->rot, rw, rh, rw * 3, clip->rotation);
-        img = tr->rot, W = rw, H = rh, stride = rw * 3;
+        r = reel_crop_at(clip, it->t, rw, rh, ex->job->aspect_w, ex->job->aspect_h);
+        crop = tr->rot + (size_t)r.y * rw * 3 + (size_t)r.x * 3;
+        stride = rw * 3;
+    } else { /* convert only the region around the crop */
+        r = reel_crop_at(clip, it->t, W, H, ex->job->aspect_w, ex->job->aspect_h);
+        ReelRect g = region_of(f, &r);
+        if ((ret = to_rgb(ex, tr, f, &g)) < 0)
+            return ret;
+        stride = g.width * 3;
+        crop = tr->rgb + (size_t)(r.y - g.y) * stride + (size_t)(r.x - g.x) * 3;
     }
-    ReelRect r = reel_crop_at(clip, it->t, W, H, ex->job->aspect_w, ex->job->aspect_h);
-    const uint8_t *crop = img + (size_t)r.y * stride + (size_t)r.x * 3;
     AVFrame *out;
     if (need_model(ex, &r)) {
         if ((ret = open_model(ex)) < 0)
