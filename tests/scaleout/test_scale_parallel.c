@@ -101,6 +101,38 @@ typedef struct Worker {
     char log[1200];
 } Worker;
 
+/* Workers still running when a test fails are killed by its teardown, so that
+ * the next test starts alone. */
+static pid_t live[16];
+
+static void live_add(pid_t pid)
+{
+    for (int i = 0; i < 16; i++)
+        if (!live[i]) {
+            live[i] = pid;
+            return;
+        }
+}
+
+static void live_remove(pid_t pid)
+{
+    for (int i = 0; i < 16; i++)
+        if (live[i] == pid)
+            live[i] = 0;
+}
+
+static int kill_live(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 16; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+    return 0;
+}
+
 static void worker_start(Worker *w, int n)
 {
     snprintf(w->log, sizeof(w->log), "%s/pworker%d.log", data_dir, n);
@@ -118,6 +150,7 @@ static void worker_start(Worker *w, int n)
               "--work-dir", work_root, "--threads", "1", "-v", (char *)NULL);
         _exit(127);
     }
+    live_add(w->pid);
 }
 
 /* SIGTERM, wait, return the completed= counter of its stats line. */
@@ -130,6 +163,7 @@ static long worker_stop(Worker *w)
 
     kill(w->pid, SIGTERM);
     waitpid(w->pid, &status, 0);
+    live_remove(w->pid);
     w->pid = 0;
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
@@ -627,6 +661,7 @@ static void test_kill9_mid_part(void **state)
     assert_true(seen);
     kill(a.pid, SIGKILL);
     waitpid(a.pid, NULL, 0);
+    live_remove(a.pid);
     assert_int_equal(reel_redisq_get_state(q, "u2", "k1", &st), 1);
     assert_string_equal(st.state, "running");
     assert_null(st.result);
@@ -673,8 +708,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     reel_log_set_level(REEL_LOG_QUIET);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_three_workers_four_exports_one_parallel),
-        cmocka_unit_test(test_kill9_mid_part),
+        cmocka_unit_test_teardown(test_three_workers_four_exports_one_parallel, kill_live),
+        cmocka_unit_test_teardown(test_kill9_mid_part, kill_live),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
