@@ -36,26 +36,35 @@
 #include "upscale/ncnn_model.h"
 
 #define CONTEXT 10 /* input pixels of context around each tile */
-#define DEFAULT_TILE 128
 #define MAX_FRAME_SIDE 16384
 
 struct ReelUpscaler {
     const char *component; /* "upscale" */
     ReelNnGraph *graph;
     const ReelUpscaleBackend *backend;
-    void *state; /* backend state for tile_h x tile_w */
-    int tile;    /* option: > 0 tile side, < 0 untiled */
+    void *state;           /* backend state for tile_h x tile_w */
+    int tile;              /* option: > 0 tile side, < 0 untiled */
     ReelBackendConfig cfg; /* threads, effective precision */
-    int tile_h, tile_w; /* current tile (frame pixels, without context) */
-    float *in, *out;    /* planar network input / output of one tile */
+    int tile_h, tile_w;    /* current tile (frame pixels, without context) */
+    float *in, *out;       /* planar network input / output of one tile */
     char errmsg[REEL_ERRMSG_SIZE];
 };
 
+/*
+ * default_tile: the tile option when the caller leaves it at 0. Every tile
+ * costs its 10 px of context on each side (a 120 px tile computes 140 x 140,
+ * +36 %), so bigger tiles are faster; what bounds them is memory. x4fast
+ * needs ~1.1 KB per tile pixel (64-channel maps, Winograd scratch): at 512 a
+ * process peaks at ~340 MB and most video crops run as one or a few tiles.
+ * x4plus's dense blocks need ~15 KB per tile pixel (1.8 GB for 324 x 380),
+ * so it stays at 128 (~0.5 GB); docs/internals/upscale.md has the numbers.
+ */
 static const struct {
     const char *name, *alias, *file;
+    int default_tile;
 } models[] = {
-    {"x4fast", "realesr-general-x4v3", "realesrgan-x4fast"},
-    {"x4plus", "RealESRGAN_x4plus", "realesrgan-x4plus"},
+    {"x4fast", "realesr-general-x4v3", "realesrgan-x4fast", 512},
+    {"x4plus", "RealESRGAN_x4plus", "realesrgan-x4plus", 128},
 };
 
 int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *errmsg)
@@ -63,6 +72,7 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     static const ReelUpscaleOptions defaults = {0};
     ReelUpscaler *up = NULL;
     const char *dir, *file = NULL;
+    int default_tile = 0;
     char param[PATH_MAX], bin[PATH_MAX];
     int ret;
 
@@ -73,6 +83,7 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
         if (!opt->model || !strcmp(opt->model, models[i].name) ||
             !strcmp(opt->model, models[i].alias)) {
             file = models[i].file;
+            default_tile = models[i].default_tile;
             break;
         }
     if (!file)
@@ -103,7 +114,7 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "upscale: out of memory");
     up->component = "upscale";
     up->backend = reel_upscale_backend_find(opt->backend);
-    up->tile = opt->tile == 0 ? DEFAULT_TILE : opt->tile;
+    up->tile = opt->tile == 0 ? default_tile : opt->tile;
     up->cfg.threads = opt->threads;
     up->cfg.precision = opt->precision;
     if (!up->backend->supports(up->cfg.precision)) {

@@ -31,11 +31,11 @@ typedef struct ReelUpscaleOptions {
     const char *model_dir;
     /* "x4fast" (= "realesr-general-x4v3", default when NULL) or "x4plus" (= "RealESRGAN_x4plus") */
     const char *model;
-    /* tile size in input pixels (excl. 10 px context); 0 = default (128); <0 = untiled (whole
-     * frame one tile) */
+    /* tile size in input pixels (excl. 10 px context); 0 = the model's default (x4fast 512,
+     * x4plus 128: memory-bound, see upscale.c); <0 = untiled (whole frame one tile) */
     int tile;
-    int threads;         /* 0 = all cores */
-    const char *backend; /* NULL or "cpu"; unknown -> error */
+    int threads;                    /* 0 = one per physical core we may run on */
+    const char *backend;            /* NULL or "cpu"; unknown -> error */
     ReelUpscalePrecision precision; /* REEL_UPSCALE_FP32 (0) unless asked */
 } ReelUpscaleOptions;
 
