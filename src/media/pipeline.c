@@ -99,8 +99,8 @@ typedef struct Export {
     int own_up;
 
     ReelQueue decoded, composed;
-    AVBufferPool *rgb_pool; /* output-size RGB frames: no allocation per frame */
-    int rgb_linesize;
+    AVBufferPool *out_pool; /* output frames (yuv420p): no allocation per frame */
+    int ls_y, ls_c;         /* their luma and chroma line sizes */
 
     pthread_mutex_t lock; /* guards everything below */
     int err;
@@ -355,10 +355,11 @@ static void *decode_thread(void *arg)
 /* ---- transform stage -------------------------------------------------------- */
 
 typedef struct Transform {
-    struct SwsContext *to_rgb, *resize;
+    struct SwsContext *to_rgb, *resize, *to_yuv, *yuv_scale;
     int src_w, src_h, src_fmt, src_cs, src_range;
-    uint8_t *rgb, *rot, *up;
-    size_t rgb_size, rot_size, up_size;
+    int ys_w, ys_h, ys_fmt, ys_xodd, ys_yodd; /* what yuv_scale was made for */
+    uint8_t *rgb, *rot, *up, *scaled;
+    size_t rgb_size, rot_size, up_size, scaled_size;
     AVFrame *held[1024]; /* dissolve: the previous clip's last D frames */
     int64_t emitted;
 } Transform;
@@ -390,6 +391,21 @@ static int grow(uint8_t **buf, size_t *size, size_t need)
     *buf = n;
     *size = need;
     return 0;
+}
+
+/* The first sample at or before pixel (x, y) in every plane of f (a chroma
+ * sample covers 2 pixels in 4:2:0 and 4:2:2: x and y are rounded down). */
+static void region_planes(const AVFrame *f, const AVPixFmtDescriptor *desc, int x, int y,
+                          const uint8_t *src[4])
+{
+    for (int c = 0; c < desc->nb_components; c++) {
+        const AVComponentDescriptor *cd = &desc->comp[c];
+        int chroma = (c == 1 || c == 2) && !(desc->flags & AV_PIX_FMT_FLAG_RGB);
+        int sx = chroma ? desc->log2_chroma_w : 0, sy = chroma ? desc->log2_chroma_h : 0;
+        if (!src[cd->plane])
+            src[cd->plane] = f->data[cd->plane] + (size_t)(y >> sy) * f->linesize[cd->plane] +
+                             (size_t)(x >> sx) * cd->step;
+    }
 }
 
 /* Region (x, y, w, h) of a frame as packed RGB24 in tr->rgb (stride 3 * w):
@@ -439,15 +455,7 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r
         if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0)
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
     }
-    /* the region's first pixel in every plane (region_of() aligned it to the chroma grid) */
-    for (int c = 0; c < desc->nb_components; c++) {
-        const AVComponentDescriptor *cd = &desc->comp[c];
-        int chroma = (c == 1 || c == 2) && !(desc->flags & AV_PIX_FMT_FLAG_RGB);
-        int sx = chroma ? desc->log2_chroma_w : 0, sy = chroma ? desc->log2_chroma_h : 0;
-        if (!src[cd->plane])
-            src[cd->plane] = f->data[cd->plane] + (size_t)(reg->y >> sy) * f->linesize[cd->plane] +
-                             (size_t)(reg->x >> sx) * cd->step;
-    }
+    region_planes(f, desc, reg->x, reg->y, src);
     uint8_t *dst[4] = {tr->rgb};
     int dst_stride[4] = {reg->width * 3};
     sws_scale(tr->to_rgb, src, f->linesize, 0, reg->height, dst, dst_stride);
@@ -486,39 +494,142 @@ static ReelRect region_of(const AVFrame *f, const ReelRect *r)
     return g;
 }
 
-/* Lanczos-3 of a w x h RGB24 region (stride bytes) to a new output-size frame. */
-static AVFrame *resize_rgb(Export *ex, Transform *tr, const uint8_t *src, int w, int h,
-                           int stride)
+/* A new output frame: yuv420p, BT.709 limited range, from the pool. */
+static AVFrame *new_out_frame(Export *ex)
 {
     AVFrame *out = av_frame_alloc();
     if (!out)
         return NULL;
-    out->format = AV_PIX_FMT_RGB24;
+    if (!(out->buf[0] = av_buffer_pool_get(ex->out_pool))) {
+        av_frame_free(&out);
+        return NULL;
+    }
+    out->format = AV_PIX_FMT_YUV420P;
     out->width = ex->out_w;
     out->height = ex->out_h;
-    if (!(out->buf[0] = av_buffer_pool_get(ex->rgb_pool))) {
-        av_frame_free(&out);
-        return NULL;
-    }
     out->data[0] = out->buf[0]->data;
-    out->linesize[0] = ex->rgb_linesize;
-    if (w == ex->out_w && h == ex->out_h) { /* Lanczos at scale 1 is the identity */
-        for (int y = 0; y < h; y++)
-            memcpy(out->data[0] + (size_t)y * out->linesize[0], src + (size_t)y * stride,
-                   (size_t)w * 3);
-        return out;
+    out->data[1] = out->data[0] + (size_t)ex->ls_y * ex->out_h;
+    out->data[2] = out->data[1] + (size_t)ex->ls_c * (ex->out_h / 2);
+    out->linesize[0] = ex->ls_y;
+    out->linesize[1] = out->linesize[2] = ex->ls_c;
+    out->color_range = AVCOL_RANGE_MPEG;
+    out->colorspace = AVCOL_SPC_BT709;
+    out->color_primaries = AVCOL_PRI_BT709;
+    out->color_trc = AVCOL_TRC_BT709;
+    return out;
+}
+
+/* RGB path: Lanczos-3 of a w x h RGB24 region (stride bytes) to the output
+ * size, then to the output frame (BT.709 limited yuv420p). */
+static AVFrame *rgb_to_out(Export *ex, Transform *tr, const uint8_t *src, int w, int h,
+                           int stride)
+{
+    AVFrame *out;
+
+    if (w != ex->out_w || h != ex->out_h) { /* Lanczos at scale 1 is the identity */
+        if (grow(&tr->scaled, &tr->scaled_size, (size_t)ex->out_w * ex->out_h * 3 + 64) < 0)
+            return NULL;
+        tr->resize = sws_getCachedContext(tr->resize, w, h, AV_PIX_FMT_RGB24, ex->out_w,
+                                          ex->out_h, AV_PIX_FMT_RGB24,
+                                          SWS_LANCZOS | SWS_ACCURATE_RND, NULL, NULL, NULL);
+        if (!tr->resize)
+            return NULL;
+        const uint8_t *s[4] = {src};
+        int ss[4] = {stride};
+        uint8_t *d[4] = {tr->scaled};
+        int ds[4] = {ex->out_w * 3};
+        sws_scale(tr->resize, s, ss, 0, h, d, ds);
+        src = tr->scaled;
+        stride = ex->out_w * 3;
     }
-    tr->resize = sws_getCachedContext(tr->resize, w, h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
-                                      AV_PIX_FMT_RGB24, SWS_LANCZOS | SWS_ACCURATE_RND, NULL,
-                                      NULL, NULL);
-    if (!tr->resize) {
-        av_frame_free(&out);
+    if (!tr->to_yuv) {
+        tr->to_yuv = sws_getContext(ex->out_w, ex->out_h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
+                                    AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND, NULL,
+                                    NULL, NULL);
+        if (!tr->to_yuv)
+            return NULL;
+        sws_setColorspaceDetails(tr->to_yuv, sws_getCoefficients(SWS_CS_ITU709), 1,
+                                 sws_getCoefficients(SWS_CS_ITU709), 0, 0, 1 << 16, 1 << 16);
+    }
+    if (!(out = new_out_frame(ex)))
         return NULL;
-    }
     const uint8_t *s[4] = {src};
     int ss[4] = {stride};
-    sws_scale(tr->resize, s, ss, 0, h, out->data, out->linesize);
+    sws_scale(tr->to_yuv, s, ss, 0, ex->out_h, out->data, out->linesize);
     return out;
+}
+
+/* Whether a frame can be cropped and scaled without leaving YUV: a planar or
+ * packed YUV format with at most 2x chroma subsampling, already in the
+ * output's colour space (BT.709, limited range); swscale does not convert
+ * between YUV matrices. */
+static int yuv_direct(const AVFrame *f)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    return d && d->nb_components >= 3 && d->log2_chroma_w <= 1 && d->log2_chroma_h <= 1 &&
+           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL |
+                         AV_PIX_FMT_FLAG_BITSTREAM | AV_PIX_FMT_FLAG_HWACCEL)) &&
+           sws_cs_of(f->colorspace) == SWS_CS_ITU709 && f->color_range != AVCOL_RANGE_JPEG &&
+           f->format != AV_PIX_FMT_YUVJ420P && f->format != AV_PIX_FMT_YUVJ422P &&
+           f->format != AV_PIX_FMT_YUVJ444P;
+}
+
+/* YUV path: crop r of f, Lanczos-3 to the output frame, in YUV. A crop at an
+ * odd offset in subsampled chroma starts half a chroma sample early: swscale
+ * is told where that sample sits (src_h/v_chr_pos, 1/256 luma pixels), so the
+ * geometry is exact; the rest of the frame is not touched. */
+static AVFrame *yuv_to_out(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    int xodd = d->log2_chroma_w ? r->x & 1 : 0, yodd = d->log2_chroma_h ? r->y & 1 : 0;
+    const uint8_t *src[4] = {NULL};
+    AVFrame *out = new_out_frame(ex);
+
+    if (!out)
+        return NULL;
+    if (f->format == AV_PIX_FMT_YUV420P && r->x == 0 && r->y == 0 && r->width == ex->out_w &&
+        r->height == ex->out_h) { /* the whole frame at the output size: a copy */
+        for (int p = 0; p < 3; p++) {
+            int h = p ? ex->out_h / 2 : ex->out_h, w = p ? ex->out_w / 2 : ex->out_w;
+            for (int y = 0; y < h; y++)
+                memcpy(out->data[p] + (size_t)y * out->linesize[p],
+                       f->data[p] + (size_t)y * f->linesize[p], (size_t)w);
+        }
+        return out;
+    }
+    if (!tr->yuv_scale || tr->ys_w != r->width || tr->ys_h != r->height ||
+        tr->ys_fmt != f->format || tr->ys_xodd != xodd || tr->ys_yodd != yodd) {
+        struct SwsContext *c;
+        sws_freeContext(tr->yuv_scale);
+        tr->yuv_scale = c = sws_alloc_context();
+        if (!c)
+            goto fail;
+        av_opt_set_int(c, "srcw", r->width, 0);
+        av_opt_set_int(c, "srch", r->height, 0);
+        av_opt_set_int(c, "src_format", f->format, 0);
+        av_opt_set_int(c, "dstw", ex->out_w, 0);
+        av_opt_set_int(c, "dsth", ex->out_h, 0);
+        av_opt_set_int(c, "dst_format", AV_PIX_FMT_YUV420P, 0);
+        av_opt_set_int(c, "sws_flags", SWS_LANCZOS | SWS_ACCURATE_RND, 0);
+        /* default chroma siting is centred (128); half a sample earlier: -128 */
+        if (xodd)
+            av_opt_set_int(c, "src_h_chr_pos", -128, 0);
+        if (yodd)
+            av_opt_set_int(c, "src_v_chr_pos", -128, 0);
+        if (sws_init_context(c, NULL, NULL) < 0) {
+            sws_freeContext(c);
+            tr->yuv_scale = NULL;
+            goto fail;
+        }
+        tr->ys_w = r->width, tr->ys_h = r->height, tr->ys_fmt = f->format;
+        tr->ys_xodd = xodd, tr->ys_yodd = yodd;
+    }
+    region_planes(f, d, r->x, r->y, src);
+    sws_scale(tr->yuv_scale, src, f->linesize, 0, r->height, out->data, out->linesize);
+    return out;
+fail:
+    av_frame_free(&out);
+    return NULL;
 }
 
 static int need_model(const Export *ex, const ReelRect *r)
@@ -561,25 +672,33 @@ static int open_model(Export *ex)
 }
 
 /* Multiply an RGB frame by w (fade towards black). */
+/* Fade: every plane towards black (Y 16, Cb Cr 128), as RGB * w would. */
 static void scale_frame(AVFrame *f, double w)
 {
     int iw = (int)lrint(w * 65536.0);
-    for (int y = 0; y < f->height; y++) {
-        uint8_t *p = f->data[0] + (size_t)y * f->linesize[0];
-        for (int x = 0; x < f->width * 3; x++)
-            p[x] = (uint8_t)((p[x] * iw + 32768) >> 16);
+    for (int p = 0; p < 3; p++) {
+        int base = p ? 128 : 16, h = p ? f->height / 2 : f->height, wd = p ? f->width / 2 : f->width;
+        int add = base * (65536 - iw) + 32768;
+        for (int y = 0; y < h; y++) {
+            uint8_t *q = f->data[p] + (size_t)y * f->linesize[p];
+            for (int x = 0; x < wd; x++)
+                q[x] = (uint8_t)((q[x] * iw + add) >> 16);
+        }
     }
 }
 
-/* a = a * wa + b * wb, rounded. */
+/* Dissolve: a = a * wa + b * wb about black (Y 16, Cb Cr 128), rounded. */
 static void blend_into(AVFrame *a, double wa, const AVFrame *b, double wb)
 {
-    for (int y = 0; y < a->height; y++) {
-        uint8_t *p = a->data[0] + (size_t)y * a->linesize[0];
-        const uint8_t *q = b->data[0] + (size_t)y * b->linesize[0];
-        for (int x = 0; x < a->width * 3; x++) {
-            double v = p[x] * wa + q[x] * wb + 0.5;
-            p[x] = (uint8_t)(v > 255.0 ? 255.0 : v);
+    for (int p = 0; p < 3; p++) {
+        int base = p ? 128 : 16, h = p ? a->height / 2 : a->height, wd = p ? a->width / 2 : a->width;
+        for (int y = 0; y < h; y++) {
+            uint8_t *q = a->data[p] + (size_t)y * a->linesize[p];
+            const uint8_t *o = b->data[p] + (size_t)y * b->linesize[p];
+            for (int x = 0; x < wd; x++) {
+                double v = base + (q[x] - base) * wa + (o[x] - base) * wb + 0.5;
+                q[x] = (uint8_t)(v < 0.0 ? 0.0 : v > 255.0 ? 255.0 : v);
+            }
         }
     }
 }
@@ -617,12 +736,16 @@ static int composite(Export *ex, Transform *tr, int k, int64_t n, AVFrame *f)
     return emit(ex, tr, f);
 }
 
+/* One decoded frame to one output frame: in YUV when no model and no rotation
+ * is involved and the source is already BT.709 (the common case, and what the
+ * ffmpeg CLI would do), else through RGB: rotate, crop, upscale, resize. */
 static int transform_item(Export *ex, Transform *tr, DecItem *it)
 {
     const ReelClip *clip = &ex->job->clips[it->clip];
     const AVFrame *f = it->frame;
     const uint8_t *crop;
     int W = f->width, H = f->height, stride, ret;
+    AVFrame *out;
     ReelRect r;
 
     if (clip->rotation != 0.0) { /* rotate the whole frame, then crop */
@@ -637,15 +760,19 @@ static int transform_item(Export *ex, Transform *tr, DecItem *it)
         r = reel_crop_at(clip, it->t, rw, rh, ex->job->aspect_w, ex->job->aspect_h);
         crop = tr->rot + (size_t)r.y * rw * 3 + (size_t)r.x * 3;
         stride = rw * 3;
-    } else { /* convert only the region around the crop */
+    } else {
         r = reel_crop_at(clip, it->t, W, H, ex->job->aspect_w, ex->job->aspect_h);
-        ReelRect g = region_of(f, &r);
+        if (!need_model(ex, &r) && yuv_direct(f)) {
+            if (!(out = yuv_to_out(ex, tr, f, &r)))
+                return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
+            return composite(ex, tr, it->clip, it->n, out);
+        }
+        ReelRect g = region_of(f, &r); /* convert only the region around the crop */
         if ((ret = to_rgb(ex, tr, f, &g)) < 0)
             return ret;
         stride = g.width * 3;
         crop = tr->rgb + (size_t)(r.y - g.y) * stride + (size_t)(r.x - g.x) * 3;
     }
-    AVFrame *out;
     if (need_model(ex, &r)) {
         if ((ret = open_model(ex)) < 0)
             return ret;
@@ -659,9 +786,9 @@ static int transform_item(Export *ex, Transform *tr, DecItem *it)
         if ((ret = reel_upscale_run(ex->up, crop, r.width, r.height, stride, tr->up,
                                     (ptrdiff_t)r.width * s * 3)) < 0)
             return ex_fail(ex, ret, "upscaler: %s", reel_upscale_errmsg(ex->up));
-        out = resize_rgb(ex, tr, tr->up, r.width * s, r.height * s, r.width * s * 3);
+        out = rgb_to_out(ex, tr, tr->up, r.width * s, r.height * s, r.width * s * 3);
     } else {
-        out = resize_rgb(ex, tr, crop, r.width, r.height, stride);
+        out = rgb_to_out(ex, tr, crop, r.width, r.height, stride);
     }
     if (!out)
         return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
@@ -698,6 +825,9 @@ static void *transform_thread(void *arg)
         av_frame_free(&tr.held[i]);
     sws_freeContext(tr.to_rgb);
     sws_freeContext(tr.resize);
+    sws_freeContext(tr.to_yuv);
+    sws_freeContext(tr.yuv_scale);
+    av_free(tr.scaled);
     av_free(tr.rgb);
     av_free(tr.rot);
     av_free(tr.up);
@@ -710,10 +840,8 @@ typedef struct Muxer {
     AVFormatContext *oc;
     AVCodecContext *venc, *aenc;
     AVStream *vst, *ast;
-    struct SwsContext *to_yuv;
     AVPacket *pkt;
     AVFrame *aframe;
-    AVFrame *yuv; /* the encoder's input, reused */
     ReelAudioReel *audio;
     float *left, *right; /* MODE_PART: planar samples before interleaving for PCM */
     int64_t audio_done; /* samples encoded */
@@ -771,26 +899,9 @@ static int encode_audio(Export *ex, Muxer *m, int64_t until)
     return 0;
 }
 
-static int encode_video_frame(Export *ex, Muxer *m, AVFrame *rgb)
+static int encode_video_frame(Export *ex, Muxer *m, AVFrame *f)
 {
-    AVFrame *yuv = m->yuv;
-    int ret;
-    if (ex->mode == MODE_PART) { /* parts keep the RGB frames */
-        if ((ret = avcodec_send_frame(m->venc, rgb)) < 0)
-            return ex_fail(ex, ret, "video encoder failed");
-        return write_packets(ex, m, m->venc, m->vst);
-    }
-    /* one frame, reused: libx264 copies its input, so it is writable again */
-    if ((ret = av_frame_make_writable(yuv)) < 0)
-        return ex_fail(ex, ret, "out of memory");
-    sws_scale(m->to_yuv, (const uint8_t *const *)rgb->data, rgb->linesize, 0, ex->out_h,
-              yuv->data, yuv->linesize);
-    yuv->pts = rgb->pts;
-    yuv->color_range = AVCOL_RANGE_MPEG;
-    yuv->colorspace = AVCOL_SPC_BT709;
-    yuv->color_primaries = AVCOL_PRI_BT709;
-    yuv->color_trc = AVCOL_TRC_BT709;
-    ret = avcodec_send_frame(m->venc, yuv);
+    int ret = avcodec_send_frame(m->venc, f);
     if (ret < 0)
         return ex_fail(ex, ret, "video encoder failed");
     return write_packets(ex, m, m->venc, m->vst);
@@ -800,7 +911,7 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
 {
     const ReelOutputSettings *o = &ex->job->output;
     int part = ex->mode == MODE_PART;
-    const char *vname = part ? "libx264rgb" : "libx264";
+    const char *vname = "libx264";
     const AVCodec *vc = avcodec_find_encoder_by_name(vname);
     const AVCodec *ac = avcodec_find_encoder(part ? AV_CODEC_ID_PCM_F32LE : AV_CODEC_ID_AAC);
     AVDictionary *mopts = NULL;
@@ -820,7 +931,7 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
     m->venc->width = ex->out_w;
     m->venc->height = ex->out_h;
-    m->venc->pix_fmt = part ? AV_PIX_FMT_RGB24 : AV_PIX_FMT_YUV420P;
+    m->venc->pix_fmt = AV_PIX_FMT_YUV420P;
     m->venc->time_base = (AVRational){o->fps_den, o->fps_num};
     m->venc->framerate = (AVRational){o->fps_num, o->fps_den};
     m->venc->sample_aspect_ratio = (AVRational){1, 1};
@@ -832,8 +943,6 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
     m->venc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     if (part) {
         /* a part is an intermediate: lossless (qp 0) unless asked otherwise */
-        m->venc->colorspace = AVCOL_SPC_RGB;
-        m->venc->color_range = AVCOL_RANGE_JPEG;
         av_opt_set(m->venc->priv_data, "preset", "veryfast", 0);
         snprintf(buf, sizeof(buf), "%d", ex->opt->part_crf);
         av_opt_set(m->venc->priv_data, ex->opt->part_crf > 0 ? "crf" : "qp", buf, 0);
@@ -904,21 +1013,6 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         snprintf(buf, sizeof(buf), "%lld", (long long)ex->layout.nb_frames);
         av_dict_set(&m->oc->metadata, PART_FRAMES_KEY, buf, 0);
     }
-    m->to_yuv = sws_getContext(ex->out_w, ex->out_h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
-                               AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL,
-                               NULL);
-    if (!m->to_yuv)
-        return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cannot set up the colour conversion");
-    if (!(m->yuv = av_frame_alloc()))
-        return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
-    m->yuv->format = AV_PIX_FMT_YUV420P;
-    m->yuv->width = ex->out_w;
-    m->yuv->height = ex->out_h;
-    if ((ret = av_frame_get_buffer(m->yuv, 0)) < 0)
-        return reel_fail(errmsg, ret, "out of memory");
-    sws_setColorspaceDetails(m->to_yuv, sws_getCoefficients(SWS_CS_ITU709), 1,
-                             sws_getCoefficients(SWS_CS_ITU709), 0, 0, 1 << 16, 1 << 16);
-
     if ((ret = avio_open(&m->oc->pb, tmp_path, AVIO_FLAG_WRITE)) < 0)
         return reel_fail(errmsg, ret, "%s: cannot write: %s", tmp_path,
                          reel_strerror(ret, eb, sizeof(eb)));
@@ -941,10 +1035,8 @@ static void close_muxer(Muxer *m)
     avcodec_free_context(&m->aenc);
     av_packet_free(&m->pkt);
     av_frame_free(&m->aframe);
-    av_frame_free(&m->yuv);
     free(m->left);
     free(m->right);
-    sws_freeContext(m->to_yuv);
     reel_audio_close(&m->audio);
     memset(m, 0, sizeof(*m));
 }
@@ -1124,8 +1216,10 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     }
     if ((ret = probe_all(&ex, errmsg)) < 0)
         goto end;
-    ex.rgb_linesize = FFALIGN(ex.out_w * 3, 64);
-    if (!(ex.rgb_pool = av_buffer_pool_init((size_t)ex.rgb_linesize * ex.out_h + 64, NULL))) {
+    ex.ls_y = FFALIGN(ex.out_w, 64);
+    ex.ls_c = FFALIGN(ex.out_w / 2, 64);
+    if (!(ex.out_pool = av_buffer_pool_init(
+              (size_t)ex.ls_y * ex.out_h + (size_t)ex.ls_c * ex.out_h + 64, NULL))) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
         goto end;
     }
@@ -1231,7 +1325,7 @@ end:
         reel_upscale_close(&ex.up);
     reel_queue_uninit(&ex.decoded);
     reel_queue_uninit(&ex.composed);
-    av_buffer_pool_uninit(&ex.rgb_pool); /* freed when the last frame is */
+    av_buffer_pool_uninit(&ex.out_pool); /* freed when the last frame is */
     reel_layout_uninit(&ex.layout);
     free(ex.src);
     pthread_mutex_destroy(&ex.lock);

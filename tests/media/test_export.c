@@ -274,24 +274,31 @@ static void test_reel_structure(void **state)
     reel_job_free(&job);
 }
 
-static void test_marker_follows_crop(void **state)
+/* Weight of a pixel for a marker's centroid: luma (a white marker) or blue
+ * minus green (a marker that differs from the grey around it only in Cb). */
+static double marker_weight(const uint8_t *p, int chroma)
 {
-    /* an 8x8 white square moving 3 px right and 2 px down per frame */
-    gen("marker.mp4",
-        "color=black:s=320x240:r=30:d=2[bg];color=white:s=8x8:r=30:d=2[fg];"
-        "[bg][fg]overlay=x=20+3*n:y=40+2*n",
-        NULL, 2);
-    ReelJob *job = job_of(
-        "{\"clips\":[{\"source\":\"marker.mp4\",\"cropKeyframes\":["
-        "{\"time\":0,\"x\":0,\"y\":10,\"width\":160,\"height\":120},"
-        "{\"time\":1.9,\"x\":150,\"y\":100,\"width\":160,\"height\":120}]}],"
-        "\"output\":{\"width\":320,\"height\":240,\"include_audio\":false,"
-        "\"upscale\":{\"mode\":\"off\"}}}");
-    const char *out = data("marker_out.mp4");
+    double l = chroma ? (double)p[2] - p[1] : p[1];
+    return l > (chroma ? 30 : 60) ? l : 0;
+}
+
+/* A marker in a source lands where the crop keyframes put it (error <= 1 px
+ * after scaling), in 5 frames of the output. */
+static void check_marker(const char *source, const char *crop_json, int chroma)
+{
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "{\"clips\":[{\"source\":\"%s\",\"cropKeyframes\":[%s]}],"
+             "\"output\":{\"width\":320,\"height\":240,\"include_audio\":false,"
+             "\"upscale\":{\"mode\":\"off\"}}}",
+             source, crop_json);
+    ReelJob *job = job_of(json);
+    char out[1200];
+    snprintf(out, sizeof(out), "%s", data("marker_out.mp4"));
     export_ok(job, out);
     int keep[] = {0, 10, 25, 40, 57};
     Frames fr = decode_frames(out, keep, 5);
-    Frames src = decode_frames(data("marker.mp4"), keep, 5); /* where the marker really is */
+    Frames src = decode_frames(data(source), keep, 5); /* where the marker really is */
     assert_int_equal(fr.count, 60);
     for (int k = 0; k < 5; k++) {
         int n = keep[k];
@@ -303,9 +310,8 @@ static void test_marker_follows_crop(void **state)
             double sx = 0, sy = 0, sw = 0;
             for (int y = 0; y < fs[i]->h; y++)
                 for (int x = 0; x < fs[i]->w; x++) {
-                    double l = px(fs[i], n, x, y)[1];
-                    if (l > 60)
-                        sx += x * l, sy += y * l, sw += l;
+                    double l = marker_weight(px(fs[i], n, x, y), chroma);
+                    sx += x * l, sy += y * l, sw += l;
                 }
             assert_true(sw > 0);
             c[i][0] = sx / sw, c[i][1] = sy / sw;
@@ -314,12 +320,55 @@ static void test_marker_follows_crop(void **state)
         double ex = (c[0][0] - r.x + 0.5) * 320.0 / r.width - 0.5;
         double ey = (c[0][1] - r.y + 0.5) * 240.0 / r.height - 0.5;
         if (fabs(c[1][0] - ex) > 1.0 || fabs(c[1][1] - ey) > 1.0)
-            fail_msg("frame %d: marker at %.2f,%.2f, expected %.2f,%.2f (crop %d,%d %dx%d)", n,
-                     c[1][0], c[1][1], ex, ey, r.x, r.y, r.width, r.height);
+            fail_msg("%s frame %d: marker at %.2f,%.2f, expected %.2f,%.2f (crop %d,%d %dx%d)",
+                     source, n, c[1][0], c[1][1], ex, ey, r.x, r.y, r.width, r.height);
     }
     frames_free(&src);
     frames_free(&fr);
     reel_job_free(&job);
+}
+
+static const char *MARKER_CROPS = "{\"time\":0,\"x\":0,\"y\":10,\"width\":160,\"height\":120},"
+                                  "{\"time\":1.9,\"x\":150,\"y\":100,\"width\":160,"
+                                  "\"height\":120}";
+
+static void test_marker_follows_crop(void **state)
+{
+    /* an 8x8 white square moving 3 px right and 2 px down per frame; untagged
+     * (BT.601): the RGB path */
+    gen("marker.mp4",
+        "color=black:s=320x240:r=30:d=2[bg];color=white:s=8x8:r=30:d=2[fg];"
+        "[bg][fg]overlay=x=20+3*n:y=40+2*n",
+        NULL, 2);
+    check_marker("marker.mp4", MARKER_CROPS, 0);
+}
+
+static void test_marker_yuv_path(void **state)
+{
+    /* BT.709 sources are cropped and scaled in YUV. The crop moves through odd
+     * and even offsets: a white square (luma) and a square that differs from
+     * the grey around it only in Cb (chroma siting) must both land exactly. */
+    struct stat sb;
+    if (stat(data("marker709.mp4"), &sb) != 0)
+        sh("ffmpeg -v error -y -f lavfi -i \"color=black:s=320x240:r=30:d=2[bg];"
+           "color=white:s=8x8:r=30:d=2[fg];[bg][fg]overlay=x=20+3*n:y=40+2*n\" -vf "
+           "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p -colorspace bt709 "
+           "-color_primaries bt709 -color_trc bt709 -c:v libx264 -preset veryfast -crf 4 %s",
+           data("marker709.mp4"));
+    if (stat(data("chroma709.mp4"), &sb) != 0)
+        sh("ffmpeg -v error -y -f lavfi -i \"nullsrc=s=320x240:r=30:d=2,format=yuv420p,"
+           "geq=lum=128:cb='if(between(2*X,20+3*N,35+3*N)*between(2*Y,40+2*N,55+2*N),220,128)'"
+           ":cr=128\" -colorspace bt709 -color_primaries bt709 -color_trc bt709 -c:v libx264 "
+           "-preset veryfast -crf 4 %s",
+           data("chroma709.mp4"));
+    check_marker("marker709.mp4", MARKER_CROPS, 0);
+    check_marker("chroma709.mp4", MARKER_CROPS, 1);
+    /* the same with a crop that never moves to an even offset */
+    static const char *odd = "{\"time\":0,\"x\":11,\"y\":13,\"width\":160,\"height\":120},"
+                             "{\"time\":1.9,\"x\":141,\"y\":103,\"width\":160,"
+                             "\"height\":120}";
+    check_marker("marker709.mp4", odd, 0);
+    check_marker("chroma709.mp4", odd, 1);
 }
 
 static void test_dissolve_and_fade(void **state)
@@ -536,6 +585,7 @@ int main(void)
     av_log_set_level(AV_LOG_QUIET);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reel_structure),  cmocka_unit_test(test_marker_follows_crop),
+        cmocka_unit_test(test_marker_yuv_path),
         cmocka_unit_test(test_dissolve_and_fade), cmocka_unit_test(test_fade_dark),
         cmocka_unit_test(test_60fps_real_speed), cmocka_unit_test(test_silent_clip),
         cmocka_unit_test(test_rotation),        cmocka_unit_test(test_upscale_small),

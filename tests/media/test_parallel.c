@@ -2,8 +2,8 @@
  * test_parallel.c - parallel mode (reel_export_part + reel_export_assemble)
  * against the whole-reel export of the same job: same frame count, duration,
  * chapters and .vtt, same audio length and audio, frames within PSNR >= 45 dB
- * (DESIGN section 7). Also: a part is a lossless RGB NUT with the clip's exact
- * frames and samples; a part needs only its own clip's source; parts that do
+ * (DESIGN section 7). Also: a part is a lossless NUT with the clip's exact
+ * frames (lossless yuv420p) and samples; a part needs only its own clip's source; parts that do
  * not fit the job are refused by name and nothing is written.
  */
 #include <errno.h>
@@ -240,7 +240,7 @@ static void test_part_is_the_clip(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(p, "format"),
                                                           "format_name")),
                         "nut");
-    assert_string_equal(json_string_value(json_object_get(v, "pix_fmt")), "gbrp");
+    assert_string_equal(json_string_value(json_object_get(v, "pix_fmt")), "yuv420p");
     assert_string_equal(json_string_value(json_object_get(a, "codec_name")), "pcm_f32le");
     assert_int_equal((int)jnum(v, "nb_read_frames"), (int)n);
     assert_int_equal((int)jnum(v, "width"), 180);
