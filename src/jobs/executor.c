@@ -210,32 +210,6 @@ typedef struct RunCtx {
     char message[160];
 } RunCtx;
 
-static const char *phase_message(ReelPhase phase, int clip, int total, char *buf, size_t size)
-{
-    switch (phase) {
-    case REEL_PHASE_QUEUED:
-        return "Queued";
-    case REEL_PHASE_DOWNLOADING:
-        return "Downloading source clips...";
-    case REEL_PHASE_LOADING_MODEL:
-        return "Loading AI model...";
-    case REEL_PHASE_PROCESSING:
-        if (clip > 0 && total > 0) {
-            snprintf(buf, size, "Processing clip %d/%d...", clip, total);
-            return buf;
-        }
-        return "Processing clips...";
-    case REEL_PHASE_ENCODING:
-        return "Encoding...";
-    case REEL_PHASE_FINALIZING:
-        return "Finalizing...";
-    case REEL_PHASE_UPLOADING:
-        return "Uploading result...";
-    default:
-        return "Working...";
-    }
-}
-
 /* A progress event of the running export; pct is service-level. */
 static void report(RunCtx *r, ReelPhase phase, double pct, const ReelProgress *p, int force)
 {
@@ -271,7 +245,7 @@ static void report(RunCtx *r, ReelPhase phase, double pct, const ReelProgress *p
     ev.message =
         p && p->message && *p->message && strcmp(p->message, reel_phase_name(p->phase))
             ? p->message
-            : phase_message(phase, ev.clip, ev.total_clips, r->message, sizeof(r->message));
+            : reel_phase_message(phase, ev.clip, ev.total_clips, r->message, sizeof(r->message));
     if (r->ex->cfg.on_event)
         r->ex->cfg.on_event(r->ex->cfg.opaque, &ev);
     if (changed || now - r->last_db_ms >= 1000) {

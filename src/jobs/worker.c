@@ -329,30 +329,6 @@ static void side_stop(Side *s)
     pthread_cond_destroy(&s->wake);
 }
 
-static const char *phase_message(ReelPhase phase, int clip, int total, char *buf, size_t size)
-{
-    switch (phase) {
-    case REEL_PHASE_DOWNLOADING:
-        return "Downloading source clips...";
-    case REEL_PHASE_LOADING_MODEL:
-        return "Loading AI model...";
-    case REEL_PHASE_PROCESSING:
-        if (clip > 0 && total > 0) {
-            snprintf(buf, size, "Processing clip %d/%d...", clip, total);
-            return buf;
-        }
-        return "Processing clips...";
-    case REEL_PHASE_ENCODING:
-        return "Encoding...";
-    case REEL_PHASE_FINALIZING:
-        return "Finalizing...";
-    case REEL_PHASE_UPLOADING:
-        return "Uploading result...";
-    default:
-        return "Working...";
-    }
-}
-
 static void report(Side *s, ReelPhase phase, double pct, const ReelProgress *p, int force)
 {
     int64_t now = mono_ms();
@@ -382,7 +358,7 @@ static void report(Side *s, ReelPhase phase, double pct, const ReelProgress *p, 
     }
     f.message = p && p->message && *p->message
                     ? p->message
-                    : phase_message(phase, f.clip, f.total_clips, msg, sizeof(msg));
+                    : reel_phase_message(phase, f.clip, f.total_clips, msg, sizeof(msg));
     if (s->msg->part >= 0) {
         /* A part's own frame counts mean nothing to the app: the export's percent and
          * the clips rendering now are filled in by Redis (combined progress). */

@@ -18,6 +18,7 @@
 #define REEL_MEDIA_EXPORT_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/job.h"
@@ -40,6 +41,13 @@ typedef enum ReelPhase {
 
 /** "queued", "downloading", ... as the service and --progress json spell them. */
 const char *reel_phase_name(ReelPhase phase);
+
+/**
+ * The sentence the editor shows for a phase ("Processing clip 2/5...", as the
+ * replaced backend worded it); clip and total may be 0. Uses buf when it needs
+ * to format. Thread-safe.
+ */
+const char *reel_phase_message(ReelPhase phase, int clip, int total, char *buf, size_t size);
 
 typedef struct ReelProgress {
     ReelPhase phase;

@@ -130,6 +130,32 @@ const char *reel_phase_name(ReelPhase phase)
     return (unsigned)phase < sizeof(names) / sizeof(names[0]) ? names[phase] : "unknown";
 }
 
+const char *reel_phase_message(ReelPhase phase, int clip, int total, char *buf, size_t size)
+{
+    switch (phase) {
+    case REEL_PHASE_QUEUED:
+        return "Queued";
+    case REEL_PHASE_DOWNLOADING:
+        return "Downloading source clips...";
+    case REEL_PHASE_LOADING_MODEL:
+        return "Loading AI model...";
+    case REEL_PHASE_PROCESSING:
+        if (clip > 0 && total > 0) {
+            snprintf(buf, size, "Processing clip %d/%d...", clip, total);
+            return buf;
+        }
+        return "Processing clips...";
+    case REEL_PHASE_ENCODING:
+        return "Encoding...";
+    case REEL_PHASE_FINALIZING:
+        return "Finalizing...";
+    case REEL_PHASE_UPLOADING:
+        return "Uploading result...";
+    default:
+        return "Working...";
+    }
+}
+
 /* Record the first failure and stop every stage. */
 static int ex_fail(Export *ex, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
