@@ -845,6 +845,7 @@ int reel_executor_start(ReelExecutor *ex, char *errmsg)
                          reel_jobstore_errmsg(ex->cfg.jobs));
     if (ex->redis_url) {
         ReelRemoteConfig rc = {.url = ex->redis_url,
+                               .plan_config = ex->cfg.plan_config,
                                .jobs = ex->cfg.jobs,
                                .on_frame = ex->cfg.on_frame,
                                .opaque = ex->cfg.opaque};

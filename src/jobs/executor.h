@@ -93,6 +93,7 @@ typedef struct ReelExecutorConfig {
      * `clipreel worker` processes and followed back (remote.h) */
     const char *redis_url; /**< NULL: everything runs in this process */
     int redis_fallback;    /**< 1: run here when Redis is unreachable; 0: fail the export */
+    const char *plan_config; /**< planner table (JSON file) for Redis exports; NULL = defaults */
     /** Frames made by the workers (already in the service's shape); terminal ones
      *  come after the row is final. Called from the remote threads. */
     void (*on_frame)(void *opaque, const char *user, const char *export_id, const char *frame,

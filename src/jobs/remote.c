@@ -398,8 +398,8 @@ int reel_remote_start(ReelRemote **out, const ReelRemoteConfig *cfg, char *errms
     reel_plan_config_default(&r->plan);
     /* The planner's thresholds and cost table (docs/planner.md), e.g. to send
      * smaller jobs to parallel mode. */
-    if (getenv("CLIPREEL_PLAN_CONFIG") && *getenv("CLIPREEL_PLAN_CONFIG") &&
-        (ret = reel_plan_config_load(&r->plan, getenv("CLIPREEL_PLAN_CONFIG"), errmsg)) < 0) {
+    if (cfg->plan_config && *cfg->plan_config &&
+        (ret = reel_plan_config_load(&r->plan, cfg->plan_config, errmsg)) < 0) {
         free(r->url);
         free(r);
         return ret;

@@ -41,6 +41,7 @@ typedef struct ReelRemoteConfig {
     ReelRemoteFrameFn on_frame;
     void *opaque;
     int poll_ms; /**< outcome poll period (default 2000) */
+    const char *plan_config; /**< planner table, JSON file (docs/planner.md); NULL = defaults */
 } ReelRemoteConfig;
 
 /**

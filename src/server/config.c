@@ -105,6 +105,9 @@ static const Opt opts[] = {
     {"redis", "--redis", "CLIPREEL_REDIS", OPT_STR, F(redis), 0, 0,
      "redis://[[user]:password@]host[:port][/db]: hand exports to `clipreel worker`s"
      " (docs/scaleout.md); default: run them in this process"},
+    {"plan_config", "--plan-config", "CLIPREEL_PLAN_CONFIG", OPT_STR, F(plan_config), 0, 0,
+     "with --redis: the planner's thresholds and cost table, a JSON file (docs/planner.md);"
+     " default: the built-in table"},
     {"redis_fallback", "--redis-fallback", "CLIPREEL_REDIS_FALLBACK", OPT_ONOFF, F(redis_fallback),
      0, 0,
      "when Redis is unreachable at submission: on = run the export here (default),"

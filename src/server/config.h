@@ -58,6 +58,7 @@ typedef struct ReelServerConfig {
     int presign_ttl_s; /**< lifetime of redirect URLs, default 3600 */
     /* scale-out */
     char redis[512];    /**< redis:// URL: exports go to `clipreel worker`s; "" = in process */
+    char plan_config[1024]; /**< the planner's JSON table (docs/planner.md); "" = defaults */
     int redis_fallback; /**< run here when Redis is unreachable (default 1) */
     /* users */
     ReelServerToken tokens[REEL_CONFIG_MAX_TOKENS];

@@ -730,6 +730,7 @@ int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errms
     ecfg.opaque = srv;
     ecfg.redis_url = cfg->redis[0] ? cfg->redis : NULL;
     ecfg.redis_fallback = cfg->redis_fallback;
+    ecfg.plan_config = cfg->plan_config[0] ? cfg->plan_config : NULL;
     ecfg.on_frame = on_remote_frame;
     if ((ret = reel_executor_create(&srv->exec, &ecfg, errmsg)) < 0 ||
         (ret = reel_executor_start(srv->exec, errmsg)) < 0)
