@@ -15,20 +15,22 @@
  *        |  (DecItem, 8)         frame with the largest pts <= t + 1 us (a
  *        |                       reference, not a copy: repeats are free).
  *        v
- *   transform thread             to RGB (source tags honoured), rotate, crop
- *        |  ReelQueue composed   at the interpolated box, upscale (model loaded
- *        |  (AVFrame RGB, 8)     once), Lanczos to the output size, then the
- *        |                       compositor: fades scale towards black, a
- *        |                       dissolve holds the last D frames of clip k
- *        |                       until clip k+1's first D arrive and blends.
+ *   transform thread             YUV path (BT.709 source, no model, no
+ *        |  ReelQueue composed   rotation): crop + Lanczos straight to yuv420p.
+ *        |  (AVFrame yuv420p,    RGB path: region to RGB (source tags), rotate,
+ *        |   8, from a pool)     crop, upscale (model loaded once), Lanczos,
+ *        |                       to BT.709 limited yuv420p. Then the compositor
+ *        |                       in YUV: fades scale towards black, a dissolve
+ *        |                       holds the last D frames of clip k until clip
+ *        |                       k+1's first D arrive and blends.
  *        v
- *   encode thread (caller's)     RGB -> BT.709 limited yuv420p, libx264, and
+ *   encode thread (caller's)     libx264 (or the lossless part encoder), and
  *                                the audio timeline (audio.h) encoded to AAC
  *                                up to each video frame's end, interleaved
  *                                into ONE mp4; trailer (+faststart), rename.
  *
  * Ownership: a DecItem owns its frame reference until the transform stage
- * frees it; an RGB frame belongs to the queue until popped, then to the popper.
+ * frees it; an output frame belongs to the queue until popped, then to the popper.
  * Memory is bounded by the two queues (8 frames each), the dissolve hold
  * (D output frames) and one source frame per stage: nothing grows with the
  * number or the length of the clips.
