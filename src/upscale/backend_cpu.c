@@ -78,12 +78,15 @@
 #define MAX_CALLS 3       /* primitives in one step: conv, activation, prelu */
 
 typedef enum CallRole {
-    ROLE_REORDER, /* src[0] -> dst */
-    ROLE_CONV,    /* src[0] -> dst, with weights and bias */
-    ROLE_ACT,     /* eltwise in place on dst */
-    ROLE_PRELU,   /* prelu from src (step's src[0], or dst when in place) to dst */
-    ROLE_MULTI,   /* sum / concat of all srcs -> dst */
-    ROLE_BINARY,  /* src[0] op src[1] -> dst */
+    ROLE_REORDER,  /* src[0] -> dst */
+    ROLE_CONV,     /* src[0] -> dst, with weights and bias */
+    ROLE_ACT,      /* eltwise in place on dst */
+    ROLE_PRELU,    /* prelu from src (step's src[0], or dst when in place) to dst */
+    ROLE_MULTI,    /* sum / concat of all srcs -> dst */
+    ROLE_BINARY,   /* src[0] op src[1] -> dst */
+    ROLE_VIEW,     /* reorder src[0] -> dst through the strided views its pd holds (shuffle) */
+    ROLE_RESAMPLE, /* nearest resampling src[0] -> dst */
+    ROLE_IMPORT,   /* reorder from the caller's planar input (handle set by run) -> dst */
 } CallRole;
 
 typedef struct DnnlCall {
@@ -127,7 +130,10 @@ typedef struct CpuState {
     int *loop_reader;       /* blob is read by a C loop or is the output */
     int *wino_reader;       /* blob is read by a convolution that can run Winograd */
     int *shadow;            /* blob -> its shadow (one per blob: the last made), or -1 */
-    int out_blob;           /* the canonical blob run() converts to the planar output */
+    int out_blob;           /* the canonical blob exported to the planar output */
+    dnnl_memory_t in_mem;   /* the caller's planar input: handle set by each run() */
+    dnnl_memory_t out_mem;  /* the caller's planar output: handle set by each run() */
+    DnnlCall export_call;   /* reorder out_blob -> out_mem, after the last step */
     int nsteps, capsteps;
     CpuStep *steps;
     int nbufs;
@@ -702,13 +708,21 @@ static int plan_conv(CpuState *s, int *pos, char *errmsg)
 
         src_md = s->md[b].data_type == dt ? s->md[b] : nhwc_of(s, b, dt);
         tag_desc(&dst_md, &s->shapes[d], ddt, blocked ? dnnl_aBcd16b : dnnl_nhwc);
-        for (int attempt = 0; attempt < 4 && (!pd || is_ref(pd)); attempt++) {
-            /* exact in/out, then "any" out, then "any" in and out, then without fusion */
+        /*
+         * exact in and out; then "any" on the smaller side (its conversion is
+         * the cheaper one: the 3-channel image in front of the first layer),
+         * then on the other; then both; then without fusion
+         */
+        int small_in = cv->in_c <= cv->out_c;
+        for (int attempt = 0; attempt < 5 && (!pd || is_ref(pd)); attempt++) {
+            int any_in = attempt >= 3 || attempt == (small_in ? 1 : 2);
+            int any_out = attempt >= 3 || attempt == (small_in ? 2 : 1);
+
             if (pd)
                 dnnl_primitive_desc_destroy(pd);
-            fused = attempt < 3;
-            pd = conv_try(s, st, dnnl_convolution_direct, attempt >= 2 ? &any_src : &src_md,
-                          attempt >= 1 ? &any_dst : &dst_md, fused);
+            fused = attempt < 4;
+            pd = conv_try(s, st, dnnl_convolution_direct, any_in ? &any_src : &src_md,
+                          any_out ? &any_dst : &dst_md, fused);
         }
         if (!pd)
             return reel_fail(errmsg, REEL_ERROR_BACKEND,
@@ -817,6 +831,86 @@ fail:
     return ret;
 }
 
+/* The input step: one reorder from the caller's planar float input into the first blob. */
+static int plan_import(CpuState *s, CpuStep *st, char *errmsg)
+{
+    dnnl_memory_desc_t planar;
+    dnnl_primitive_desc_t pd = NULL;
+    int ret = 0;
+
+    tag_desc(&planar, &s->shapes[st->dst], dnnl_f32, dnnl_nchw);
+    DNNL_TRY(
+        dnnl_reorder_primitive_desc_create(&pd, &planar, s->eng, &s->md[st->dst], s->eng, s->attr),
+        "input conversion", st->l);
+    warn_if_ref(pd, st->l);
+    return plan_call(st, ROLE_IMPORT, pd, errmsg);
+fail:
+    return ret;
+}
+
+/*
+ * PixelShuffle as one oneDNN reorder (parallel, vectorised) between two
+ * strided 5-D views of the NHWC buffers, dims (y, x, c, dy, dx):
+ *   in:  channel c * r * r + dy * r + dx (mode 0) or (dy * r + dx) * C + c
+ *        (mode 1) of pixel (y, x);
+ *   out: channel c of pixel (y * r + dy, x * r + dx).
+ * Left to the C loop if oneDNN would only have its reference reorder for it.
+ */
+static int plan_shuffle(CpuState *s, CpuStep *st, char *errmsg)
+{
+    const ReelNnShape *is = &s->shapes[st->src[0]], *os = &s->shapes[st->dst];
+    dnnl_dim_t r = st->l->p.shuffle.factor, C = os->c, mode = st->l->p.shuffle.mode;
+    dnnl_dims_t dims = {is->h, is->w, C, r, r};
+    dnnl_dims_t in_str = {(dnnl_dim_t)is->w * is->c, is->c, mode == 0 ? r * r : 1,
+                          mode == 0 ? r : r * C, mode == 0 ? 1 : C};
+    dnnl_dims_t out_str = {r * os->w * C, r * C, 1, (dnnl_dim_t)os->w * C, C};
+    dnnl_memory_desc_t in_md, out_md;
+    dnnl_primitive_desc_t pd = NULL;
+    int ret = 0;
+
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(&in_md, 5, dims, dnnl_f32, in_str), "pixel shuffle",
+             st->l);
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(&out_md, 5, dims, dnnl_f32, out_str), "pixel shuffle",
+             st->l);
+    if (dnnl_reorder_primitive_desc_create(&pd, &in_md, s->eng, &out_md, s->eng, s->attr) !=
+            dnnl_success ||
+        is_ref(pd)) {
+        if (pd)
+            dnnl_primitive_desc_destroy(pd);
+        return 0; /* the C loop */
+    }
+    return plan_call(st, ROLE_VIEW, pd, errmsg);
+fail:
+    return ret;
+}
+
+/*
+ * Nearest Interp as oneDNN resampling: its source index round((o + 0.5) / k
+ * - 0.5) equals ncnn's floor(o / k) for integer factors k, so only those; the
+ * C loop does the rest.
+ */
+static int plan_resample(CpuState *s, CpuStep *st, char *errmsg)
+{
+    const ReelNnShape *is = &s->shapes[st->src[0]], *os = &s->shapes[st->dst];
+    const ReelNnLayer *l = st->l;
+    dnnl_resampling_desc_t rd;
+    dnnl_primitive_desc_t pd = NULL;
+
+    (void)errmsg;
+    if (os->h % is->h || os->w % is->w || l->p.interp.scale_h != (float)(os->h / is->h) ||
+        l->p.interp.scale_w != (float)(os->w / is->w))
+        return 0;
+    if (dnnl_resampling_forward_desc_init(&rd, dnnl_forward_inference, dnnl_resampling_nearest,
+                                          NULL, &s->md[st->src[0]],
+                                          &s->md[st->dst]) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &rd, s->attr, s->eng, NULL) != dnnl_success || is_ref(pd)) {
+        if (pd)
+            dnnl_primitive_desc_destroy(pd);
+        return 0;
+    }
+    return plan_call(st, ROLE_RESAMPLE, pd, errmsg);
+}
+
 static int plan_formats(CpuState *s, char *errmsg)
 {
     int ret = 0;
@@ -827,6 +921,7 @@ static int plan_formats(CpuState *s, char *errmsg)
 
         if (st->kind == STEP_INPUT) {
             s->md[st->dst] = nhwc_of(s, st->dst, dnnl_f32);
+            ret = plan_import(s, st, errmsg);
         } else if (st->kind == REEL_NN_CONV) {
             ret = plan_conv(s, &i, errmsg);
         } else if (st->kind == REEL_NN_PRELU) {
@@ -844,43 +939,26 @@ static int plan_formats(CpuState *s, char *errmsg)
             }
             st = &s->steps[i];
             s->md[st->dst] = nhwc_of(s, st->dst, dnnl_f32);
+            if (ret >= 0 && st->kind == REEL_NN_PIXEL_SHUFFLE)
+                ret = plan_shuffle(s, st, errmsg);
+            else if (ret >= 0 && st->kind == REEL_NN_INTERP)
+                ret = plan_resample(s, st, errmsg);
         } else {
             ret = plan_multi(s, &i, errmsg);
         }
         if (ret < 0)
             return ret;
     }
-    /* run() reads the output as NHWC f32 */
+    /* run() exports the output blob, in whatever layout it has, to the planar output */
     s->out_blob = s->alias[s->g->output];
     {
-        dnnl_memory_desc_t want = nhwc_of(s, s->out_blob, dnnl_f32);
-        CpuStep *st;
+        dnnl_memory_desc_t planar;
 
-        if (!dnnl_memory_desc_equal(&want, &s->md[s->out_blob])) {
-            dnnl_primitive_desc_t pd = NULL;
-            int sb;
-
-            DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, &s->md[s->out_blob], s->eng, &want,
-                                                        s->eng, s->attr),
-                     "conversion", NULL);
-            if ((sb = new_blob(s, s->out_blob, &want, errmsg)) < 0 || !(st = new_step(s, errmsg))) {
-                dnnl_primitive_desc_destroy(pd);
-                return sb < 0 ? sb : REEL_ERR(ENOMEM);
-            }
-            st->l = s->steps[s->nsteps - 2].l;
-            st->kind = STEP_CONVERT;
-            st->nsrc = 1;
-            if (!(st->src = malloc(sizeof(int)))) {
-                dnnl_primitive_desc_destroy(pd);
-                return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
-            }
-            st->src[0] = s->out_blob;
-            st->dst = sb;
-            if ((ret = plan_call(st, ROLE_REORDER, pd, errmsg)) < 0)
-                return ret;
-            s->out_blob = sb;
-            s->nconvert++;
-        }
+        tag_desc(&planar, &s->shapes[s->out_blob], dnnl_f32, dnnl_nchw);
+        DNNL_TRY(dnnl_reorder_primitive_desc_create(&s->export_call.pd, &s->md[s->out_blob], s->eng,
+                                                    &planar, s->eng, s->attr),
+                 "output conversion", NULL);
+        warn_if_ref(s->export_call.pd, s->steps[s->nsteps - 1].l);
     }
 fail:
     return ret;
@@ -1074,6 +1152,33 @@ static int make_step(CpuState *s, CpuStep *st, char *errmsg)
             call_arg(c, DNNL_ARG_FROM, m);
             call_arg(c, DNNL_ARG_TO, d);
             break;
+        case ROLE_VIEW:
+        case ROLE_RESAMPLE: {
+            const dnnl_memory_desc_t *smd =
+                dnnl_primitive_desc_query_md(c->pd, dnnl_query_src_md, 0);
+            const dnnl_memory_desc_t *dmd =
+                dnnl_primitive_desc_query_md(c->pd, dnnl_query_dst_md, 0);
+            int view = c->role == ROLE_VIEW;
+
+            if ((ret = step_mem(s, st, smd, buf_of(s, st->src[0]), &m, errmsg)) < 0 ||
+                (ret = step_mem(s, st, dmd, buf_of(s, st->dst), &d, errmsg)) < 0 ||
+                (ret = make_call(s, st, c, 2, errmsg)) < 0)
+                break;
+            call_arg(c, view ? DNNL_ARG_FROM : DNNL_ARG_SRC, m);
+            call_arg(c, view ? DNNL_ARG_TO : DNNL_ARG_DST, d);
+            break;
+        }
+        case ROLE_IMPORT:
+            DNNL_TRY(dnnl_memory_create(&s->in_mem,
+                                        dnnl_primitive_desc_query_md(c->pd, dnnl_query_src_md, 0),
+                                        s->eng, DNNL_MEMORY_NONE),
+                     "memory", st->l);
+            if ((ret = step_mem(s, st, &s->md[st->dst], buf_of(s, st->dst), &d, errmsg)) < 0 ||
+                (ret = make_call(s, st, c, 2, errmsg)) < 0)
+                break;
+            call_arg(c, DNNL_ARG_FROM, s->in_mem);
+            call_arg(c, DNNL_ARG_TO, d);
+            break;
         case ROLE_MULTI:
         case ROLE_BINARY:
             if ((ret = make_call(s, st, c, st->nsrc + 1, errmsg)) < 0)
@@ -1098,6 +1203,31 @@ static int make_step(CpuState *s, CpuStep *st, char *errmsg)
         c->pd = NULL;
     }
     return 0;
+fail:
+    return ret;
+}
+
+/* The export after the last step: out_blob -> the caller's planar output (handle set by run). */
+static int make_export(CpuState *s, char *errmsg)
+{
+    CpuStep *last = &s->steps[s->nsteps - 1]; /* owns the memory objects */
+    DnnlCall *c = &s->export_call;
+    dnnl_memory_t m;
+    int ret = 0;
+
+    DNNL_TRY(dnnl_memory_create(&s->out_mem,
+                                dnnl_primitive_desc_query_md(c->pd, dnnl_query_dst_md, 0), s->eng,
+                                DNNL_MEMORY_NONE),
+             "memory", last->l);
+    if ((ret = step_mem(s, last, &s->md[s->out_blob], buf_of(s, s->out_blob), &m, errmsg)) < 0 ||
+        (ret = make_call(s, last, c, 2, errmsg)) < 0)
+        return ret;
+    call_arg(c, DNNL_ARG_FROM, m);
+    call_arg(c, DNNL_ARG_TO, s->out_mem);
+    dnnl_primitive_desc_destroy(c->pd);
+    c->pd = NULL;
+fail:
+    return ret;
 }
 
 static int make_interp_maps(CpuState *s, CpuStep *st, char *errmsg)
@@ -1225,6 +1355,15 @@ static void cpu_free(void **state)
     if (!s)
         return;
     free_steps(s);
+    if (s->export_call.prim)
+        dnnl_primitive_destroy(s->export_call.prim);
+    if (s->export_call.pd)
+        dnnl_primitive_desc_destroy(s->export_call.pd);
+    free(s->export_call.args);
+    if (s->in_mem)
+        dnnl_memory_destroy(s->in_mem);
+    if (s->out_mem)
+        dnnl_memory_destroy(s->out_mem);
     for (int i = 0; i < s->nbufs; i++)
         free(s->bufs[i]);
     free(s->bufs);
@@ -1307,10 +1446,12 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
 
-        if ((ret = make_step(s, st, errmsg)) < 0 ||
-            (st->kind == REEL_NN_INTERP && (ret = make_interp_maps(s, st, errmsg)) < 0))
+        if ((ret = make_step(s, st, errmsg)) < 0 || (st->kind == REEL_NN_INTERP && !st->ncalls &&
+                                                     (ret = make_interp_maps(s, st, errmsg)) < 0))
             goto fail;
     }
+    if ((ret = make_export(s, errmsg)) < 0)
+        goto fail;
     if (s->scratch_bytes) {
         size_t bytes = (s->scratch_bytes + 63) & ~(size_t)63;
 
@@ -1347,11 +1488,14 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
     int ret = 0;
 
     set_omp_threads(s->threads);
+    /* the import reorder only reads `in`; setting a handle allocates nothing */
+    DNNL_TRY(dnnl_memory_set_data_handle(s->in_mem, (void *)(uintptr_t)in), "input", NULL);
+    DNNL_TRY(dnnl_memory_set_data_handle(s->out_mem, out), "output", NULL);
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
         const ReelNnLayer *l = st->l;
         const ReelNnShape *os = &s->shapes[st->dst];
-        size_t pixels = (size_t)os->h * os->w, n = pixels * os->c;
+        size_t n = (size_t)os->h * os->w * os->c;
 
         if (st->ncalls) {
             for (int k = 0; k < st->ncalls; k++)
@@ -1362,14 +1506,6 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             continue;
         }
         switch (st->kind) {
-        case STEP_INPUT: {
-            float *d = fbuf(s, st->dst);
-
-            for (size_t p = 0; p < pixels; p++)
-                for (int c = 0; c < os->c; c++)
-                    d[p * os->c + c] = in[(size_t)c * pixels + p];
-            break;
-        }
         case REEL_NN_PIXEL_SHUFFLE:
             run_pixel_shuffle(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os,
                               l->p.shuffle.factor, l->p.shuffle.mode);
@@ -1388,15 +1524,10 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: step kind %d", st->kind);
         }
     }
-    {
-        const ReelNnShape *os = &s->shapes[s->out_blob];
-        size_t pixels = (size_t)os->h * os->w;
-        const float *src = fbuf(s, s->out_blob);
-
-        for (int c = 0; c < os->c; c++)
-            for (size_t p = 0; p < pixels; p++)
-                out[(size_t)c * pixels + p] = src[p * os->c + c];
-    }
+    DNNL_TRY(dnnl_primitive_execute(s->export_call.prim, s->strm, s->export_call.nargs,
+                                    s->export_call.args),
+             "execute", NULL);
+    DNNL_TRY(dnnl_stream_wait(s->strm), "execute", NULL);
 fail:
     return ret;
 }
