@@ -527,7 +527,7 @@ def print_table(results):
     m = results["machine"]
     print(f"\nclipreel bench ({'quick' if results['quick'] else 'full'}, {results['repeats']} "
           f"repeats, {m['cores']} cores, {m['cpu']}, load {results['load_before']:.2f} -> "
-          f"{results['load_after']:.2f})")
+          f"{results['load_after']:.2f}, OMP_WAIT_POLICY={results['omp_wait_policy']})")
     print(f"{'comparison':<19}{'min':>9}{'median':>9}{'max':>9}   {'target':<10} {'median':<7}"
           " others' CPU")
     for k in ORDER:
@@ -557,6 +557,10 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--no-build", action="store_true", help="use the build as it is")
     ap.add_argument("--no-fetch", action="store_true", help="no downloads, no apt-get")
+    ap.add_argument("--omp-wait-policy", default="passive",
+                    help="OMP_WAIT_POLICY for every process measured (default passive, "
+                         "see 'Threads' in docs/PERFORMANCE.md); 'inherit' keeps the "
+                         "environment's")
     ap.add_argument("--wait-quiet", type=float, default=-1,
                     help="before each comparison wait up to this many seconds for other "
                          "processes to leave the CPUs (default 0 quick, 120 full)")
@@ -571,6 +575,8 @@ def main():
                                 "latest-quick.json" if a.quick else "latest.json")
 
     t_start = time.monotonic()
+    if a.omp_wait_policy != "inherit":
+        os.environ["OMP_WAIT_POLICY"] = a.omp_wait_policy
     if not a.no_fetch:
         ensure_packages()
         ensure_models()
@@ -583,7 +589,8 @@ def main():
 
     results = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "quick": a.quick, "machine": machine_info(), "load_before": os.getloadavg()[0],
-               "only": sorted(only), "raw": {}, "ratios": {}, "notes": [], "errors": {}}
+               "only": sorted(only), "raw": {}, "ratios": {}, "notes": [], "errors": {},
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(libgomp default)")}
     work = tempfile.mkdtemp(prefix="clipreel-bench-")
     b = Bench(a, build, work, results)
     results["repeats"] = b.reps
