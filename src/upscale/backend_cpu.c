@@ -1,15 +1,17 @@
 /*
- * backend_cpu.c - the CPU backend: oneDNN 2.x primitives for the layers that
- * carry the work, plain C loops for the data shuffles.
+ * backend_cpu.c - the CPU backend: the network as a list of oneDNN 2.x
+ * primitives (C loops only for layer forms no shipped model uses).
  *
  * DESIGN
  *
  * Tensors. Batch 1. Every blob has one oneDNN memory descriptor, chosen when
  * the plan is made: its data type (f32, or bf16 in bf16 mode) and its layout,
  * NHWC ("acdb") or channel-blocked by 16 ("aBcd16b", what oneDNN's Winograd
- * kernels read and write). The C loops only take NHWC f32, element (y, x, c)
- * of a C-channel map W wide at (y * W + x) * C + c. Only the network input and
- * output are converted from/to planar.
+ * kernels read and write). PixelShuffle, Interp and the C loops take NHWC f32,
+ * element (y, x, c) of a C-channel map W wide at (y * W + x) * C + c. The
+ * caller's planar input enters through one reorder (its memory object's handle
+ * set per run) and the output blob leaves, in whatever layout it has, through
+ * one reorder straight into the caller's planar buffer.
  *
  * Plan, built once per input shape by create(), in four passes:
  *   1. steps: Split outputs become aliases of their input (no copies); one
@@ -22,12 +24,15 @@
  *      an input whose blob has another descriptor gets a conversion step (one
  *      oneDNN reorder) right before it, into a new "shadow" blob that later
  *      readers wanting the same descriptor share. Convolutions:
- *        - fp32: Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, about 2.5x the
+ *        - fp32: Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, about 2.3x the
  *          direct kernel's speed here) for every 3x3/stride 1/pad 1 layer with
  *          16k channels in and out, reading and writing aBcd16b, so a chain of
  *          such layers (the body of both shipped models) has no reorder at
  *          all; other layers direct, writing aBcd16b when a Winograd layer
- *          reads them next, NHWC when a C loop or the output does;
+ *          reads them next, NHWC when a C loop or the output does; a direct
+ *          layer without a fast kernel for the exact layouts lets oneDNN pick
+ *          the layout of its smaller side first (the 3-channel image is
+ *          converted, not the 64-channel output);
  *        - bf16: direct kernels on NHWC bf16 with bf16 weights (oneDNN
  *          accumulates in f32 and adds the f32 bias), writing f32 where a C
  *          loop or the output reads the result; the f32 network input is
@@ -37,8 +42,13 @@
  *      place if oneDNN would answer the fused form with its reference
  *      kernel); PReLU is a oneDNN prelu primitive in place; Eltwise sum with
  *      its coefficients as scales, Concat and two-tensor BinaryOp are oneDNN
- *      sum/concat/binary primitives on a common descriptor. CLIPREEL_CONV_ALGO
- *      =direct in the environment turns Winograd off (for the benchmark).
+ *      sum/concat/binary primitives on a common descriptor; PixelShuffle is
+ *      one reorder between two strided 5-D views (y, x, c, dy, dx) of its
+ *      NHWC input and output, and nearest Interp with an integer factor a
+ *      resampling primitive (the C loops remain for anything else: Interp
+ *      with another factor, BinaryOp with a scalar, Eltwise product/max).
+ *      CLIPREEL_CONV_ALGO=direct in the environment turns Winograd off (for
+ *      the benchmark).
  *   3. buffers by liveness: a blob takes a free buffer when its step runs and
  *      gives it back after its last reader, so x4plus's ~1800 blobs fit in a
  *      handful of buffers; a step's output never shares a buffer with its
@@ -56,6 +66,8 @@
  * process may run on (its affinity mask, SMT siblings counted once): oneDNN's
  * kernels fill a core's vector units with one thread, a second hyperthread on
  * the same core only competes for them. The C loops are single-threaded.
+ * libgomp's wait policy matters more than the count on a busy machine (every
+ * Winograd layer is three parallel regions): docs/PERFORMANCE.md, "Threads".
  */
 #include "upscale/backend.h"
 
