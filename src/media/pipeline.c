@@ -979,6 +979,12 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         snprintf(buf, sizeof(buf), "%d", o->crf);
         av_opt_set(m->venc->priv_data, "crf", buf, 0);
     }
+    /* Slice threads, not frame threads: with frame threads libx264's output
+     * depends on thread timing (on a busy machine the same frames encode
+     * differently from run to run); with slices the same frames always give
+     * the same bytes, which parallel mode and retries rely on. It costs a few
+     * percent of speed on 2 cores (docs/decisions.md). */
+    av_opt_set(m->venc->priv_data, "x264-params", "sliced-threads=1", 0);
     if ((ret = avcodec_open2(m->venc, vc, NULL)) < 0)
         return reel_fail(errmsg, ret, "cannot open %s for %dx%d: %s", vname, ex->out_w, ex->out_h,
                          reel_strerror(ret, eb, sizeof(eb)));
