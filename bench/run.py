@@ -260,11 +260,15 @@ def machine_info():
 # ---- inputs ----------------------------------------------------------------------------------
 
 def gen_source(path, w, h, fps, seconds, audio=True):
+    """A source clip as phones and cameras record HD video: H.264 yuv420p, BT.709 limited
+    range, tagged so (clipreel then takes its YUV path, docs/internals/media.md)."""
     if os.path.exists(path):
         return
     args = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}:duration={seconds}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    args += ["-vf", "scale=out_color_matrix=bt709:out_range=tv", "-colorspace", "bt709",
+             "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
     args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", str(fps * 2)]
     if audio:
         args += ["-c:a", "aac", "-shortest"]
@@ -426,7 +430,7 @@ class Bench:
 
     def pipeline(self):
         sw, sh, secs = (640, 360, 3) if self.quick else (1920, 1080, 6)
-        src = self.w("src.mp4")
+        src = self.w("src709.mp4")
         gen_source(src, sw, sh, 30, secs)
         cw, ch = (sh * 9 // 16) & ~1, sh
         cx, cy = ((sw - cw) // 2) & ~1, 0
@@ -458,7 +462,7 @@ class Bench:
                    "+faststart", self.w("two.mp4"))
             two.append(time.monotonic() - t0)
         shutil.rmtree(frames, ignore_errors=True)
-        self.raw.update({"pipeline_source": f"{sw}x{sh} {secs} s 30 fps, crop {cw}x{ch} -> "
+        self.raw.update({"pipeline_source": f"{sw}x{sh} {secs} s 30 fps BT.709, crop {cw}x{ch} -> "
                          f"{ow}x{oh}", "pipeline_clipreel_s": ours, "pipeline_ffmpeg_s": ff,
                          "pipeline_twostep_s": two})
         if self.a.want("pipe_vs_ffmpeg"):
@@ -470,7 +474,7 @@ class Bench:
         # a crop through the model, output exactly 4x the crop (the resize is then 1:1)
         ocw, och = (32, 56) if self.quick else (68, 120)
         secs = 1 if self.quick else 3
-        osrc = self.w("ov.mp4")
+        osrc = self.w("ov709.mp4")
         gen_source(osrc, 320, 240, 30, secs)
         job = self.w("ai.json")
         export_job(job, [osrc], (100, 60, ocw, och), (ocw * 4, och * 4), "always")
@@ -492,7 +496,7 @@ class Bench:
         if not os.path.exists("/usr/bin/time"):
             raise BenchError("/usr/bin/time missing (apt-get install time)")
         short_s, long_s = (2, 12) if self.quick else (6, 60)
-        ssrc, lsrc = self.w("short.mp4"), self.w("long.mp4")
+        ssrc, lsrc = self.w("short709.mp4"), self.w("long709.mp4")
         gen_source(ssrc, 640, 360, 30, short_s)
         gen_source(lsrc, 640, 360, 30, long_s)
         crop = (140, 0, 202, 360)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,9 @@ static void usage(FILE *f)
             "      --chapters PATH        WebVTT chapters (default: OUT with .chapters.vtt)\n"
             "      --models DIR           model weights folder (default $CLIPREEL_MODELS or models)\n"
             "      --upscale MODE         auto|always|off: overrides the job's output.upscale.mode\n"
+            "      --precision P          fp32|bf16: overrides output.upscale.precision (bf16 where\n"
+            "                             the CPU has AVX-512 BF16, PSNR >= 40 dB of fp32; its\n"
+            "                             speed against fp32 is in docs/PERFORMANCE.md)\n"
             "      --progress MODE        bar (default), json (JSON lines on stdout) or none\n"
             "      --threads N            worker threads (0 = all cores)\n"
             "\n"
@@ -53,7 +57,7 @@ static void usage(FILE *f)
             "\"transition\": {\"type\": \"cut|fade|dissolve\", \"duration\": 0.5}, \"output\":\n"
             "{width, height, fps, include_audio, crf, preset, audio_bitrate, chapters,\n"
             "\"upscale\": {\"model\": \"realesr-general-x4v3|RealESRGAN_x4plus\", \"mode\",\n"
-            "\"tile\"}}}. Relative sources are relative to the job file.\n");
+            "\"tile\", \"precision\": \"fp32|bf16\"}}}. Relative sources are relative to the job file.\n");
 }
 
 #define REEL_CLI_MAX_PARTS 1000
@@ -139,7 +143,8 @@ int reel_cli_export(int argc, char **argv)
         {"verbose", no_argument, 0, 'v'},        {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {"part", required_argument, 0, 'P'},
         {"assemble", required_argument, 0, 'A'}, {"parallel", no_argument, 0, 'L'},
-        {"part-crf", required_argument, 0, 'C'}, {0, 0, 0, 0}};
+        {"part-crf", required_argument, 0, 'C'}, {"precision", required_argument, 0, 'R'},
+        {0, 0, 0, 0}};
     const char *parts[REEL_CLI_MAX_PARTS];
     int nb_parts = 0, part = 0, parallel = 0;
     ReelExportOptions eo = {0};
@@ -148,6 +153,7 @@ int reel_cli_export(int argc, char **argv)
     ReelExportStats st;
     ReelJob *job = NULL;
     const char *upscale = NULL;
+    int bf16 = -1; /* -1: as the job says */
     char err[REEL_ERRMSG_SIZE] = "";
     int c, ret;
 
@@ -165,6 +171,13 @@ int reel_cli_export(int argc, char **argv)
             break;
         case 'u':
             upscale = optarg;
+            break;
+        case 'R':
+            if (strcasecmp(optarg, "fp32") && strcasecmp(optarg, "bf16")) {
+                fprintf(stderr, "clipreel export: --precision must be fp32 or bf16\n");
+                return 2;
+            }
+            bf16 = !strcasecmp(optarg, "bf16");
             break;
         case 'p':
             if (reel_cli_progress_parse_mode(optarg, &pmode) < 0) {
@@ -248,6 +261,8 @@ int reel_cli_export(int argc, char **argv)
             return 2;
         }
     }
+    if (bf16 >= 0)
+        job->output.upscale_bf16 = bf16;
     reel_cli_progress_init(&prog, pmode);
     eo.progress = reel_cli_progress_cb;
     eo.progress_opaque = &prog;
@@ -288,7 +303,8 @@ int reel_cli_export(int argc, char **argv)
         printf("duration:  %.3f s (%lld frames at %.3f fps), %dx%d\n", st.duration_s,
                (long long)st.frames, reel_job_fps(job), st.width, st.height);
         printf("size:      %.2f MB\n", st.size_bytes / 1e6);
-        printf("upscaled:  %d of %d clips through the model\n", st.upscaled_clips, job->nb_clips);
+        printf("upscaled:  %d of %d clips through the model%s%s\n", st.upscaled_clips,
+               job->nb_clips, st.upscale_precision[0] ? ", " : "", st.upscale_precision);
         printf("time:      %.2f s total", st.total_s);
         for (int p = REEL_PHASE_LOADING_MODEL; p <= REEL_PHASE_FINALIZING; p++)
             if (st.phase_s[p] > 0.0005)

@@ -2,7 +2,9 @@
  * main.c - the clipreel binary: dispatch to a subcommand.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/log.h"
@@ -28,8 +30,27 @@ static void usage(FILE *f)
     fprintf(f, "\n`clipreel <command> --help` describes a command.\n");
 }
 
+/*
+ * oneDNN runs on libgomp, whose threads by default spin at every barrier before
+ * sleeping. On a small machine where the export's decode and encode threads and
+ * other processes want the same cores, that spinning costs 1.4-1.8x on exports
+ * with AI (docs/PERFORMANCE.md, Threads). libgomp reads OMP_WAIT_POLICY once,
+ * when it is loaded, before main(): so when it is unset we set it to passive and
+ * start ourselves again, once. An explicit OMP_WAIT_POLICY wins; if the restart
+ * fails we go on with libgomp's default.
+ */
+static void set_omp_wait_policy(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY"))
+        return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) < 0)
+        return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv)
 {
+    set_omp_wait_policy(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -670,7 +670,7 @@ static int parse_aspect(ParseCtx *ctx, json_t *root, ReelJob *job)
 
 static int parse_upscale(ParseCtx *ctx, json_t *up, ReelOutputSettings *o)
 {
-    static const char *const known[] = {"model", "mode", "tile", NULL};
+    static const char *const known[] = {"model", "mode", "tile", "precision", NULL};
     const char *key, *s;
     json_t *v;
     int found, ret;
@@ -680,7 +680,8 @@ static int parse_upscale(ParseCtx *ctx, json_t *up, ReelOutputSettings *o)
         for (int i = 0; known[i]; i++)
             ok |= !strcmp(key, known[i]);
         if (!ok)
-            return bad(ctx, "output.upscale.%s: unknown field (expected model, mode, tile)", key);
+            return bad(ctx, "output.upscale.%s: unknown field (expected model, mode, tile, precision)",
+                       key);
     }
     if ((ret = get_string(ctx, up, "model", "output.upscale", &s)) < 0)
         return ret;
@@ -706,6 +707,17 @@ static int parse_upscale(ParseCtx *ctx, json_t *up, ReelOutputSettings *o)
             o->upscale_mode = REEL_UPSCALE_OFF;
         else
             return bad(ctx, "output.upscale.mode: unknown mode '%s' (expected auto, always or off)",
+                       s);
+    }
+    if ((ret = get_string(ctx, up, "precision", "output.upscale", &s)) < 0)
+        return ret;
+    if (s) {
+        if (!strcasecmp(s, "fp32"))
+            o->upscale_bf16 = 0;
+        else if (!strcasecmp(s, "bf16"))
+            o->upscale_bf16 = 1;
+        else
+            return bad(ctx, "output.upscale.precision: unknown precision '%s' (expected fp32 or bf16)",
                        s);
     }
     return get_int(ctx, up, "tile", "output.upscale", -1, 4096, &o->upscale_tile, &found);

@@ -75,6 +75,7 @@ typedef struct ReelOutputSettings {
     char upscale_model[64];/**< default "realesr-general-x4v3" */
     ReelUpscaleMode upscale_mode;
     int upscale_tile;      /**< 0 = backend default */
+    int upscale_bf16;      /**< output.upscale.precision "bf16": 1; "fp32" (default): 0 */
 } ReelOutputSettings;
 
 typedef struct ReelJob {

@@ -72,7 +72,7 @@ struct ReelExecutor {
     pthread_cond_t model_free;
     struct {
         char name[64];
-        int tile;
+        int tile, bf16;
         ReelUpscaler *up;
     } models[2]; /* the app uses one model; room for a second (x4plus) */
 };
@@ -463,7 +463,8 @@ static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char 
     /* Only the holder of model_busy touches the cache below. */
     for (int i = 0; i < 2; i++)
         if (ex->models[i].up && !strcmp(ex->models[i].name, job->output.upscale_model) &&
-            ex->models[i].tile == job->output.upscale_tile)
+            ex->models[i].tile == job->output.upscale_tile &&
+            ex->models[i].bf16 == job->output.upscale_bf16)
             slot = i;
     if (slot < 0) {
         ReelProgress p = {.phase = REEL_PHASE_LOADING_MODEL, .eta_s = -1};
@@ -473,6 +474,7 @@ static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char 
         uo.model_dir = ex->model_dir;
         uo.model = job->output.upscale_model;
         uo.tile = job->output.upscale_tile;
+        uo.precision = job->output.upscale_bf16 ? REEL_UPSCALE_BF16 : REEL_UPSCALE_FP32;
         uo.threads = ex->cfg.engine_threads;
         if ((ret = reel_upscale_open(&ex->models[slot].up, &uo, errmsg)) < 0) {
             release_model(ex);
@@ -481,6 +483,7 @@ static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char 
         snprintf(ex->models[slot].name, sizeof(ex->models[slot].name), "%s",
                  job->output.upscale_model);
         ex->models[slot].tile = job->output.upscale_tile;
+        ex->models[slot].bf16 = job->output.upscale_bf16;
         reel_log(REEL_LOG_INFO, LOG_TAG, "model %s loaded (kept for the life of the server)",
                  job->output.upscale_model);
     }

@@ -46,7 +46,7 @@ struct ReelWorker {
     pthread_mutex_t model_lock;
     ReelUpscaler *model;
     char model_name[64];
-    int model_tile;
+    int model_tile, model_bf16;
     atomic_llong completed, failed, retried, lost, duplicates, models_loaded;
 };
 
@@ -457,13 +457,14 @@ static int acquire_model(ReelWorker *w, Side *s, const ReelJob *job, ReelUpscale
 
     pthread_mutex_lock(&w->model_lock);
     if (!w->model || strcmp(w->model_name, job->output.upscale_model) ||
-        w->model_tile != job->output.upscale_tile) {
+        w->model_tile != job->output.upscale_tile || w->model_bf16 != job->output.upscale_bf16) {
         ReelProgress p = {.phase = REEL_PHASE_LOADING_MODEL, .eta_s = -1};
         reel_upscale_close(&w->model);
         report(s, REEL_PHASE_LOADING_MODEL, s->base, &p, 1);
         uo.model_dir = w->cfg.model_dir;
         uo.model = job->output.upscale_model;
         uo.tile = job->output.upscale_tile;
+        uo.precision = job->output.upscale_bf16 ? REEL_UPSCALE_BF16 : REEL_UPSCALE_FP32;
         uo.threads = w->cfg.engine_threads;
         if ((ret = reel_upscale_open(&w->model, &uo, errmsg)) < 0) {
             pthread_mutex_unlock(&w->model_lock);
@@ -471,6 +472,7 @@ static int acquire_model(ReelWorker *w, Side *s, const ReelJob *job, ReelUpscale
         }
         snprintf(w->model_name, sizeof(w->model_name), "%s", job->output.upscale_model);
         w->model_tile = job->output.upscale_tile;
+        w->model_bf16 = job->output.upscale_bf16;
         atomic_fetch_add(&w->models_loaded, 1);
         reel_log(REEL_LOG_INFO, LOG_TAG, "model %s loaded (kept for this process)",
                  job->output.upscale_model);

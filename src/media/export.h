@@ -84,6 +84,7 @@ typedef struct ReelExportStats {
     int width, height;
     int chapters;
     int upscaled_clips;       /**< clips that went through the model */
+    char upscale_precision[8];/**< "fp32" or "bf16" as the model ran; "" when no model ran */
     double phase_s[REEL_PHASE_CANCELLED + 1]; /**< wall seconds spent per phase */
     double total_s;
 } ReelExportStats;

@@ -689,6 +689,7 @@ static int open_model(Export *ex)
     uo.model_dir = ex->opt->model_dir;
     uo.model = ex->job->output.upscale_model;
     uo.tile = ex->job->output.upscale_tile;
+    uo.precision = ex->job->output.upscale_bf16 ? REEL_UPSCALE_BF16 : REEL_UPSCALE_FP32;
     uo.threads = ex->opt->threads;
     if ((ret = reel_upscale_open(&ex->up, &uo, err)) < 0)
         return ex_fail(ex, REEL_ERROR_MODEL, "upscaler: %s", err);
@@ -935,6 +936,29 @@ static int encode_video_frame(Export *ex, Muxer *m, AVFrame *f)
     return write_packets(ex, m, m->venc, m->vst);
 }
 
+
+/*
+ * libx264 settings that make the same frames always give the same bytes, which
+ * parallel mode, retries and our tests rely on (docs/decisions.md):
+ *  - slice threads, not frame threads: with frame threads the output depends
+ *    on thread timing (on a busy machine it changed from run to run);
+ *  - no AVX-512 kernels: with them, Debian's libx264 (core 164) encodes the
+ *    same frames differently in a process that has encoded before (it reads
+ *    memory it did not write; a fresh process sees zeroed pages, hence the
+ *    same output each time from the CLI, but not in a server or worker that
+ *    runs many exports). Capped at AVX2 the output is identical every time;
+ *    speed is the same within noise (4.4-5.3 s both ways, 1080p, 2 cores).
+ */
+static const char *x264_params(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "sliced-threads=1:asm=SSE2Fast,AVX2";
+#endif
+    return "sliced-threads=1";
+}
+
 static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
 {
     const ReelOutputSettings *o = &ex->job->output;
@@ -979,12 +1003,7 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         snprintf(buf, sizeof(buf), "%d", o->crf);
         av_opt_set(m->venc->priv_data, "crf", buf, 0);
     }
-    /* Slice threads, not frame threads: with frame threads libx264's output
-     * depends on thread timing (on a busy machine the same frames encode
-     * differently from run to run); with slices the same frames always give
-     * the same bytes, which parallel mode and retries rely on. It costs a few
-     * percent of speed on 2 cores (docs/decisions.md). */
-    av_opt_set(m->venc->priv_data, "x264-params", "sliced-threads=1", 0);
+    av_opt_set(m->venc->priv_data, "x264-params", x264_params(), 0);
     if ((ret = avcodec_open2(m->venc, vc, NULL)) < 0)
         return reel_fail(errmsg, ret, "cannot open %s for %dx%d: %s", vname, ex->out_w, ex->out_h,
                          reel_strerror(ret, eb, sizeof(eb)));
@@ -1345,6 +1364,10 @@ fail_stages:
         stats->height = ex.out_h;
         stats->chapters = job->output.chapters ? job->nb_clips : 0;
         stats->upscaled_clips = ex.upscaled_clips;
+        snprintf(stats->upscale_precision, sizeof(stats->upscale_precision), "%s",
+                 ex.up && ex.upscaled_clips
+                     ? reel_upscale_precision_name(reel_upscale_precision(ex.up))
+                     : "");
         memcpy(stats->phase_s, ex.phase_s, sizeof(stats->phase_s));
         stats->total_s = now_s() - ex.t_start;
     }

@@ -524,7 +524,54 @@ static void test_upscale_small(void **state)
     assert_int_equal(st.height, 128);
     assert_int_equal(st.upscaled_clips, 1);
     assert_int_equal(st.frames, 6);
+    assert_string_equal(st.upscale_precision, "fp32"); /* the default */
     reel_job_free(&job);
+}
+
+/* output.upscale.precision "bf16" reaches the model: it runs bf16 where the CPU
+ * computes bf16 natively, else fp32; the frames stay close to the fp32 export's. */
+static void test_upscale_bf16_job(void **state)
+{
+    static const char *const jobs[2] = {
+        "{\"clips\":[{\"source\":\"tiny.mp4\",\"cropKeyframes\":[{\"time\":0,\"x\":20,"
+        "\"y\":10,\"width\":32,\"height\":32}]}],\"globalAspectRatio\":\"1:1\",\"output\":{"
+        "\"include_audio\":false,\"upscale\":{\"mode\":\"auto\",\"precision\":\"fp32\"}}}",
+        "{\"clips\":[{\"source\":\"tiny.mp4\",\"cropKeyframes\":[{\"time\":0,\"x\":20,"
+        "\"y\":10,\"width\":32,\"height\":32}]}],\"globalAspectRatio\":\"1:1\",\"output\":{"
+        "\"include_audio\":false,\"upscale\":{\"mode\":\"auto\",\"precision\":\"bf16\"}}}"};
+    static const char *const outs[2] = {"tiny_fp32.mp4", "tiny_bf16.mp4"};
+    static const int keep[6] = {0, 1, 2, 3, 4, 5};
+    Frames fr[2];
+    (void)state;
+
+    gen("tiny.mp4", "testsrc2=size=96x64:rate=30", NULL, 0.2);
+    __builtin_cpu_init();
+    for (int k = 0; k < 2; k++) {
+        ReelJob *job = job_of(jobs[k]);
+        ReelExportStats st;
+        ReelExportOptions o = {0};
+        char err[REEL_ERRMSG_SIZE] = "";
+        o.output_path = data(outs[k]);
+        if (reel_export_run(job, &o, &st, err) < 0)
+            fail_msg("%s", err);
+        assert_int_equal(st.frames, 6);
+        assert_string_equal(st.upscale_precision,
+                            k && __builtin_cpu_supports("avx512bf16") ? "bf16" : "fp32");
+        fr[k] = decode_frames(data(outs[k]), keep, 6);
+        assert_int_equal(fr[k].count, 6);
+        reel_job_free(&job);
+    }
+    double se = 0, n = 0;
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < fr[0].w * fr[0].h * 3; j++) {
+            double d = (double)fr[0].rgb[i][j] - fr[1].rgb[i][j];
+            se += d * d, n++;
+        }
+    double psnr = se > 0 ? 10 * log10(255.0 * 255.0 * n / se) : 99;
+    print_message("bf16 job vs fp32 job: PSNR %.2f dB\n", psnr);
+    assert_true(psnr >= 35.0);
+    frames_free(&fr[0]);
+    frames_free(&fr[1]);
 }
 
 static int dir_has_leftovers(const char *dir, const char *stem)
@@ -589,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_dissolve_and_fade), cmocka_unit_test(test_fade_dark),
         cmocka_unit_test(test_60fps_real_speed), cmocka_unit_test(test_silent_clip),
         cmocka_unit_test(test_rotation),        cmocka_unit_test(test_upscale_small),
+        cmocka_unit_test(test_upscale_bf16_job),
         cmocka_unit_test(test_bad_sources),     cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -57,6 +57,8 @@ static void test_app_shape(void **state)
     assert_int_equal(job->output.fps_num, 30);
     assert_int_equal(job->output.crf, 18);
     assert_string_equal(job->output.preset, "fast");
+    assert_int_equal(job->output.upscale_mode, REEL_UPSCALE_AUTO);
+    assert_int_equal(job->output.upscale_bf16, 0); /* fp32 unless asked */
     assert_int_equal(job->output.include_audio, 1);
 
     ReelClipFrames cf;
@@ -170,7 +172,7 @@ static void test_engine_shape(void **state)
         "\"globalAspectRatio\":\"16:9\",\"output\":{\"width\":640,\"height\":360,\"fps\":29.97,"
         "\"include_audio\":false,\"crf\":23,\"preset\":\"veryfast\",\"audio_bitrate\":128000,"
         "\"chapters\":false,\"upscale\":{\"model\":\"RealESRGAN_x4plus\",\"mode\":\"off\","
-        "\"tile\":64}}}";
+        "\"tile\":64,\"precision\":\"bf16\"}}}";
     assert_int_equal(reel_job_parse(&job, json, "/data/jobs", NULL, err), 0);
     const ReelClip *c = &job->clips[0];
     assert_string_equal(c->source, "/data/jobs/a.mp4");
@@ -187,6 +189,7 @@ static void test_engine_shape(void **state)
     assert_string_equal(job->output.upscale_model, "x4plus");
     assert_int_equal(job->output.upscale_mode, REEL_UPSCALE_OFF);
     assert_int_equal(job->output.upscale_tile, 64);
+    assert_int_equal(job->output.upscale_bf16, 1);
     assert_string_equal(c->title, "Clip 1");
 
     /* the probe completes the open trim */
@@ -336,6 +339,10 @@ static const struct {
      "output.upscale.model: unknown model 'waifu2x'"},
     {"{\"clips\":[{\"duration\":10}],\"output\":{\"upscale\":{\"tile\":-5}}}",
      "output.upscale.tile: -5 out of range -1-4096"},
+    {"{\"clips\":[{\"duration\":10}],\"output\":{\"upscale\":{\"precision\":\"fp16\"}}}",
+     "output.upscale.precision: unknown precision 'fp16'"},
+    {"{\"clips\":[{\"duration\":10}],\"output\":{\"upscale\":{\"precision\":16}}}",
+     "output.upscale.precision: must be a string"},
     {"{\"clips\":[{\"duration\":10,\"duration\":11}]}", "job: invalid JSON"},
     {"{\"clips\":[{\"duration\":10,\"interpolation\":\"cubic\"}]}",
      "clips[0].interpolation: unknown 'cubic'"},
