@@ -942,18 +942,31 @@ static int encode_video_frame(Export *ex, Muxer *m, AVFrame *f)
  * parallel mode, retries and our tests rely on (docs/decisions.md):
  *  - slice threads, not frame threads: with frame threads the output depends
  *    on thread timing (on a busy machine it changed from run to run);
- *  - no AVX-512 kernels: with them, Debian's libx264 (core 164) encodes the
- *    same frames differently in a process that has encoded before (it reads
- *    memory it did not write; a fresh process sees zeroed pages, hence the
- *    same output each time from the CLI, but not in a server or worker that
- *    runs many exports). Capped at AVX2 the output is identical every time;
- *    speed is the same within noise (4.4-5.3 s both ways, 1080p, 2 cores).
+ *  - always REEL_ENCODE_THREADS of them, whatever the machine: there is one
+ *    slice per thread, so the count shapes the bitstream (2 against 1 slices:
+ *    PSNR 40.8 dB between the two encodes), and a part rendered on one worker
+ *    must match a single export made on another. 4 slice threads on 2 cores
+ *    measured no slower than 2 (3.8-4.1 s against 4.5-4.9 s, 1080p), +0.5 % size;
+ *  - libx264's kernels pinned to one set, AVX2, on every CPU that has it:
+ *    its kernels for different instruction sets are not bit-exact with each
+ *    other (C, AVX2 and AVX-512 each gave other bytes), so workers must use
+ *    the same set; and with its AVX-512 kernels Debian's libx264 (core 164)
+ *    encodes the same frames differently in a process that has encoded
+ *    before (it reads memory it did not write: a fresh process sees zeroed
+ *    pages, hence the same output each time from the CLI, but not in a
+ *    server or worker that runs many exports). Capped at AVX2 the output is
+ *    identical every time; speed is the same within noise (1080p, 2 cores:
+ *    4.55-5.30 s with AVX-512, 4.40-4.62 s without). CPUs without AVX2 keep
+ *    libx264's own choice (their bytes differ from AVX2 machines').
  */
+#define REEL_ENCODE_THREADS 4
+
 static const char *x264_params(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("abm"))
         return "sliced-threads=1:asm=SSE2Fast,AVX2";
 #endif
     return "sliced-threads=1";
@@ -991,7 +1004,7 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
     m->venc->color_trc = AVCOL_TRC_BT709;
     m->venc->colorspace = AVCOL_SPC_BT709;
     m->venc->color_range = AVCOL_RANGE_MPEG;
-    m->venc->thread_count = ex->opt->threads;
+    m->venc->thread_count = REEL_ENCODE_THREADS;
     m->venc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     if (part) {
         /* a part is an intermediate: lossless (qp 0) unless asked otherwise */
