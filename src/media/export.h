@@ -72,7 +72,7 @@ typedef struct ReelExportOptions {
     void *progress_opaque;
     atomic_int *cancel;        /**< set non-zero to stop; may be NULL */
     int threads;               /**< upscaler threads, 0 = one per physical core; the
-                                *   encoder always runs 4 slice threads (the same
+                                *   encoder always runs 4 frame threads (the same
                                 *   bytes on every machine, docs/decisions.md) */
     int part_crf;              /**< reel_export_part only: 0 = lossless (default), else
                                     libx264rgb CRF for smaller parts */
