@@ -17,7 +17,6 @@
 #include "jobs/executor.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -32,6 +31,7 @@
 #include <openssl/rand.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "media/export.h"
 #include "storage/storage.h"
@@ -98,47 +98,6 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) < 0 && errno != ENOENT)
-        reel_log(REEL_LOG_WARNING, LOG_TAG, "cannot remove %s: %s", path, strerror(errno));
-    return 0;
-}
-
-/* rm -rf path (the work folders hold only files the engine and we made). */
-static void rm_tree(const char *path)
-{
-    struct stat st;
-
-    if (lstat(path, &st) < 0)
-        return;
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof(tmp))
-        return REEL_ERR(ENAMETOOLONG);
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-            return REEL_ERR(errno);
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-        return REEL_ERR(errno);
-    return 0;
 }
 
 static void emit(ReelExecutor *ex, ReelExecEventKind kind, const ReelExportRecord *rec,
@@ -549,8 +508,8 @@ static void run_task(ReelExecutor *ex, Task *task)
     snprintf(dir, sizeof(dir), "%s/%s/%s", ex->work_dir, rec.user, rec.export_id);
     snprintf(mp4, sizeof(mp4), "%s/reel.mp4", dir);
     snprintf(vtt, sizeof(vtt), "%s/reel.chapters.vtt", dir);
-    rm_tree(dir);
-    if ((ret = mkdir_p(dir)) < 0) {
+    reel_rm_tree(dir, LOG_TAG);
+    if ((ret = reel_mkdir_p(dir)) < 0) {
         reel_fail(errmsg, ret, "Export failed: cannot create the work folder");
         goto done;
     }
@@ -597,7 +556,7 @@ done:
     if (ret < 0 && job)
         hide_paths(errmsg, job);
     reel_job_free(&job);
-    rm_tree(dir);
+    reel_rm_tree(dir, LOG_TAG);
 
     if (ret == REEL_ERROR_CANCELLED && task->shutdown) {
         /* Interrupted by a stop: run again at the next start; the sources stay. */
@@ -834,8 +793,8 @@ int reel_executor_start(ReelExecutor *ex, char *errmsg)
 {
     int ret;
 
-    rm_tree(ex->work_dir); /* no export runs yet: everything there is a leftover */
-    if ((ret = mkdir_p(ex->work_dir)) < 0)
+    reel_rm_tree(ex->work_dir, LOG_TAG); /* no export runs yet: everything there is a leftover */
+    if ((ret = reel_mkdir_p(ex->work_dir)) < 0)
         return reel_fail(errmsg, ret, "executor: cannot create %s", ex->work_dir);
     if ((ret = reel_jobstore_list(ex->cfg.jobs, NULL, 1u << REEL_EXPORT_RECEIVING,
                                   recover_receiving, ex)) < 0 ||

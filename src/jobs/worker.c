@@ -27,6 +27,7 @@
 #include <openssl/rand.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/timeline.h"
 #include "jobs/redisq.h"
@@ -65,44 +66,6 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) < 0 && errno != ENOENT)
-        reel_log(REEL_LOG_WARNING, LOG_TAG, "cannot remove %s: %s", path, strerror(errno));
-    return 0;
-}
-
-static void rm_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) == 0)
-        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof(tmp))
-        return REEL_ERR(ENAMETOOLONG);
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-            return REEL_ERR(errno);
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-        return REEL_ERR(errno);
-    return 0;
-}
-
 /* Folders of worker processes that died (kill -9) are removed at start. */
 static int sweep_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -118,7 +81,7 @@ static int sweep_entry(const char *path, const struct stat *st, int flag, struct
         return 0;
     if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
         reel_log(REEL_LOG_INFO, LOG_TAG, "removing %s (its worker is gone)", path);
-        rm_tree(path);
+        reel_rm_tree(path, LOG_TAG);
     }
     return 0;
 }
@@ -710,8 +673,8 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
     snprintf(mp4, sizeof(mp4), "%s/reel.mp4", dir);
     snprintf(vtt, sizeof(vtt), "%s/reel.chapters.vtt", dir);
     snprintf(part, sizeof(part), "%s/part.nut", dir);
-    rm_tree(dir);
-    if ((ret = mkdir_p(dir)) < 0) {
+    reel_rm_tree(dir, LOG_TAG);
+    if ((ret = reel_mkdir_p(dir)) < 0) {
         reel_fail(errmsg, ret, "cannot create the work folder %s", dir);
         goto done;
     }
@@ -803,7 +766,7 @@ done:
         for (int k = 0; k < m->parts; k++)
             free(parts[k]);
     free(parts);
-    rm_tree(dir);
+    reel_rm_tree(dir, LOG_TAG);
 
     if (atomic_load(&s.lost) || (ret < 0 && atomic_load(&w->stop) && ret == REEL_ERROR_CANCELLED &&
                                  !atomic_load(&s.cancel_requested))) {
@@ -983,13 +946,13 @@ int reel_worker_create(ReelWorker **out, const ReelWorkerConfig *cfg, char *errm
     snprintf(root, sizeof(root), "%s", cfg->work_dir ? cfg->work_dir : "");
     if (!root[0])
         snprintf(root, sizeof(root), "%s/clipreel-worker", tmp && *tmp ? tmp : "/tmp");
-    if ((ret = mkdir_p(root)) < 0) {
+    if ((ret = reel_mkdir_p(root)) < 0) {
         free(w);
         return reel_fail(errmsg, ret, "worker: cannot create %s", root);
     }
     nftw(root, sweep_entry, 8, FTW_PHYS);
     snprintf(w->work_dir, sizeof(w->work_dir), "%s/%d", root, (int)getpid());
-    if ((ret = mkdir_p(w->work_dir)) < 0) {
+    if ((ret = reel_mkdir_p(w->work_dir)) < 0) {
         free(w);
         return reel_fail(errmsg, ret, "worker: cannot create %s", root);
     }
@@ -1052,7 +1015,7 @@ void reel_worker_free(ReelWorker **pw)
     if (!w)
         return;
     reel_upscale_close(&w->model);
-    rm_tree(w->work_dir);
+    reel_rm_tree(w->work_dir, LOG_TAG);
     pthread_mutex_destroy(&w->model_lock);
     free(w);
     *pw = NULL;

@@ -31,7 +31,6 @@
 #include "server/server_int.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -44,6 +43,7 @@
 #include <civetweb.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "server/web_assets.h"
 #include "storage/storage.h"
@@ -650,24 +650,6 @@ static int ensure_dir(const char *path, char *errmsg)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* rm -rf: at start-up nothing is being uploaded, so what <data>/tmp holds is a leftover. */
-static void wipe_dir(const char *path)
-{
-    struct stat st;
-
-    if (lstat(path, &st) == 0)
-        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errmsg)
 {
     ReelServer *srv;
@@ -694,7 +676,8 @@ int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errms
     }
     if ((ret = ensure_dir(cfg->data_dir, errmsg)) < 0)
         goto fail;
-    wipe_dir(srv->tmp_dir);
+    /* at start-up nothing is being uploaded: what <data>/tmp holds is a leftover */
+    reel_rm_tree(srv->tmp_dir, LOG_TAG);
     if ((ret = ensure_dir(srv->tmp_dir, errmsg)) < 0)
         goto fail;
 
