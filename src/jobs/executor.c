@@ -218,16 +218,9 @@ static void report(RunCtx *r, ReelPhase phase, double pct, const ReelProgress *p
 static void on_engine_progress(void *opaque, const ReelProgress *p)
 {
     RunCtx *r = opaque;
-    ReelPhase phase = p->phase;
-    double pct = p->percent;
+    ReelPhase phase;
+    double pct = reel_progress_as_step(p, &phase); /* the upload is still to come */
 
-    /* The engine's end states are not the export's: the upload is still to come. */
-    if (phase == REEL_PHASE_COMPLETE || phase == REEL_PHASE_ERROR || phase == REEL_PHASE_CANCELLED)
-        phase = REEL_PHASE_FINALIZING;
-    if (!(pct >= 0))
-        pct = 0;
-    if (pct > 100)
-        pct = 100;
     report(r, phase, r->base + r->span * pct / 100.0, p, 0);
 }
 

@@ -339,15 +339,9 @@ static void report(Side *s, ReelPhase phase, double pct, const ReelProgress *p, 
 static void on_engine_progress(void *opaque, const ReelProgress *p)
 {
     Side *s = opaque;
-    ReelPhase phase = p->phase;
-    double pct = p->percent;
+    ReelPhase phase;
+    double pct = reel_progress_as_step(p, &phase);
 
-    if (phase == REEL_PHASE_COMPLETE || phase == REEL_PHASE_ERROR || phase == REEL_PHASE_CANCELLED)
-        phase = REEL_PHASE_FINALIZING;
-    if (!(pct >= 0))
-        pct = 0;
-    if (pct > 100)
-        pct = 100;
     report(s, phase, s->base + s->span * pct / 100.0, p, 0);
 }
 

@@ -61,6 +61,14 @@ typedef struct ReelProgress {
     const char *message;   /**< human text, may be NULL */
 } ReelProgress;
 
+/**
+ * An engine report seen from a service that runs the export as one step of a
+ * larger job (the executor, the worker): the engine's end states become
+ * REEL_PHASE_FINALIZING (the upload is still to come) in *phase, and the
+ * returned percent is p->percent clamped to 0-100 (0 when not a number).
+ */
+double reel_progress_as_step(const ReelProgress *p, ReelPhase *phase);
+
 typedef void (*ReelProgressFn)(void *opaque, const ReelProgress *progress);
 
 typedef struct ReelExportOptions {

@@ -132,6 +132,19 @@ const char *reel_phase_name(ReelPhase phase)
     return (unsigned)phase < sizeof(names) / sizeof(names[0]) ? names[phase] : "unknown";
 }
 
+double reel_progress_as_step(const ReelProgress *p, ReelPhase *phase)
+{
+    double pct = p->percent;
+
+    *phase = p->phase;
+    if (*phase == REEL_PHASE_COMPLETE || *phase == REEL_PHASE_ERROR ||
+        *phase == REEL_PHASE_CANCELLED)
+        *phase = REEL_PHASE_FINALIZING;
+    if (!(pct >= 0))
+        pct = 0;
+    return pct > 100 ? 100 : pct;
+}
+
 const char *reel_phase_message(ReelPhase phase, int clip, int total, char *buf, size_t size)
 {
     switch (phase) {
