@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "core/job.h"
 #include "core/log.h"
 #include "media/export.h"
+#include "upscale/upscale.h"
 
 static void usage(FILE *f)
 {
@@ -172,13 +172,15 @@ int reel_cli_export(int argc, char **argv)
         case 'u':
             upscale = optarg;
             break;
-        case 'R':
-            if (strcasecmp(optarg, "fp32") && strcasecmp(optarg, "bf16")) {
+        case 'R': {
+            ReelUpscalePrecision pr;
+            if (reel_upscale_precision_parse(optarg, &pr) < 0) {
                 fprintf(stderr, "clipreel export: --precision must be fp32 or bf16\n");
                 return 2;
             }
-            bf16 = !strcasecmp(optarg, "bf16");
+            bf16 = pr == REEL_UPSCALE_BF16;
             break;
+        }
         case 'p':
             if (reel_cli_progress_parse_mode(optarg, &pmode) < 0) {
                 fprintf(stderr, "clipreel export: --progress must be bar, json or none\n");

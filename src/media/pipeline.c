@@ -949,7 +949,6 @@ static int encode_video_frame(Export *ex, Muxer *m, AVFrame *f)
     return write_packets(ex, m, m->venc, m->vst);
 }
 
-
 /*
  * libx264 settings that make the same frames always give the same bytes, on
  * any machine with AVX2, which parallel mode, retries and our tests rely on
@@ -989,7 +988,7 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
 {
     const ReelOutputSettings *o = &ex->job->output;
     int part = ex->mode == MODE_PART;
-    const char *vname = "libx264";
+    const char *vname = "libx264", *x264p;
     const AVCodec *vc = avcodec_find_encoder_by_name(vname);
     const AVCodec *ac = avcodec_find_encoder(part ? AV_CODEC_ID_PCM_F32LE : AV_CODEC_ID_AAC);
     AVDictionary *mopts = NULL;
@@ -1029,8 +1028,8 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         snprintf(buf, sizeof(buf), "%d", o->crf);
         av_opt_set(m->venc->priv_data, "crf", buf, 0);
     }
-    if (*x264_params())
-        av_opt_set(m->venc->priv_data, "x264-params", x264_params(), 0);
+    if (*(x264p = x264_params()))
+        av_opt_set(m->venc->priv_data, "x264-params", x264p, 0);
     if ((ret = avcodec_open2(m->venc, vc, NULL)) < 0)
         return reel_fail(errmsg, ret, "cannot open %s for %dx%d: %s", vname, ex->out_w, ex->out_h,
                          reel_strerror(ret, eb, sizeof(eb)));
