@@ -8,11 +8,17 @@
  * the model is loaded (bench/run.py times that whole process for the start-up
  * figure). Tests never run this; bench/run.py does.
  *
+ * With --lanes N > 1 the upscaler is opened with N lanes (threads shared out)
+ * and N threads each upscale `runs` frames on their own lane at once, after a
+ * warm-up frame each: the JSON line then gives the throughput, s_per_frame =
+ * the wall time of those N * runs frames / (N * runs).
+ *
  * usage: upscale_bench [--model x4fast|x4plus] [--size HxW] [--runs N]
- *                      [--tile N] [--threads N] [--precision fp32|bf16]
+ *                      [--tile N] [--threads N] [--lanes N] [--precision fp32|bf16]
  *                      [--models DIR] [--load-only]
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +48,77 @@ static int int_arg(const char *name, const char *v, int lo, int hi, int *out)
         return -1;
     }
     *out = (int)n;
+    return 0;
+}
+
+/* --lanes: one thread per lane, all starting their timed frames together */
+typedef struct LaneRun {
+    ReelUpscaler *up;
+    int lane, H, W, runs, failed;
+    const uint8_t *in;
+    uint8_t *out;
+    pthread_barrier_t *ready, *done;
+} LaneRun;
+
+static void *lane_main(void *arg)
+{
+    LaneRun *l = arg;
+    int s = reel_upscale_scale(l->up);
+
+    for (int r = -1; r < l->runs && !l->failed; r++) {
+        if (reel_upscale_run_lane(l->up, l->lane, l->in, l->W, l->H, (ptrdiff_t)l->W * 3, l->out,
+                                  (ptrdiff_t)l->W * 3 * s) < 0) {
+            fprintf(stderr, "upscale_bench: lane %d: %s\n", l->lane,
+                    reel_upscale_lane_errmsg(l->up, l->lane));
+            l->failed = 1;
+        }
+        if (r < 0) /* warm-up done: wait for the others, then the timed frames */
+            pthread_barrier_wait(l->ready);
+    }
+    pthread_barrier_wait(l->done);
+    return NULL;
+}
+
+static int run_lanes(ReelUpscaler *up, int lanes, int H, int W, int runs, const uint8_t *in,
+                     double load_s, const char *model)
+{
+    LaneRun l[REEL_UPSCALE_MAX_LANES];
+    pthread_t tid[REEL_UPSCALE_MAX_LANES];
+    pthread_barrier_t ready, done;
+    int s = reel_upscale_scale(up), started = 0, failed = 0;
+    double t0, t1, t2;
+
+    pthread_barrier_init(&ready, NULL, (unsigned)lanes + 1);
+    pthread_barrier_init(&done, NULL, (unsigned)lanes + 1);
+    t0 = now();
+    for (int i = 0; i < lanes; i++) {
+        l[i] = (LaneRun){.up = up, .lane = i, .H = H, .W = W, .runs = runs, .in = in,
+                         .ready = &ready, .done = &done};
+        if (!(l[i].out = malloc((size_t)H * W * 3 * s * s)) ||
+            pthread_create(&tid[i], NULL, lane_main, &l[i]) != 0) {
+            fprintf(stderr, "upscale_bench: cannot start lane %d\n", i);
+            exit(1); /* the started lanes wait on a barrier that can no longer complete */
+        }
+        started++;
+    }
+    pthread_barrier_wait(&ready);
+    t1 = now();
+    pthread_barrier_wait(&done);
+    t2 = now();
+    for (int i = 0; i < started; i++) {
+        pthread_join(tid[i], NULL);
+        failed |= l[i].failed;
+        free(l[i].out);
+    }
+    pthread_barrier_destroy(&ready);
+    pthread_barrier_destroy(&done);
+    if (failed)
+        return 1;
+    printf("{\"model\":\"%s\",\"h\":%d,\"w\":%d,\"lanes\":%d,\"precision\":\"%s\","
+           "\"load_s\":%.6f,\"first_s\":%.6f,\"frames\":%d,\"wall_s\":%.6f,"
+           "\"s_per_frame\":%.6f}\n",
+           model, H, W, lanes, reel_upscale_precision_name(reel_upscale_precision(up)), load_s,
+           t1 - t0, lanes * runs, t2 - t1, (t2 - t1) / (lanes * runs));
     return 0;
 }
 
@@ -97,6 +174,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--threads")) {
             if (int_arg(a, v, 0, 1024, &opt.threads) < 0)
                 return 2;
+        } else if (!strcmp(a, "--lanes")) {
+            if (int_arg(a, v, 1, REEL_UPSCALE_MAX_LANES, &opt.lanes) < 0)
+                return 2;
         } else if (!strcmp(a, "--precision")) {
             if (reel_upscale_precision_parse(v, &opt.precision) < 0) {
                 fprintf(stderr, "upscale_bench: --precision wants fp32 or bf16\n");
@@ -132,6 +212,10 @@ int main(int argc, char **argv)
         for (int x = 0; x < W; x++)
             for (int c = 0; c < 3; c++)
                 in[((size_t)y * W + x) * 3 + c] = (uint8_t)((x * (c + 1) + y * 3 + (x ^ y)) & 255);
+    if (opt.lanes > 1) {
+        ret = run_lanes(up, reel_upscale_lanes(up), H, W, runs, in, load_s, opt.model);
+        goto end;
+    }
     for (int r = -1; r < runs; r++) {
         double t1 = now();
 

@@ -34,6 +34,8 @@ typedef struct ReelBackendConfig {
 typedef struct ReelUpscaleBackend {
     const char *name; /* as in ReelUpscaleOptions.backend */
 
+    /** The thread count create() uses for cfg->threads = 0 (>= 1). */
+    int (*default_threads)(void);
     /** Non-zero when this machine can run the backend at precision p. */
     int (*supports)(ReelUpscalePrecision p);
 

@@ -78,6 +78,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <dnnl.h>
 #include <dnnl_debug.h>
@@ -188,8 +189,10 @@ static int machine_threads(void)
     cpu_set_t set;
     int n = 0;
 
-    if (sched_getaffinity(0, sizeof(set), &set) < 0)
-        return 0; /* OpenMP's own default */
+    if (sched_getaffinity(0, sizeof(set), &set) < 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        return online > 0 && online < 1024 ? (int)online : 1;
+    }
     for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
         char path[96], text[256] = "";
         FILE *f;
@@ -205,7 +208,7 @@ static int machine_threads(void)
         }
         n += !lower_sibling_in(text, cpu, &set);
     }
-    return n;
+    return n > 0 ? n : 1;
 }
 
 static void set_omp_threads(int threads)
@@ -1546,6 +1549,7 @@ fail:
 
 const ReelUpscaleBackend reel_upscale_backend_cpu = {
     .name = "cpu",
+    .default_threads = machine_threads,
     .supports = cpu_supports,
     .create = cpu_create,
     .run = cpu_run,

@@ -38,16 +38,22 @@
 #define CONTEXT 10 /* input pixels of context around each tile */
 #define MAX_FRAME_SIDE 16384
 
+/* What one frame in flight needs: used by one thread at a time. */
+typedef struct Lane {
+    void *state;        /* backend state for tile_h x tile_w */
+    int tile_h, tile_w; /* current tile (frame pixels, without context) */
+    float *in, *out;    /* planar network input / output of one tile */
+    char errmsg[REEL_ERRMSG_SIZE];
+} Lane;
+
 struct ReelUpscaler {
     const char *component; /* "upscale" */
-    ReelNnGraph *graph;
+    ReelNnGraph *graph;    /* shared by the lanes, read-only */
     const ReelUpscaleBackend *backend;
-    void *state;           /* backend state for tile_h x tile_w */
     int tile;              /* option: > 0 tile side, < 0 untiled */
-    ReelBackendConfig cfg; /* threads, effective precision */
-    int tile_h, tile_w;    /* current tile (frame pixels, without context) */
-    float *in, *out;       /* planar network input / output of one tile */
-    char errmsg[REEL_ERRMSG_SIZE];
+    ReelBackendConfig cfg; /* threads per lane, effective precision */
+    int nlanes;
+    Lane lane[REEL_UPSCALE_MAX_LANES];
 };
 
 /*
@@ -95,6 +101,9 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     if (opt->threads < 0)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: threads=%d must be >= 0",
                          opt->threads);
+    if (opt->lanes > REEL_UPSCALE_MAX_LANES)
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: lanes=%d is more than %d",
+                         opt->lanes, REEL_UPSCALE_MAX_LANES);
     if (opt->precision != REEL_UPSCALE_FP32 && opt->precision != REEL_UPSCALE_BF16)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: unknown precision %d",
                          (int)opt->precision);
@@ -116,6 +125,14 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     up->backend = reel_upscale_backend_find(opt->backend);
     up->tile = opt->tile == 0 ? default_tile : opt->tile;
     up->cfg.threads = opt->threads;
+    up->nlanes = 1;
+    if (opt->lanes < 0 || opt->lanes > 1) { /* threads shared out between the lanes */
+        int threads = opt->threads ? opt->threads : up->backend->default_threads();
+        up->nlanes = opt->lanes < 0 ? threads : opt->lanes;
+        if (up->nlanes > REEL_UPSCALE_MAX_LANES)
+            up->nlanes = REEL_UPSCALE_MAX_LANES;
+        up->cfg.threads = threads / up->nlanes > 1 ? threads / up->nlanes : 1;
+    }
     up->cfg.precision = opt->precision;
     if (!up->backend->supports(up->cfg.precision)) {
         reel_log(REEL_LOG_WARNING, "upscale",
@@ -125,9 +142,11 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     }
     if ((ret = reel_nn_graph_load(&up->graph, param, bin, errmsg)) < 0)
         goto fail;
-    reel_log(REEL_LOG_INFO, "upscale", "loaded %s: %d layers, %zu weights, x%d, %s backend, %s",
-             param, up->graph->nlayers, up->graph->weight_floats, up->graph->scale,
-             up->backend->name, reel_upscale_precision_name(up->cfg.precision));
+    reel_log(REEL_LOG_INFO, "upscale",
+             "loaded %s: %d layers, %zu weights, x%d, %s backend, %s, %d lane%s", param,
+             up->graph->nlayers, up->graph->weight_floats, up->graph->scale, up->backend->name,
+             reel_upscale_precision_name(up->cfg.precision), up->nlanes,
+             up->nlanes > 1 ? "s" : "");
     *out = up;
     return 0;
 
@@ -162,9 +181,19 @@ int reel_upscale_precision_parse(const char *s, ReelUpscalePrecision *p)
     return 0;
 }
 
+int reel_upscale_lanes(const ReelUpscaler *up)
+{
+    return up->nlanes;
+}
+
 const char *reel_upscale_errmsg(const ReelUpscaler *up)
 {
-    return up->errmsg;
+    return up->lane[0].errmsg;
+}
+
+const char *reel_upscale_lane_errmsg(const ReelUpscaler *up, int lane)
+{
+    return lane >= 0 && lane < up->nlanes ? up->lane[lane].errmsg : "";
 }
 
 void reel_upscale_close(ReelUpscaler **pup)
@@ -173,35 +202,37 @@ void reel_upscale_close(ReelUpscaler **pup)
 
     if (!up)
         return;
-    if (up->backend)
-        up->backend->free(&up->state);
+    for (int i = 0; i < up->nlanes; i++) {
+        if (up->backend)
+            up->backend->free(&up->lane[i].state);
+        free(up->lane[i].in);
+        free(up->lane[i].out);
+    }
     reel_nn_graph_free(&up->graph);
-    free(up->in);
-    free(up->out);
     free(up);
     *pup = NULL;
 }
 
-/* (Re)build the backend state for tiles of th x tw frame pixels. */
-static int prepare(ReelUpscaler *up, int th, int tw)
+/* (Re)build a lane's backend state for tiles of th x tw frame pixels. */
+static int prepare(const ReelUpscaler *up, Lane *ln, int th, int tw)
 {
     int in_h = th + 2 * CONTEXT, in_w = tw + 2 * CONTEXT, s = up->graph->scale, ret;
     size_t nin = (size_t)up->graph->in_channels * in_h * in_w;
 
-    if (up->state && up->tile_h == th && up->tile_w == tw)
+    if (ln->state && ln->tile_h == th && ln->tile_w == tw)
         return 0;
-    up->backend->free(&up->state);
-    free(up->in);
-    free(up->out);
-    up->in = malloc(nin * sizeof(float));
-    up->out = malloc(nin * s * s * sizeof(float));
-    if (!up->in || !up->out)
-        return reel_fail(up->errmsg, REEL_ERR(ENOMEM), "upscale: out of memory for a %dx%d tile",
+    up->backend->free(&ln->state);
+    free(ln->in);
+    free(ln->out);
+    ln->in = malloc(nin * sizeof(float));
+    ln->out = malloc(nin * s * s * sizeof(float));
+    if (!ln->in || !ln->out)
+        return reel_fail(ln->errmsg, REEL_ERR(ENOMEM), "upscale: out of memory for a %dx%d tile",
                          tw, th);
-    if ((ret = up->backend->create(&up->state, up->graph, in_h, in_w, &up->cfg, up->errmsg)) < 0)
+    if ((ret = up->backend->create(&ln->state, up->graph, in_h, in_w, &up->cfg, ln->errmsg)) < 0)
         return ret;
-    up->tile_h = th;
-    up->tile_w = tw;
+    ln->tile_h = th;
+    ln->tile_w = tw;
     reel_log(REEL_LOG_DEBUG, "upscale", "backend ready for %dx%d tiles (%dx%d with context)", tw,
              th, in_w, in_h);
     return 0;
@@ -213,12 +244,11 @@ static int clampi(int v, int lo, int hi)
 }
 
 /* Planar float input of the tile at (x0, y0): edge-replicated outside the frame. */
-static void load_tile(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride, int x0,
-                      int y0)
+static void load_tile(Lane *ln, const uint8_t *rgb, int w, int h, ptrdiff_t stride, int x0, int y0)
 {
-    int in_h = up->tile_h + 2 * CONTEXT, in_w = up->tile_w + 2 * CONTEXT;
+    int in_h = ln->tile_h + 2 * CONTEXT, in_w = ln->tile_w + 2 * CONTEXT;
     size_t plane = (size_t)in_h * in_w;
-    float *r = up->in, *g = r + plane, *b = g + plane;
+    float *r = ln->in, *g = r + plane, *b = g + plane;
 
     for (int y = 0; y < in_h; y++) {
         const uint8_t *row = rgb + (ptrdiff_t)clampi(y0 - CONTEXT + y, 0, h - 1) * stride;
@@ -246,13 +276,12 @@ static uint8_t to_byte(float v)
 }
 
 /* Crop the tile's own rows x cols (frame pixels) out of the network output. */
-static void store_tile(const ReelUpscaler *up, uint8_t *out, ptrdiff_t out_stride, int x0, int y0,
+static void store_tile(const Lane *ln, int s, uint8_t *out, ptrdiff_t out_stride, int x0, int y0,
                        int rows, int cols)
 {
-    int s = up->graph->scale;
-    int ow = (up->tile_w + 2 * CONTEXT) * s, oh = (up->tile_h + 2 * CONTEXT) * s;
+    int ow = (ln->tile_w + 2 * CONTEXT) * s, oh = (ln->tile_h + 2 * CONTEXT) * s;
     size_t plane = (size_t)oh * ow;
-    const float *r = up->out, *g = r + plane, *b = g + plane;
+    const float *r = ln->out, *g = r + plane, *b = g + plane;
 
     for (int y = 0; y < rows * s; y++) {
         uint8_t *dst = out + (ptrdiff_t)(y0 * s + y) * out_stride + (ptrdiff_t)x0 * s * 3;
@@ -269,20 +298,28 @@ static void store_tile(const ReelUpscaler *up, uint8_t *out, ptrdiff_t out_strid
 int reel_upscale_run(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
                      uint8_t *out, ptrdiff_t out_stride)
 {
+    return reel_upscale_run_lane(up, 0, rgb, w, h, stride, out, out_stride);
+}
+
+int reel_upscale_run_lane(ReelUpscaler *up, int lane, const uint8_t *rgb, int w, int h,
+                          ptrdiff_t stride, uint8_t *out, ptrdiff_t out_stride)
+{
+    Lane *ln;
     int s, th, tw, ret;
 
-    if (!up)
+    if (!up || lane < 0 || lane >= up->nlanes)
         return REEL_ERR(EINVAL);
-    up->errmsg[0] = 0;
+    ln = &up->lane[lane];
+    ln->errmsg[0] = 0;
     s = up->graph->scale;
     if (!rgb || !out || w < 1 || h < 1 || w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE)
-        return reel_fail(up->errmsg, REEL_ERR(EINVAL), "upscale: bad frame %dx%d", w, h);
+        return reel_fail(ln->errmsg, REEL_ERR(EINVAL), "upscale: bad frame %dx%d", w, h);
     if (stride < (ptrdiff_t)w * 3 || out_stride < (ptrdiff_t)w * 3 * s)
-        return reel_fail(up->errmsg, REEL_ERR(EINVAL),
+        return reel_fail(ln->errmsg, REEL_ERR(EINVAL),
                          "upscale: strides %td/%td too small for %dx%d RGB24 x%d", stride,
                          out_stride, w, h, s);
     if (up->graph->in_channels != 3)
-        return reel_fail(up->errmsg, REEL_ERROR_MODEL, "upscale: the model takes %d channels",
+        return reel_fail(ln->errmsg, REEL_ERROR_MODEL, "upscale: the model takes %d channels",
                          up->graph->in_channels);
     if (up->tile < 0) {
         th = h;
@@ -294,14 +331,14 @@ int reel_upscale_run(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff
         th = (h + rows - 1) / rows;
         tw = (w + cols - 1) / cols;
     }
-    if ((ret = prepare(up, th, tw)) < 0)
+    if ((ret = prepare(up, ln, th, tw)) < 0)
         return ret;
     for (int y0 = 0; y0 < h; y0 += th) {
         for (int x0 = 0; x0 < w; x0 += tw) {
-            load_tile(up, rgb, w, h, stride, x0, y0);
-            if ((ret = up->backend->run(up->state, up->in, up->out, up->errmsg)) < 0)
+            load_tile(ln, rgb, w, h, stride, x0, y0);
+            if ((ret = up->backend->run(ln->state, ln->in, ln->out, ln->errmsg)) < 0)
                 return ret;
-            store_tile(up, out, out_stride, x0, y0, h - y0 < th ? h - y0 : th,
+            store_tile(ln, s, out, out_stride, x0, y0, h - y0 < th ? h - y0 : th,
                        w - x0 < tw ? w - x0 : tw);
         }
     }

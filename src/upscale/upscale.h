@@ -6,9 +6,17 @@
  * shape (created at the first frame, kept for every later frame of the same
  * size). Convention and internals: docs/internals/upscale.md.
  *
- * Thread-safety: a ReelUpscaler is bound to one thread at a time (run uses
- * per-object scratch buffers); separate objects are independent. The CPU
- * backend itself uses OpenMP worker threads inside each run.
+ * Lanes: an upscaler opened with lanes = N > 1 can upscale N frames at once,
+ * one per lane (reel_upscale_run_lane), each lane with its own backend state
+ * and buffers and threads / N threads. On this 2-core CPU two one-thread lanes
+ * upscale 1.2x more frames per second than one two-thread lane (oneDNN's
+ * threads wait on each other at every layer; docs/PERFORMANCE.md), at twice
+ * the buffers' memory. One image is fastest on one lane with every thread.
+ *
+ * Thread-safety: each lane is bound to one thread at a time (a run uses the
+ * lane's scratch buffers); different lanes and separate objects run
+ * concurrently. The CPU backend itself uses OpenMP worker threads inside each
+ * run when a lane has more than one thread.
  */
 #ifndef REEL_UPSCALE_UPSCALE_H
 #define REEL_UPSCALE_UPSCALE_H
@@ -26,6 +34,8 @@ typedef enum ReelUpscalePrecision {
                             *   (AVX-512 BF16, AMX), else float32 (logged) */
 } ReelUpscalePrecision;
 
+#define REEL_UPSCALE_MAX_LANES 64
+
 typedef struct ReelUpscaleOptions {
     /* folder with realesrgan-*.param/.bin; NULL = "models" or $CLIPREEL_MODELS */
     const char *model_dir;
@@ -34,7 +44,10 @@ typedef struct ReelUpscaleOptions {
     /* tile size in input pixels (excl. 10 px context); 0 = the model's default (x4fast 512,
      * x4plus 128: memory-bound, see upscale.c); <0 = untiled (whole frame one tile) */
     int tile;
-    int threads;                    /* 0 = one per physical core we may run on */
+    int threads;                    /* in all; 0 = one per physical core we may run on */
+    /* frames that may run at once, each on threads / lanes threads (at least 1): 0 or 1 = one
+     * lane with every thread; < 0 = one lane per thread; at most REEL_UPSCALE_MAX_LANES */
+    int lanes;
     const char *backend;            /* NULL or "cpu"; unknown -> error */
     ReelUpscalePrecision precision; /* REEL_UPSCALE_FP32 (0) unless asked */
 } ReelUpscaleOptions;
@@ -70,13 +83,17 @@ const char *reel_upscale_precision_name(ReelUpscalePrecision p);
  */
 int reel_upscale_precision_parse(const char *s, ReelUpscalePrecision *p);
 
+/** How many lanes the upscaler has (>= 1). */
+int reel_upscale_lanes(const ReelUpscaler *up);
 /** The sentence describing the last error of reel_upscale_run() ("" if none). */
 const char *reel_upscale_errmsg(const ReelUpscaler *up);
+/** The same for one lane (lane 0 is reel_upscale_run's). */
+const char *reel_upscale_lane_errmsg(const ReelUpscaler *up, int lane);
 
 /**
  * Upscale packed RGB24 (w x h, stride bytes per row) into out (w*scale x h*scale
  * RGB24, out_stride bytes per row). Both buffers are borrowed; out must not
- * overlap rgb. Not thread-safe per object.
+ * overlap rgb. Runs on lane 0.
  *
  * Tiling: with opt->tile = T > 0 the frame is cut into ceil(h / T) rows and
  * ceil(w / T) columns of equal size (ceil(h / rows) x ceil(w / cols); the last
@@ -88,6 +105,13 @@ const char *reel_upscale_errmsg(const ReelUpscaler *up);
  */
 int reel_upscale_run(ReelUpscaler *up, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
                      uint8_t *out, ptrdiff_t out_stride);
+/**
+ * reel_upscale_run on lane `lane` (0 <= lane < reel_upscale_lanes(up)): may run
+ * while other lanes run in other threads. Each lane builds its own backend
+ * state at its first frame of a new size. Error text: reel_upscale_lane_errmsg.
+ */
+int reel_upscale_run_lane(ReelUpscaler *up, int lane, const uint8_t *rgb, int w, int h,
+                          ptrdiff_t stride, uint8_t *out, ptrdiff_t out_stride);
 
 /** Free the upscaler and set *up to NULL; NULL or *up == NULL is a no-op. */
 void reel_upscale_close(ReelUpscaler **up);
