@@ -39,6 +39,9 @@ static void usage(FILE *f)
             "                             speed against fp32 is in docs/PERFORMANCE.md)\n"
             "      --progress MODE        bar (default), json (JSON lines on stdout) or none\n"
             "      --threads N            worker threads (0 = all cores)\n"
+            "      --lanes N              frames upscaled at once, threads shared out (0 = auto:\n"
+            "                             one per thread up to 4; 1 = one frame at a time, the\n"
+            "                             least memory)\n"
             "\n"
             "parallel mode (docs/parallel.md), what scale-out workers run:\n"
             "      --part K               render only clip K (1-based, clip order) into OUT, a\n"
@@ -144,7 +147,7 @@ int reel_cli_export(int argc, char **argv)
         {"help", no_argument, 0, 'h'},           {"part", required_argument, 0, 'P'},
         {"assemble", required_argument, 0, 'A'}, {"parallel", no_argument, 0, 'L'},
         {"part-crf", required_argument, 0, 'C'}, {"precision", required_argument, 0, 'R'},
-        {0, 0, 0, 0}};
+        {"lanes", required_argument, 0, 'N'},   {0, 0, 0, 0}};
     const char *parts[REEL_CLI_MAX_PARTS];
     int nb_parts = 0, part = 0, parallel = 0;
     ReelExportOptions eo = {0};
@@ -195,6 +198,16 @@ int reel_cli_export(int argc, char **argv)
                 return 2;
             }
             eo.threads = (int)n;
+            break;
+        }
+        case 'N': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 0 || n > REEL_UPSCALE_MAX_LANES) {
+                fprintf(stderr, "clipreel export: --lanes must be 0-%d\n", REEL_UPSCALE_MAX_LANES);
+                return 2;
+            }
+            eo.lanes = (int)n;
             break;
         }
         case 'P':

@@ -423,11 +423,7 @@ static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char 
         slot = ex->models[0].up ? 1 : 0;
         reel_upscale_close(&ex->models[slot].up); /* a third kind evicts the second */
         report(r, REEL_PHASE_LOADING_MODEL, r->base, &p, 1);
-        uo.model_dir = ex->model_dir;
-        uo.model = job->output.upscale_model;
-        uo.tile = job->output.upscale_tile;
-        uo.precision = job->output.upscale_bf16 ? REEL_UPSCALE_BF16 : REEL_UPSCALE_FP32;
-        uo.threads = ex->cfg.engine_threads;
+        reel_export_model_options(job, ex->model_dir, ex->cfg.engine_threads, 0, &uo);
         if ((ret = reel_upscale_open(&ex->models[slot].up, &uo, errmsg)) < 0) {
             release_model(ex);
             return ret;

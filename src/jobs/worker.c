@@ -418,11 +418,7 @@ static int acquire_model(ReelWorker *w, Side *s, const ReelJob *job, ReelUpscale
         ReelProgress p = {.phase = REEL_PHASE_LOADING_MODEL, .eta_s = -1};
         reel_upscale_close(&w->model);
         report(s, REEL_PHASE_LOADING_MODEL, s->base, &p, 1);
-        uo.model_dir = w->cfg.model_dir;
-        uo.model = job->output.upscale_model;
-        uo.tile = job->output.upscale_tile;
-        uo.precision = job->output.upscale_bf16 ? REEL_UPSCALE_BF16 : REEL_UPSCALE_FP32;
-        uo.threads = w->cfg.engine_threads;
+        reel_export_model_options(job, w->cfg.model_dir, w->cfg.engine_threads, 0, &uo);
         if ((ret = reel_upscale_open(&w->model, &uo, errmsg)) < 0) {
             pthread_mutex_unlock(&w->model_lock);
             return ret;

@@ -82,9 +82,24 @@ typedef struct ReelExportOptions {
     int threads;               /**< upscaler threads, 0 = one per physical core; the
                                 *   encoder always runs 4 frame threads (the same
                                 *   bytes on every machine, docs/decisions.md) */
+    int lanes;                 /**< frames upscaled at once when the export opens its
+                                *   model (ReelUpscaleOptions.lanes): 0 = auto (one per
+                                *   thread, at most 4), 1 = one frame at a time */
     int part_crf;              /**< reel_export_part only: 0 = lossless (default), else
                                     libx264rgb CRF for smaller parts */
 } ReelExportOptions;
+
+struct ReelUpscaleOptions;
+
+/**
+ * The options an export opens its model with: model, tile and precision from
+ * job->output, threads in all, lanes as ReelExportOptions.lanes (0 = auto).
+ * Services that keep a model between exports open it with these too, so an
+ * export given that model (ReelExportOptions.upscaler) runs as one that opens
+ * its own. Strings are borrowed from job and model_dir.
+ */
+void reel_export_model_options(const ReelJob *job, const char *model_dir, int threads, int lanes,
+                               struct ReelUpscaleOptions *uo);
 
 /** What an export did, for the CLI summary and the service records. */
 typedef struct ReelExportStats {

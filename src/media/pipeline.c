@@ -73,6 +73,7 @@
 
 typedef struct DecItem {
     AVFrame *frame; /* NULL marks the end of the reel */
+    int64_t seq;    /* place in the reel's stream of decoded frames */
     int clip;
     int64_t n;
     double t;
@@ -99,6 +100,18 @@ typedef struct Export {
 
     ReelUpscaler *up;
     int own_up;
+    pthread_mutex_t model_lock; /* open_model: the first worker that needs it loads it */
+
+    /* Transform workers: nworkers threads take decoded frames as they come and
+     * transform them at once (worker i upscales on the model's lane i); the
+     * compositor then takes them strictly in decode order, each worker waiting
+     * for its frame's turn (next_seq, under lock). */
+    int nworkers;
+    int64_t decoded_seq;  /* decode stage only: frames handed out so far */
+    pthread_cond_t turn;  /* with lock: next_seq moved on, or err set */
+    int64_t next_seq;
+    AVFrame *held[1024];  /* compositor (the turn's holder only): dissolve's held frames */
+    int64_t emitted;      /* compositor: reel frames emitted */
 
     ReelQueue decoded, composed;
     AVBufferPool *out_pool; /* output frames (yuv420p): no allocation per frame */
@@ -113,8 +126,7 @@ typedef struct Export {
     ReelPhase phase;
     double phase_start;
     double phase_s[REEL_PHASE_CANCELLED + 1];
-    int upscaled_clip_seen;
-    int upscaled_clips;
+    unsigned char *clip_upscaled; /* per clip: a frame of it went through the model */
 } Export;
 
 static double now_s(void)
@@ -186,6 +198,7 @@ static int ex_fail(Export *ex, int err, const char *fmt, ...)
         va_end(ap);
         if (err != REEL_ERROR_CANCELLED)
             reel_log(REEL_LOG_ERROR, "export", "%s", ex->errmsg);
+        pthread_cond_broadcast(&ex->turn);
     }
     pthread_mutex_unlock(&ex->lock);
     reel_queue_abort(&ex->decoded);
@@ -350,6 +363,7 @@ static int decode_clip(Export *ex, int k)
             ret = ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
             goto end;
         }
+        it->seq = ex->decoded_seq++;
         it->clip = k;
         it->n = n;
         it->t = t;
@@ -387,9 +401,18 @@ static void *decode_thread(void *arg)
     for (int k = 0; k < ex->job->nb_clips; k++)
         if (decode_clip(ex, k) < 0)
             return NULL;
-    DecItem *end = calloc(1, sizeof(*end));
-    if (!end || reel_queue_push(&ex->decoded, end) < 0)
-        free(end);
+    for (int i = 0; i < ex->nworkers; i++) { /* one end mark per worker */
+        DecItem *end = calloc(1, sizeof(*end));
+        if (!end) {
+            ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+            return NULL;
+        }
+        end->seq = ex->decoded_seq;
+        if (reel_queue_push(&ex->decoded, end) < 0) {
+            free(end);
+            return NULL;
+        }
+    }
     return NULL;
 }
 
@@ -401,8 +424,6 @@ typedef struct Transform {
     int ys_w, ys_h, ys_fmt, ys_xodd, ys_yodd; /* what yuv_scale was made for */
     uint8_t *rgb, *rot, *up, *scaled;
     size_t rgb_size, rot_size, up_size, scaled_size;
-    AVFrame *held[1024]; /* dissolve: the previous clip's last D frames */
-    int64_t emitted;
 } Transform;
 
 static int sws_cs_of(int colorspace)
@@ -685,32 +706,69 @@ static int need_model(const Export *ex, const ReelRect *r)
     }
 }
 
+/* By default an export upscales frames side by side, one lane per thread: on
+ * small crops that is 1.1x the frames per second of one lane with every thread
+ * and it keeps the model going while encoder threads take a core
+ * (docs/PERFORMANCE.md, Lanes). */
+void reel_export_model_options(const ReelJob *job, const char *model_dir, int threads, int lanes,
+                               ReelUpscaleOptions *uo)
+{
+    memset(uo, 0, sizeof(*uo));
+    uo->model_dir = model_dir;
+    uo->model = job->output.upscale_model;
+    uo->tile = job->output.upscale_tile;
+    uo->precision = job->output.upscale_bf16 ? REEL_UPSCALE_BF16 : REEL_UPSCALE_FP32;
+    uo->threads = threads;
+    uo->lanes = lanes > 0 ? lanes : -1;
+}
+
+static void model_options(const Export *ex, ReelUpscaleOptions *uo)
+{
+    reel_export_model_options(ex->job, ex->opt->model_dir, ex->opt->threads, ex->opt->lanes, uo);
+}
+
+/* Transform workers: one per model lane when the model may run, else one. */
+static int workers_for(const Export *ex)
+{
+    ReelUpscaleOptions uo;
+
+    if (ex->mode == MODE_ASSEMBLE || ex->job->output.upscale_mode == REEL_UPSCALE_OFF)
+        return 1;
+    if (ex->opt->upscaler)
+        return reel_upscale_lanes(ex->opt->upscaler);
+    model_options(ex, &uo);
+    return reel_upscale_planned_lanes(&uo);
+}
+
 static int open_model(Export *ex)
 {
-    ReelUpscaleOptions uo = {0};
+    ReelUpscaleOptions uo;
     char err[REEL_ERRMSG_SIZE] = "";
     double t = now_s();
-    int ret;
+    int ret = 0;
 
-    if (ex->up)
-        return 0;
-    if (ex->opt->upscaler) {
+    pthread_mutex_lock(&ex->model_lock);
+    if (ex->up) {
+        ;
+    } else if (ex->opt->upscaler) {
         ex->up = ex->opt->upscaler;
-        return 0;
+    } else {
+        progress(ex, REEL_PHASE_LOADING_MODEL, 0, 1);
+        model_options(ex, &uo);
+        if ((ret = reel_upscale_open(&ex->up, &uo, err)) < 0) {
+            ret = ex_fail(ex, REEL_ERROR_MODEL, "upscaler: %s", err);
+        } else {
+            ex->own_up = 1;
+            reel_log(REEL_LOG_INFO, "export", "model %s loaded in %.0f ms", uo.model,
+                     (now_s() - t) * 1000);
+            progress(ex, REEL_PHASE_PROCESSING, 0, 1);
+        }
     }
-    progress(ex, REEL_PHASE_LOADING_MODEL, 0, 1);
-    uo.model_dir = ex->opt->model_dir;
-    uo.model = ex->job->output.upscale_model;
-    uo.tile = ex->job->output.upscale_tile;
-    uo.precision = ex->job->output.upscale_bf16 ? REEL_UPSCALE_BF16 : REEL_UPSCALE_FP32;
-    uo.threads = ex->opt->threads;
-    if ((ret = reel_upscale_open(&ex->up, &uo, err)) < 0)
-        return ex_fail(ex, REEL_ERROR_MODEL, "upscaler: %s", err);
-    ex->own_up = 1;
-    reel_log(REEL_LOG_INFO, "export", "model %s loaded in %.0f ms", uo.model,
-             (now_s() - t) * 1000);
-    progress(ex, REEL_PHASE_PROCESSING, 0, 1);
-    return 0;
+    if (ret == 0 && reel_upscale_lanes(ex->up) < ex->nworkers)
+        ret = ex_fail(ex, REEL_ERROR_INTERNAL, "upscaler: %d lanes for %d workers",
+                      reel_upscale_lanes(ex->up), ex->nworkers);
+    pthread_mutex_unlock(&ex->model_lock);
+    return ret;
 }
 
 /* Multiply an RGB frame by w (fade towards black). */
@@ -745,43 +803,44 @@ static void blend_into(AVFrame *a, double wa, const AVFrame *b, double wb)
     }
 }
 
-static int emit(Export *ex, Transform *tr, AVFrame *f)
+static int emit(Export *ex, AVFrame *f)
 {
-    f->pts = tr->emitted++;
+    f->pts = ex->emitted++;
     int ret = reel_queue_push(&ex->composed, f);
     if (ret < 0)
         av_frame_free(&f);
     return ret;
 }
 
-/* The compositor: clip frames arrive in order, reel frames leave in order. */
-static int composite(Export *ex, Transform *tr, int k, int64_t n, AVFrame *f)
+/* The compositor: clip frames arrive in order, reel frames leave in order.
+ * Called by the worker holding the turn only; takes f. */
+static int composite(Export *ex, int k, int64_t n, AVFrame *f)
 {
     const ReelClipPlace *p = &ex->layout.clips[k];
     double w = reel_clip_weight(p, n);
 
     if (ex->job->transition == REEL_TRANSITION_DISSOLVE) {
         if (p->d_out > 0 && n >= p->nb_frames - p->d_out) {
-            tr->held[n - (p->nb_frames - p->d_out)] = f; /* wait for the next clip */
+            ex->held[n - (p->nb_frames - p->d_out)] = f; /* wait for the next clip */
             return 0;
         }
         if (p->d_in > 0 && n < p->d_in) {
             const ReelClipPlace *prev = &ex->layout.clips[k - 1];
-            AVFrame *g = tr->held[n];
-            tr->held[n] = NULL;
+            AVFrame *g = ex->held[n];
+            ex->held[n] = NULL;
             blend_into(f, w, g, reel_clip_weight(prev, prev->nb_frames - p->d_in + n));
             av_frame_free(&g);
         }
     } else if (ex->job->transition == REEL_TRANSITION_FADE && w < 1.0) {
         scale_frame(f, w);
     }
-    return emit(ex, tr, f);
+    return emit(ex, f);
 }
 
 /* One decoded frame to one output frame: in YUV when no model and no rotation
  * is involved and the source is already BT.709 (the common case, and what the
  * ffmpeg CLI would do), else through RGB: rotate, crop, upscale, resize. */
-static int transform_item(Export *ex, Transform *tr, DecItem *it)
+static int transform_item(Export *ex, Transform *tr, int lane, DecItem *it, AVFrame **pout)
 {
     const ReelClip *clip = &ex->job->clips[it->clip];
     const AVFrame *f = it->frame;
@@ -805,9 +864,9 @@ static int transform_item(Export *ex, Transform *tr, DecItem *it)
     } else {
         r = reel_crop_at(clip, it->t, W, H, ex->job->aspect_w, ex->job->aspect_h);
         if (!need_model(ex, &r) && yuv_direct(f)) {
-            if (!(out = yuv_to_out(ex, tr, f, &r)))
+            if (!(*pout = yuv_to_out(ex, tr, f, &r)))
                 return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
-            return composite(ex, tr, it->clip, it->n, out);
+            return 0;
         }
         ReelRect g = region_of(f, &r); /* convert only the region around the crop */
         if ((ret = to_rgb(ex, tr, f, &g)) < 0)
@@ -818,53 +877,94 @@ static int transform_item(Export *ex, Transform *tr, DecItem *it)
     if (need_model(ex, &r)) {
         if ((ret = open_model(ex)) < 0)
             return ret;
-        if (ex->upscaled_clip_seen != it->clip + 1) {
-            ex->upscaled_clip_seen = it->clip + 1;
-            ex->upscaled_clips++;
-        }
+        pthread_mutex_lock(&ex->lock);
+        ex->clip_upscaled[it->clip] = 1;
+        pthread_mutex_unlock(&ex->lock);
         int s = reel_upscale_scale(ex->up);
         if (grow(&tr->up, &tr->up_size, (size_t)r.width * s * r.height * s * 3 + 64) < 0)
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
-        if ((ret = reel_upscale_run(ex->up, crop, r.width, r.height, stride, tr->up,
-                                    (ptrdiff_t)r.width * s * 3)) < 0)
-            return ex_fail(ex, ret, "upscaler: %s", reel_upscale_errmsg(ex->up));
+        if ((ret = reel_upscale_run_lane(ex->up, lane, crop, r.width, r.height, stride, tr->up,
+                                         (ptrdiff_t)r.width * s * 3)) < 0)
+            return ex_fail(ex, ret, "upscaler: %s", reel_upscale_lane_errmsg(ex->up, lane));
         out = rgb_to_out(ex, tr, tr->up, r.width * s, r.height * s, r.width * s * 3);
     } else {
         out = rgb_to_out(ex, tr, crop, r.width, r.height, stride);
     }
     if (!out)
         return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
-    return composite(ex, tr, it->clip, it->n, out);
+    *pout = out;
+    return 0;
 }
+
+/* Wait until frame seq is the compositor's next: 0 then, 1 when another
+ * worker already took that turn (the extra end marks), or the export's error. */
+static int take_turn(Export *ex, int64_t seq)
+{
+    int ret;
+
+    pthread_mutex_lock(&ex->lock);
+    while (ex->next_seq < seq && !ex->err)
+        pthread_cond_wait(&ex->turn, &ex->lock);
+    ret = ex->err ? ex->err : ex->next_seq == seq ? 0 : 1;
+    pthread_mutex_unlock(&ex->lock);
+    return ret;
+}
+
+static void pass_turn(Export *ex)
+{
+    pthread_mutex_lock(&ex->lock);
+    ex->next_seq++;
+    pthread_cond_broadcast(&ex->turn);
+    pthread_mutex_unlock(&ex->lock);
+}
+
+typedef struct Worker {
+    Export *ex;
+    int lane;
+    pthread_t tid;
+} Worker;
 
 static void *transform_thread(void *arg)
 {
-    Export *ex = arg;
+    Worker *w = arg;
+    Export *ex = w->ex;
     Transform tr;
     void *p;
 
     memset(&tr, 0, sizeof(tr));
     while (reel_queue_pop(&ex->decoded, &p) == 0) {
         DecItem *it = p;
-        if (!it->frame) {
+        AVFrame *out = NULL;
+        int ret;
+
+        if (!it->frame) { /* the end: the first worker whose turn it is ends the reel */
+            if (take_turn(ex, it->seq) == 0) {
+                AVFrame *end = av_frame_alloc(); /* an empty frame ends the reel */
+                if (!end || reel_queue_push(&ex->composed, end) < 0)
+                    av_frame_free(&end);
+                pass_turn(ex);
+            }
             free(it);
-            AVFrame *end = av_frame_alloc(); /* an empty frame ends the reel */
-            if (!end || reel_queue_push(&ex->composed, end) < 0)
-                av_frame_free(&end);
             break;
         }
-        int ret = cancelled(ex) ? REEL_ERROR_CANCELLED : transform_item(ex, &tr, it);
+        ret = cancelled(ex) ? REEL_ERROR_CANCELLED : transform_item(ex, &tr, w->lane, it, &out);
+        if (ret >= 0 && (ret = take_turn(ex, it->seq)) == 0) {
+            ret = composite(ex, it->clip, it->n, out);
+            out = NULL;
+            pass_turn(ex);
+        }
+        av_frame_free(&out);
         int clip = it->clip;
         free_dec_item(it);
-        if (ret < 0)
+        if (ret != 0) {
+            ex_fail(ex, ret < 0 ? ret : REEL_ERROR_INTERNAL, "a frame was lost in transform");
             break;
+        }
         pthread_mutex_lock(&ex->lock);
         ex->clip_frames_done++;
         pthread_mutex_unlock(&ex->lock);
         progress(ex, REEL_PHASE_PROCESSING, clip + 1, 0);
     }
-    for (size_t i = 0; i < sizeof(tr.held) / sizeof(tr.held[0]); i++)
-        av_frame_free(&tr.held[i]);
     sws_freeContext(tr.to_rgb);
     sws_freeContext(tr.resize);
     sws_freeContext(tr.to_yuv);
@@ -1258,8 +1358,9 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     static atomic_int seq;
     Export ex;
     Muxer mux;
-    pthread_t dec_tid, tr_tid;
-    int dec_started = 0, tr_started = 0, ret;
+    pthread_t dec_tid;
+    Worker workers[REEL_UPSCALE_MAX_LANES];
+    int dec_started = 0, tr_started = 0, upscaled_clips = 0, ret;
     char tmp_mp4[4200], tmp_vtt[4200], vtt[4096];
     char local_err[REEL_ERRMSG_SIZE];
 
@@ -1280,6 +1381,8 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     ex.t_start = ex.phase_start = now_s();
     ex.phase = REEL_PHASE_QUEUED;
     pthread_mutex_init(&ex.lock, NULL);
+    pthread_mutex_init(&ex.model_lock, NULL);
+    pthread_cond_init(&ex.turn, NULL);
     if (opt->chapters_path)
         snprintf(vtt, sizeof(vtt), "%s", opt->chapters_path);
     else
@@ -1295,6 +1398,13 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     }
     if ((ret = probe_all(&ex, errmsg)) < 0)
         goto end;
+    ex.nworkers = workers_for(&ex);
+    if (ex.nworkers < 1 || ex.nworkers > REEL_UPSCALE_MAX_LANES)
+        ex.nworkers = 1;
+    if (!(ex.clip_upscaled = calloc((size_t)job->nb_clips, 1))) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+        goto end;
+    }
     ex.ls_y = FFALIGN(ex.out_w, 64);
     ex.ls_c = FFALIGN(ex.out_w / 2, 64);
     if (!(ex.out_pool = av_buffer_pool_init(
@@ -1328,11 +1438,14 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
         goto fail_stages;
     }
     dec_started = 1;
-    if (pthread_create(&tr_tid, NULL, transform_thread, &ex) != 0) {
-        ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
-        goto fail_stages;
+    for (; tr_started < ex.nworkers; tr_started++) {
+        workers[tr_started] = (Worker){.ex = &ex, .lane = tr_started};
+        if (pthread_create(&workers[tr_started].tid, NULL, transform_thread,
+                           &workers[tr_started]) != 0) {
+            ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
+            goto fail_stages;
+        }
     }
-    tr_started = 1;
     ret = encode_all(&ex, &mux);
     if (ret < 0 && !ex.err)
         ex_fail(&ex, ret, "encoding failed");
@@ -1344,8 +1457,12 @@ fail_stages:
     }
     if (dec_started)
         pthread_join(dec_tid, NULL);
-    if (tr_started)
-        pthread_join(tr_tid, NULL);
+    for (int i = 0; i < tr_started; i++)
+        pthread_join(workers[i].tid, NULL);
+    for (size_t i = 0; i < sizeof(ex.held) / sizeof(ex.held[0]); i++)
+        av_frame_free(&ex.held[i]);
+    for (int k = 0; ex.clip_upscaled && k < job->nb_clips; k++)
+        upscaled_clips += ex.clip_upscaled[k];
     if (ex.err) {
         ret = ex.err;
         snprintf(errmsg, REEL_ERRMSG_SIZE, "%s", ex.errmsg);
@@ -1389,9 +1506,9 @@ fail_stages:
         stats->width = ex.out_w;
         stats->height = ex.out_h;
         stats->chapters = job->output.chapters ? job->nb_clips : 0;
-        stats->upscaled_clips = ex.upscaled_clips;
+        stats->upscaled_clips = upscaled_clips;
         snprintf(stats->upscale_precision, sizeof(stats->upscale_precision), "%s",
-                 ex.up && ex.upscaled_clips
+                 ex.up && upscaled_clips
                      ? reel_upscale_precision_name(reel_upscale_precision(ex.up))
                      : "");
         memcpy(stats->phase_s, ex.phase_s, sizeof(stats->phase_s));
@@ -1411,6 +1528,9 @@ end:
     av_buffer_pool_uninit(&ex.out_pool); /* freed when the last frame is */
     reel_layout_uninit(&ex.layout);
     free(ex.src);
+    free(ex.clip_upscaled);
+    pthread_cond_destroy(&ex.turn);
+    pthread_mutex_destroy(&ex.model_lock);
     pthread_mutex_destroy(&ex.lock);
     return ret;
 }

@@ -73,6 +73,35 @@ static const struct {
     {"x4plus", "RealESRGAN_x4plus", "realesrgan-x4plus", 128},
 };
 
+/* Lanes and threads per lane for opt (threads 0 = the backend's default, kept
+ * as 0 for a single lane so that the backend picks). */
+static void share_threads(const ReelUpscaleBackend *b, const ReelUpscaleOptions *opt, int *lanes,
+                          int *threads_per_lane)
+{
+    int threads;
+
+    *lanes = 1;
+    *threads_per_lane = opt->threads;
+    if (opt->lanes >= 0 && opt->lanes <= 1)
+        return;
+    threads = opt->threads ? opt->threads : b->default_threads();
+    *lanes = opt->lanes > 0                        ? opt->lanes
+             : threads < REEL_UPSCALE_AUTO_LANES ? threads
+                                                 : REEL_UPSCALE_AUTO_LANES;
+    *threads_per_lane = threads / *lanes > 1 ? threads / *lanes : 1;
+}
+
+int reel_upscale_planned_lanes(const ReelUpscaleOptions *opt)
+{
+    const ReelUpscaleBackend *b = reel_upscale_backend_find(opt ? opt->backend : NULL);
+    int lanes, threads;
+
+    if (!opt || !b || opt->threads < 0 || opt->lanes > REEL_UPSCALE_MAX_LANES)
+        return 1;
+    share_threads(b, opt, &lanes, &threads);
+    return lanes;
+}
+
 int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *errmsg)
 {
     static const ReelUpscaleOptions defaults = {0};
@@ -124,15 +153,7 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     up->component = "upscale";
     up->backend = reel_upscale_backend_find(opt->backend);
     up->tile = opt->tile == 0 ? default_tile : opt->tile;
-    up->cfg.threads = opt->threads;
-    up->nlanes = 1;
-    if (opt->lanes < 0 || opt->lanes > 1) { /* threads shared out between the lanes */
-        int threads = opt->threads ? opt->threads : up->backend->default_threads();
-        up->nlanes = opt->lanes < 0 ? threads : opt->lanes;
-        if (up->nlanes > REEL_UPSCALE_MAX_LANES)
-            up->nlanes = REEL_UPSCALE_MAX_LANES;
-        up->cfg.threads = threads / up->nlanes > 1 ? threads / up->nlanes : 1;
-    }
+    share_threads(up->backend, opt, &up->nlanes, &up->cfg.threads);
     up->cfg.precision = opt->precision;
     if (!up->backend->supports(up->cfg.precision)) {
         reel_log(REEL_LOG_WARNING, "upscale",

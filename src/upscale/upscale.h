@@ -35,6 +35,7 @@ typedef enum ReelUpscalePrecision {
 } ReelUpscalePrecision;
 
 #define REEL_UPSCALE_MAX_LANES 64
+#define REEL_UPSCALE_AUTO_LANES 4
 
 typedef struct ReelUpscaleOptions {
     /* folder with realesrgan-*.param/.bin; NULL = "models" or $CLIPREEL_MODELS */
@@ -46,7 +47,8 @@ typedef struct ReelUpscaleOptions {
     int tile;
     int threads;                    /* in all; 0 = one per physical core we may run on */
     /* frames that may run at once, each on threads / lanes threads (at least 1): 0 or 1 = one
-     * lane with every thread; < 0 = one lane per thread; at most REEL_UPSCALE_MAX_LANES */
+     * lane with every thread; < 0 = one lane per thread, at most REEL_UPSCALE_AUTO_LANES (each
+     * lane holds its own buffers: memory grows with lanes); at most REEL_UPSCALE_MAX_LANES */
     int lanes;
     const char *backend;            /* NULL or "cpu"; unknown -> error */
     ReelUpscalePrecision precision; /* REEL_UPSCALE_FP32 (0) unless asked */
@@ -83,6 +85,11 @@ const char *reel_upscale_precision_name(ReelUpscalePrecision p);
  */
 int reel_upscale_precision_parse(const char *s, ReelUpscalePrecision *p);
 
+/**
+ * How many lanes reel_upscale_open(opt) would give (without loading anything);
+ * 1 for options it would refuse.
+ */
+int reel_upscale_planned_lanes(const ReelUpscaleOptions *opt);
 /** How many lanes the upscaler has (>= 1). */
 int reel_upscale_lanes(const ReelUpscaler *up);
 /** The sentence describing the last error of reel_upscale_run() ("" if none). */

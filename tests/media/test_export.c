@@ -574,6 +574,50 @@ static void test_upscale_bf16_job(void **state)
     frames_free(&fr[1]);
 }
 
+/* Frames upscaled side by side (lanes, one transform worker each) make the
+ * same reel as one at a time: the compositor takes them in order, across a
+ * dissolve between two upscaled clips. */
+static void test_upscale_lanes_same_reel(void **state)
+{
+    static const char *const json =
+        "{\"clips\":[{\"source\":\"tiny.mp4\",\"cropKeyframes\":[{\"time\":0,\"x\":20,"
+        "\"y\":10,\"width\":32,\"height\":32}]},{\"source\":\"tiny2.mp4\",\"cropKeyframes\":["
+        "{\"time\":0,\"x\":8,\"y\":4,\"width\":32,\"height\":32},{\"time\":0.3,\"x\":60,"
+        "\"y\":30,\"width\":32,\"height\":32}]}],\"globalAspectRatio\":\"1:1\","
+        "\"transition\":{\"type\":\"dissolve\",\"duration\":0.1},"
+        "\"output\":{\"include_audio\":false,\"upscale\":{\"mode\":\"always\"}}}";
+    static const int lanes[2] = {1, 3};
+    static const char *const outs[2] = {"lanes1.mp4", "lanes3.mp4"};
+    int keep[12];
+    Frames fr[2];
+    (void)state;
+
+    gen("tiny.mp4", "testsrc2=size=96x64:rate=30", NULL, 0.2);
+    gen("tiny2.mp4", "testsrc=size=96x64:rate=30", NULL, 0.3);
+    for (int i = 0; i < 12; i++)
+        keep[i] = i;
+    for (int k = 0; k < 2; k++) {
+        ReelJob *job = job_of(json);
+        ReelExportStats st;
+        ReelExportOptions o = {0};
+        char err[REEL_ERRMSG_SIZE] = "";
+        o.output_path = data(outs[k]);
+        o.threads = 3; /* 3 lanes of one thread each: more workers than this machine's cores */
+        o.lanes = lanes[k];
+        if (reel_export_run(job, &o, &st, err) < 0)
+            fail_msg("lanes %d: %s", lanes[k], err);
+        assert_int_equal(st.frames, 12); /* 6 + 9 - 3 dissolved */
+        assert_int_equal(st.upscaled_clips, 2);
+        fr[k] = decode_frames(data(outs[k]), keep, 12);
+        assert_int_equal(fr[k].count, 12);
+        reel_job_free(&job);
+    }
+    for (int i = 0; i < 12; i++)
+        assert_memory_equal(fr[0].rgb[i], fr[1].rgb[i], (size_t)fr[0].w * fr[0].h * 3);
+    frames_free(&fr[0]);
+    frames_free(&fr[1]);
+}
+
 static int dir_has_leftovers(const char *dir, const char *stem)
 {
     char cmd[2048];
@@ -637,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_60fps_real_speed), cmocka_unit_test(test_silent_clip),
         cmocka_unit_test(test_rotation),        cmocka_unit_test(test_upscale_small),
         cmocka_unit_test(test_upscale_bf16_job),
+        cmocka_unit_test(test_upscale_lanes_same_reel),
         cmocka_unit_test(test_bad_sources),     cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,6 +24,7 @@
  *           (2) and failures (1).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1076,6 +1077,97 @@ static void test_cli(void **state)
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* lanes: frames side by side, each the same bytes as one at a time */
+
+typedef struct LaneJob {
+    ReelUpscaler *up;
+    int lane, w, h, rounds, ret;
+    uint8_t *in[3], *out[3]; /* one frame per round */
+} LaneJob;
+
+static void *lane_job(void *arg)
+{
+    LaneJob *j = arg;
+
+    for (int r = 0; r < j->rounds && j->ret == 0; r++)
+        j->ret = reel_upscale_run_lane(j->up, j->lane, j->in[r], j->w, j->h, (ptrdiff_t)j->w * 3,
+                                       j->out[r], (ptrdiff_t)j->w * 12);
+    return NULL;
+}
+
+static void test_lanes(void **state)
+{
+    char err[REEL_ERRMSG_SIZE];
+    ReelUpscaleOptions opt = {.model_dir = model_dir, .tile = -1, .threads = 2, .lanes = 2};
+    ReelUpscaleOptions one = {.model_dir = model_dir, .tile = -1, .threads = 1};
+    ReelUpscaler *up = NULL, *ref = NULL;
+    LaneJob jobs[2];
+    pthread_t tid[2];
+    const int w = 24, h = 17, rounds = 3;
+    uint8_t px[3 * 4] = {0}, small[3 * 4 * 16], *want = malloc((size_t)w * h * 48);
+
+    (void)state;
+    assert_non_null(want);
+    /* how lanes and threads are shared out */
+    assert_int_equal(reel_upscale_planned_lanes(&opt), 2);
+    assert_int_equal(reel_upscale_planned_lanes(&one), 1);
+    assert_int_equal(reel_upscale_planned_lanes(&(ReelUpscaleOptions){.threads = 3, .lanes = -1}),
+                     3);
+    assert_int_equal(reel_upscale_planned_lanes(&(ReelUpscaleOptions){.threads = 16, .lanes = -1}),
+                     REEL_UPSCALE_AUTO_LANES);
+    assert_int_equal(reel_upscale_planned_lanes(&(ReelUpscaleOptions){.threads = 1, .lanes = 3}),
+                     3);
+    opt.lanes = REEL_UPSCALE_MAX_LANES + 1;
+    assert_int_equal(reel_upscale_open(&up, &opt, err), REEL_ERR(EINVAL));
+    assert_null(up);
+    assert_non_null(strstr(err, "lanes=65"));
+    opt.lanes = 2;
+
+    if (reel_upscale_open(&up, &opt, err) < 0 || reel_upscale_open(&ref, &one, err) < 0)
+        fail_msg("%s", err);
+    assert_int_equal(reel_upscale_lanes(up), 2);
+    assert_int_equal(reel_upscale_lanes(ref), 1);
+    assert_int_equal(reel_upscale_run_lane(up, 2, px, 2, 2, 6, small, 24), REEL_ERR(EINVAL));
+    assert_int_equal(reel_upscale_run_lane(up, -1, px, 2, 2, 6, small, 24), REEL_ERR(EINVAL));
+    assert_int_equal(reel_upscale_run_lane(up, 1, NULL, 2, 2, 6, small, 24), REEL_ERR(EINVAL));
+    assert_non_null(strstr(reel_upscale_lane_errmsg(up, 1), "bad frame"));
+    assert_string_equal(reel_upscale_lane_errmsg(up, 0), "");
+    assert_string_equal(reel_upscale_lane_errmsg(up, 7), "");
+
+    /* two lanes at once, three different frames each */
+    for (int l = 0; l < 2; l++) {
+        jobs[l] = (LaneJob){.up = up, .lane = l, .w = w, .h = h, .rounds = rounds};
+        for (int r = 0; r < rounds; r++) {
+            jobs[l].in[r] = malloc((size_t)w * h * 3);
+            jobs[l].out[r] = malloc((size_t)w * h * 48);
+            assert_non_null(jobs[l].in[r]);
+            assert_non_null(jobs[l].out[r]);
+            for (int i = 0; i < w * h * 3; i++)
+                jobs[l].in[r][i] = (uint8_t)rnd();
+        }
+    }
+    for (int l = 0; l < 2; l++)
+        assert_int_equal(pthread_create(&tid[l], NULL, lane_job, &jobs[l]), 0);
+    for (int l = 0; l < 2; l++) {
+        pthread_join(tid[l], NULL);
+        if (jobs[l].ret < 0)
+            fail_msg("lane %d: %s", l, reel_upscale_lane_errmsg(up, l));
+    }
+    for (int l = 0; l < 2; l++)
+        for (int r = 0; r < rounds; r++) {
+            if (reel_upscale_run(ref, jobs[l].in[r], w, h, (ptrdiff_t)w * 3, want,
+                                 (ptrdiff_t)w * 12) < 0)
+                fail_msg("%s", reel_upscale_errmsg(ref));
+            assert_memory_equal(jobs[l].out[r], want, (size_t)w * h * 48);
+            free(jobs[l].in[r]);
+            free(jobs[l].out[r]);
+        }
+    free(want);
+    reel_upscale_close(&up);
+    reel_upscale_close(&ref);
+}
+
 int main(int argc, char **argv)
 {
     static const struct CMUnitTest loader[] = {
@@ -1092,6 +1184,7 @@ int main(int argc, char **argv)
     };
     static const struct CMUnitTest api[] = {
         cmocka_unit_test(test_api_errors),
+        cmocka_unit_test(test_lanes),
     };
     static const struct CMUnitTest cli[] = {
         cmocka_unit_test(test_cli),
