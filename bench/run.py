@@ -23,7 +23,11 @@ Comparisons (issue 3; DESIGN section 10). "Higher" or "lower" is the good direct
                     time, upscale off                                              >= 1.0
   pipe_vs_twostep   (decode + crop to PNG files, then scale + encode the PNGs) time / clipreel
                     export time, upscale off                                       >= 1.4
-  overlap           export-with-AI time per frame / upscaler-alone time per frame <= 1.10
+  overlap           export-with-AI time per frame / upscaler-alone time per frame (one frame
+                    at a time, every thread on it)                                 <= 1.10
+  overlap_lanes     the same export / the upscaler alone upscaling frames side by side on
+                    as many lanes as the export uses (upscale_bench --lanes): what the decode
+                    and encode stages still cost                                   <= 1.10
   rss_8_vs_1        peak RSS, 8 clips / 1 clip of the same length                  <= 1.25
   rss_long_vs_short peak RSS, one 60 s clip / one 6 s clip (quick: 12 s / 2 s)     <= 1.25
 
@@ -66,6 +70,7 @@ TARGETS = {  # name: (direction, bound, text)
     "pipe_vs_ffmpeg": (">=", 1.0, ">= 1.0"),
     "pipe_vs_twostep": (">=", 1.4, ">= 1.4"),
     "overlap": ("<=", 1.10, "<= 1.10"),
+    "overlap_lanes": ("<=", 1.10, "<= 1.10"),
     "rss_8_vs_1": ("<=", 1.25, "<= 1.25"),
     "rss_long_vs_short": ("<=", 1.25, "<= 1.25"),
 }
@@ -328,11 +333,14 @@ class Bench:
     def w(self, name):
         return os.path.join(self.work, name)
 
-    def upscale_bench(self, h, w, runs, tile=-1, precision="fp32", threads=0, env=None):
+    def upscale_bench(self, h, w, runs, tile=-1, precision="fp32", threads=0, env=None,
+                      lanes=1):
         cmd = [self.ub, "--model", "x4fast", "--size", f"{h}x{w}", "--runs", str(runs), "--tile",
                str(tile), "--precision", precision, "--models", MODELS]
         if threads:
             cmd += ["--threads", str(threads)]
+        if lanes > 1:
+            cmd += ["--lanes", str(lanes)]
         return one_json(run(cmd, env=env)[1])
 
     def bf16_available(self):
@@ -493,19 +501,27 @@ class Bench:
         gen_source(osrc, 320, 240, 30, secs)
         job = self.w("ai.json")
         export_job(job, [osrc], (100, 60, ocw, och), (ocw * 4, och * 4), "always")
-        exp, alone, prep = [], [], []
+        exp, alone, lanes, prep = [], [], [], []
         for _ in range(self.reps):
             t, out = run([self.clipreel, "export", job, "-o", self.w("ai.mp4"), "--progress",
                           "none"])
             times, n = summary_times(out), frames_of(out)
             r = self.upscale_bench(och, ocw, 10 if self.quick else 8, tile=0)
+            # the same frames side by side, on the lanes the export uses (one per core, <= 4)
+            rl = self.upscale_bench(och, ocw, 5 if self.quick else 4, tile=0,
+                                    lanes=min(os.cpu_count() or 1, 4))
             # the model load and the first frame's kernel build are start-up, not per frame
             exp.append((t - times.get("loading_model", 0.0) - r["prepare_s"]) / n)
             alone.append(statistics.median(r["run_s"]))
+            lanes.append(rl.get("s_per_frame", alone[-1]))
             prep.append(r["prepare_s"])
         self.raw.update({"overlap_crop": f"{ocw}x{och}", "export_ai_s_per_frame": exp,
-                         "upscale_alone_s_per_frame": alone, "upscale_prepare_s": prep})
-        self.ratios["overlap"] = stats([e / u for e, u in zip(exp, alone)])
+                         "upscale_alone_s_per_frame": alone,
+                         "upscale_alone_lanes_s_per_frame": lanes, "upscale_prepare_s": prep})
+        if self.a.want("overlap"):
+            self.ratios["overlap"] = stats([e / u for e, u in zip(exp, alone)])
+        if self.a.want("overlap_lanes"):
+            self.ratios["overlap_lanes"] = stats([e / u for e, u in zip(exp, lanes)])
 
     def rss(self):
         if not os.path.exists("/usr/bin/time"):
@@ -617,7 +633,7 @@ def main():
     wait = a.wait_quiet if a.wait_quiet >= 0 else (0 if a.quick else 120)
     groups = [(("net_vs_conv", "bf16_speedup", "bf16_vs_direct"), b.network), (("vs_upstream",), b.vs_upstream),
               (("startup_ms",), b.startup), (("pipe_vs_ffmpeg", "pipe_vs_twostep"), b.pipeline),
-              (("overlap",), b.overlap), (("rss_8_vs_1", "rss_long_vs_short"), b.rss)]
+              (("overlap", "overlap_lanes"), b.overlap), (("rss_8_vs_1", "rss_long_vs_short"), b.rss)]
     try:
         for names, fn in groups:
             if not any(a.want(n) for n in names):
