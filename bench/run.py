@@ -507,13 +507,15 @@ class Bench:
                           "none"])
             times, n = summary_times(out), frames_of(out)
             r = self.upscale_bench(och, ocw, 10 if self.quick else 8, tile=0)
-            # the same frames side by side, on the lanes the export uses (one per core, <= 4)
-            rl = self.upscale_bench(och, ocw, 5 if self.quick else 4, tile=0,
-                                    lanes=min(os.cpu_count() or 1, 4))
+            # the same frames side by side, on the lanes the export uses (one per core, <= 4;
+            # os.cpu_count() counts SMT siblings, which the export does not: equal here)
+            n_lanes = min(os.cpu_count() or 1, 4)
+            rl = (self.upscale_bench(och, ocw, 5 if self.quick else 4, tile=0, lanes=n_lanes)
+                  if n_lanes > 1 else None)
             # the model load and the first frame's kernel build are start-up, not per frame
             exp.append((t - times.get("loading_model", 0.0) - r["prepare_s"]) / n)
             alone.append(statistics.median(r["run_s"]))
-            lanes.append(rl.get("s_per_frame", alone[-1]))
+            lanes.append(rl["s_per_frame"] if rl else alone[-1])  # one lane: the same figure
             prep.append(r["prepare_s"])
         self.raw.update({"overlap_crop": f"{ocw}x{och}", "export_ai_s_per_frame": exp,
                          "upscale_alone_s_per_frame": alone,

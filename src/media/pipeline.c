@@ -740,33 +740,39 @@ static int workers_for(const Export *ex)
     return reel_upscale_planned_lanes(&uo);
 }
 
-static int open_model(Export *ex)
+/* The model, once per export (model_lock held): the caller's, or loaded here.
+ * Checked once that it has a lane for every worker. */
+static int load_model(Export *ex)
 {
     ReelUpscaleOptions uo;
     char err[REEL_ERRMSG_SIZE] = "";
     double t = now_s();
-    int ret = 0;
 
-    pthread_mutex_lock(&ex->model_lock);
-    if (ex->up) {
-        ;
-    } else if (ex->opt->upscaler) {
+    if (ex->opt->upscaler) {
         ex->up = ex->opt->upscaler;
     } else {
         progress(ex, REEL_PHASE_LOADING_MODEL, 0, 1);
         model_options(ex, &uo);
-        if ((ret = reel_upscale_open(&ex->up, &uo, err)) < 0) {
-            ret = ex_fail(ex, REEL_ERROR_MODEL, "upscaler: %s", err);
-        } else {
-            ex->own_up = 1;
-            reel_log(REEL_LOG_INFO, "export", "model %s loaded in %.0f ms", uo.model,
-                     (now_s() - t) * 1000);
-            progress(ex, REEL_PHASE_PROCESSING, 0, 1);
-        }
+        if (reel_upscale_open(&ex->up, &uo, err) < 0)
+            return ex_fail(ex, REEL_ERROR_MODEL, "upscaler: %s", err);
+        ex->own_up = 1;
+        reel_log(REEL_LOG_INFO, "export", "model %s loaded in %.0f ms", uo.model,
+                 (now_s() - t) * 1000);
+        progress(ex, REEL_PHASE_PROCESSING, 0, 1);
     }
-    if (ret == 0 && reel_upscale_lanes(ex->up) < ex->nworkers)
-        ret = ex_fail(ex, REEL_ERROR_INTERNAL, "upscaler: %d lanes for %d workers",
-                      reel_upscale_lanes(ex->up), ex->nworkers);
+    if (reel_upscale_lanes(ex->up) < ex->nworkers)
+        return ex_fail(ex, REEL_ERROR_INTERNAL, "upscaler: %d lanes for %d workers",
+                       reel_upscale_lanes(ex->up), ex->nworkers);
+    return 0;
+}
+
+static int open_model(Export *ex)
+{
+    int ret = 0;
+
+    pthread_mutex_lock(&ex->model_lock);
+    if (!ex->up)
+        ret = load_model(ex);
     pthread_mutex_unlock(&ex->model_lock);
     return ret;
 }
