@@ -9,7 +9,10 @@
  * oneDNN's OpenMP pool (omp_set_num_threads, looked up at run time as the
  * upscaler does); 0 or absent = all cores.
  *
- * usage: conv_peak [H W [runs [f32|bf16|wino [threads]]]]   (wino: f32 Winograd)
+ * wbf16 / wbf16r2 time clipreel's own bf16 Winograd kernel (src/upscale/wino_bf16.c,
+ * F(4x2, 3x3) / F(2x2, 3x3), bias and PReLU fused) on the same layer, NHWC bf16 in and out.
+ *
+ * usage: conv_peak [H W [runs [f32|bf16|wino|wbf16|wbf16r2 [threads]]]]   (wino: f32 Winograd)
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -18,8 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <dnnl.h>
+
+#include "upscale/wino_bf16.h"
 
 #define CHECK(call)                                                                                \
     do {                                                                                           \
@@ -53,6 +59,50 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* clipreel's bf16 Winograd kernel on the same layer: one JSON line like oneDNN's */
+static int own_kernel(int H, int W, int runs, int threads, int rows)
+{
+    static float weight[64 * 64 * 9], bias[64], slope[64];
+    ReelWinoSpec sp = {.in_c = 64, .out_c = 64, .weight = weight, .bias = bias, .slope = slope,
+                       .nslope = 64, .h = H, .w = W, .tile_rows = rows,
+                       .threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN)};
+    ReelWinoConv *c;
+    char err[512];
+    uint16_t *src = calloc((size_t)H * W * 64, sizeof(uint16_t));
+    uint16_t *dst = calloc((size_t)H * W * 64, sizeof(uint16_t));
+    void *scratch = NULL;
+    double best = 1e30;
+
+    if (!reel_wino_bf16_supported()) {
+        fprintf(stderr, "conv_peak: this CPU has no AVX-512 BF16\n");
+        return 1;
+    }
+    for (int i = 0; i < 64 * 64 * 9; i++)
+        weight[i] = (float)((i * 7919) % 201 - 100) * 1e-3f;
+    if (!src || !dst || reel_wino_bf16_create(&c, &sp, err) < 0 ||
+        !(scratch = aligned_alloc(64, reel_wino_bf16_scratch(c)))) {
+        fprintf(stderr, "conv_peak: %s\n", src && dst ? err : "out of memory");
+        return 1;
+    }
+    reel_wino_bf16_run(c, src, dst, scratch); /* warm-up */
+    for (int r = 0; r < runs; r++) {
+        double t0 = now(), t;
+
+        reel_wino_bf16_run(c, src, dst, scratch);
+        if ((t = now() - t0) < best)
+            best = t;
+    }
+    printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"bf16\",\"algo\":\"winograd\","
+           "\"impl\":\"clipreel wino_bf16 F(%dx2,3x3)\",\"threads\":%d,\"best_s\":%.6f,"
+           "\"gflops\":%.1f}\n",
+           H, W, rows, threads, best, 2.0 * 64 * 64 * 9 * (double)H * W / best * 1e-9);
+    reel_wino_bf16_free(&c);
+    free(scratch);
+    free(src);
+    free(dst);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int H = arg(argc, argv, 1, 270, 1, 16384), W = arg(argc, argv, 2, 480, 1, 16384);
@@ -70,6 +120,8 @@ int main(int argc, char **argv)
     dnnl_dims_t sd = {1, 64, H, W}, wd = {64, 64, 3, 3}, bd = {64}, dd = {1, 64, H, W};
     dnnl_dims_t strides = {1, 1}, pad = {1, 1};
 
+    if (argc > 4 && !strncmp(argv[4], "wbf16", 5))
+        return own_kernel(H, W, runs, threads, strcmp(argv[4], "wbf16r2") ? 4 : 2);
     if (threads > 0) {
         void *sym = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
         void (*set)(int);

@@ -1,0 +1,204 @@
+/*
+ * test_wino_bf16.c - the bf16 Winograd convolution (src/upscale/wino_bf16.c)
+ * against a double-precision direct convolution of the same bf16 input and
+ * f32 weights, on layers that reach every edge case: sizes that are not a
+ * multiple of the tile (partial tiles at the bottom and right), more than one
+ * job per tile row, 1x1 and 1-row maps, channel counts that leave a partial
+ * block of output channels (48, 16), f32 and bf16 output, PReLU per channel,
+ * one slope for all (leaky), none; 1 and 2 threads.
+ *
+ * Each layer must match the reference within a signal-to-noise ratio: the
+ * interior and the border pixels separately (an edge bug would hide in the
+ * mean). The floors sit below what the rounding to bf16 costs by itself
+ * (docs/internals/upscale.md: 42.4 dB for F(4x2), 49.8 for F(2x2) on one
+ * random layer) and far above what any wrong transform, index or mask gives
+ * (< 10 dB). Threads must not change a single bit.
+ *
+ * Exit 77 (skip) on CPUs without AVX-512 BF16.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "upscale/wino_bf16.h"
+
+#define SKIP 77
+
+typedef struct Case {
+    int h, w, in_c, out_c, rows, out_f32, slopes; /* slopes: 0 none, 1 one, else per channel */
+    double min_snr;
+} Case;
+
+static uint32_t rng = 12345;
+
+static float frand(void) /* [0, 1) */
+{
+    rng = rng * 1664525u + 1013904223u;
+    return (float)(rng >> 8) / 16777216.f;
+}
+
+static float from_bf16(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+
+    memcpy(&u, &f, sizeof(u));
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static void *run(const ReelWinoSpec *sp, const uint16_t *src, int threads,
+                 size_t out_bytes)
+{
+    ReelWinoSpec s = *sp;
+    ReelWinoConv *c = NULL;
+    char err[REEL_ERRMSG_SIZE];
+    void *dst = malloc(out_bytes), *scratch = NULL;
+
+    s.threads = threads;
+    if (!dst || reel_wino_bf16_create(&c, &s, err) < 0 ||
+        !(scratch = aligned_alloc(64, reel_wino_bf16_scratch(c)))) {
+        fprintf(stderr, "create: %s\n", dst ? err : "out of memory");
+        free(dst);
+        reel_wino_bf16_free(&c);
+        return NULL;
+    }
+    memset(dst, 0xff, out_bytes); /* NaN/garbage wherever the kernel forgets to write */
+    reel_wino_bf16_run(c, src, dst, scratch);
+    reel_wino_bf16_free(&c);
+    free(scratch);
+    return dst;
+}
+
+/* One layer: 0 pass, 1 fail. */
+static int check(const Case *k)
+{
+    size_t npix = (size_t)k->h * k->w, nw = (size_t)k->out_c * k->in_c * 9;
+    size_t out_bytes = npix * k->out_c * (k->out_f32 ? sizeof(float) : sizeof(uint16_t));
+    float *weight = malloc(nw * sizeof(float)), *bias = malloc((size_t)k->out_c * sizeof(float));
+    float *slope = malloc((size_t)k->out_c * sizeof(float));
+    uint16_t *src = malloc(npix * k->in_c * sizeof(uint16_t));
+    void *one = NULL, *two = NULL;
+    double sig[2] = {0, 0}, noise[2] = {0, 0}, snr[2];
+    int bad = 1;
+
+    if (!weight || !bias || !slope || !src)
+        goto done;
+    /* activations as after a PReLU (mostly positive), weights at He scale */
+    for (size_t i = 0; i < npix * k->in_c; i++)
+        src[i] = to_bf16(frand() * 2.f - 0.5f);
+    for (size_t i = 0; i < nw; i++)
+        weight[i] = (frand() * 2.f - 1.f) * sqrtf(6.f / (9.f * (float)k->in_c));
+    for (int o = 0; o < k->out_c; o++) {
+        bias[o] = (frand() - 0.5f) * 0.2f;
+        slope[o] = frand() * 0.3f;
+    }
+    ReelWinoSpec sp = {.in_c = k->in_c,
+                       .out_c = k->out_c,
+                       .weight = weight,
+                       .bias = bias,
+                       .slope = k->slopes ? slope : NULL,
+                       .nslope = k->slopes == 1 ? 1 : k->out_c,
+                       .out_f32 = k->out_f32,
+                       .h = k->h,
+                       .w = k->w,
+                       .tile_rows = k->rows};
+    if (!(one = run(&sp, src, 1, out_bytes)) || !(two = run(&sp, src, 2, out_bytes)))
+        goto done;
+    if (memcmp(one, two, out_bytes)) {
+        fprintf(stderr, "FAIL %dx%d %d->%d: 1 and 2 threads differ\n", k->w, k->h, k->in_c,
+                k->out_c);
+        goto done;
+    }
+    for (int y = 0; y < k->h; y++) {
+        for (int x = 0; x < k->w; x++) {
+            int border = y == 0 || x == 0 || y == k->h - 1 || x == k->w - 1;
+
+            for (int o = 0; o < k->out_c; o++) {
+                double ref = bias[o], got;
+                size_t at = ((size_t)y * k->w + x) * k->out_c + o;
+
+                for (int dy = -1; dy <= 1; dy++) {
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int iy = y + dy, ix = x + dx;
+
+                        if (iy < 0 || ix < 0 || iy >= k->h || ix >= k->w)
+                            continue;
+                        for (int i = 0; i < k->in_c; i++)
+                            ref += (double)from_bf16(src[((size_t)iy * k->w + ix) * k->in_c + i]) *
+                                   weight[(((size_t)o * k->in_c + i) * 3 + dy + 1) * 3 + dx + 1];
+                    }
+                }
+                if (k->slopes && ref < 0)
+                    ref *= slope[k->slopes == 1 ? 0 : o];
+                got = k->out_f32 ? ((const float *)one)[at] : from_bf16(((const uint16_t *)one)[at]);
+                if (!isfinite(got)) {
+                    fprintf(stderr, "FAIL %dx%d %d->%d: (%d,%d) channel %d not written\n", k->w,
+                            k->h, k->in_c, k->out_c, x, y, o);
+                    goto done;
+                }
+                sig[border] += ref * ref;
+                noise[border] += (got - ref) * (got - ref);
+            }
+        }
+    }
+    bad = 0;
+    for (int b = 0; b < 2; b++) {
+        if (sig[b] == 0) /* a map with no interior */
+            continue;
+        snr[b] = noise[b] == 0 ? 99.0 : 10.0 * log10(sig[b] / noise[b]);
+        if (snr[b] < k->min_snr)
+            bad = 1;
+    }
+    printf("%s %dx%d %d->%d F(%dx2) %s out, %s: interior %.1f dB, border %.1f dB (min %.0f)\n",
+           bad ? "FAIL" : "ok  ", k->w, k->h, k->in_c, k->out_c, k->rows,
+           k->out_f32 ? "f32" : "bf16",
+           k->slopes == 0 ? "no activation" : k->slopes == 1 ? "one slope" : "PReLU",
+           sig[0] ? snr[0] : 0.0, sig[1] ? snr[1] : 0.0, k->min_snr);
+done:
+    free(weight);
+    free(bias);
+    free(slope);
+    free(src);
+    free(one);
+    free(two);
+    return bad;
+}
+
+int main(void)
+{
+    static const Case cases[] = {
+        /* h   w  in  out rows f32 slopes snr */
+        {29, 53, 64, 64, 4, 0, 2, 38.0},  /* 2 jobs per tile row, partial tiles both ways */
+        {29, 53, 64, 64, 2, 0, 2, 45.0},
+        {17, 40, 64, 48, 4, 1, 0, 38.0},  /* the last layer of x4fast: 48 channels, f32 out */
+        {17, 40, 32, 48, 2, 1, 0, 45.0},
+        {9, 75, 96, 32, 4, 0, 1, 38.0},   /* x4plus-like: 96 -> 32, leaky */
+        {6, 7, 16, 16, 4, 1, 1, 38.0},
+        {1, 1, 16, 16, 4, 1, 2, 38.0},    /* one pixel: all border */
+        {1, 37, 32, 16, 2, 0, 2, 45.0},   /* one row */
+        {38, 1, 16, 32, 4, 1, 2, 38.0},   /* one column */
+    };
+    int failed = 0;
+
+    if (!reel_wino_bf16_supported()) {
+        printf("SKIP: this CPU has no AVX-512 BF16: the bf16 Winograd kernel never runs\n");
+        return SKIP;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        failed += check(&cases[i]);
+    if (failed)
+        fprintf(stderr, "%d of %zu layers failed\n", failed, sizeof(cases) / sizeof(cases[0]));
+    return failed ? 1 : 0;
+}
