@@ -85,6 +85,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "upscale/wino_bf16.h"
 
 #define STEP_INPUT (-1)   /* kind of the step that imports the planar input */
 #define STEP_CONVERT (-2) /* kind of a conversion step (one reorder into a shadow blob) */
@@ -118,6 +119,8 @@ typedef struct CpuStep {
     int dst;                  /* canonical blob id */
     const ReelNnLayer *prelu; /* conv: the PReLU that alone reads its output, run in place */
     int wino;                 /* conv: Winograd */
+    int own;                  /* conv: clipreel's bf16 Winograd kernel (no oneDNN call) */
+    ReelWinoConv *own_conv;   /* its transformed weights, made in pass 4 */
     DnnlCall call[MAX_CALLS]; /* oneDNN primitives of this step, run in order */
     int ncalls;
     dnnl_memory_t *mems; /* memory objects the calls use (owned) */
@@ -131,6 +134,8 @@ typedef struct CpuState {
     int threads;
     int bf16;    /* bf16 convolutions */
     int wino_ok; /* Winograd allowed (fp32, not turned off) */
+    int own_ok;  /* bf16 Winograd allowed (bf16, the CPU runs it, not turned off) */
+    int own_rows; /* its tile: output rows (4, or 2 with CLIPREEL_BF16_TILE_ROWS=2) */
     int in_h, in_w;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
@@ -156,7 +161,9 @@ typedef struct CpuState {
     size_t scratch_bytes;
     dnnl_memory_t *scratch_mems; /* their handles are set once the size is known */
     int nscratch, capscratch;
-    int nconvert, nwino; /* for the log */
+    void *own_scratch; /* shared by the bf16 Winograd steps, one share per thread */
+    size_t own_scratch_bytes;
+    int nconvert, nwino, nown; /* for the log */
 } CpuState;
 
 /* ------------------------------------------------------------------------ */
@@ -421,6 +428,22 @@ static int wino_capable(const CpuState *s, const ReelNnLayer *l)
     return s->wino_ok && l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 &&
            cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 &&
            cv->pad_l == 1 && cv->pad_r == 1 && cv->in_c % 16 == 0 && cv->out_c % 16 == 0;
+}
+
+/*
+ * Can clipreel's bf16 Winograd kernel run this step: a 3x3/stride 1/pad 1
+ * convolution of 16k channels in and out whose activation (its own, or the
+ * PReLU fused into its step, not both) is x < 0 -> x * slope.
+ */
+static int own_capable(const CpuState *s, const CpuStep *st)
+{
+    const ReelNnLayer *l = st->l;
+    const ReelNnConv *cv = &l->p.conv;
+
+    return s->own_ok && l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 &&
+           cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 &&
+           cv->pad_l == 1 && cv->pad_r == 1 && reel_wino_bf16_fits(cv->in_c, cv->out_c) &&
+           !(st->prelu && cv->act != REEL_NN_ACT_NONE);
 }
 
 static CpuStep *new_step(CpuState *s, char *errmsg)
@@ -705,6 +728,16 @@ static int plan_conv(CpuState *s, int *pos, char *errmsg)
     dnnl_memory_desc_t src_md, dst_md, any_src, any_dst;
     dnnl_primitive_desc_t pd = NULL;
 
+    if (own_capable(s, st)) {
+        /* clipreel's bf16 Winograd: NHWC bf16 in, NHWC bf16 (f32 for a C loop) out */
+        st->own = 1;
+        s->nown++;
+        s->md[d] = nhwc_of(s, d, ddt);
+        src_md = nhwc_of(s, b, dnnl_bf16);
+        reel_log(REEL_LOG_DEBUG, "upscale", "%s: bf16 Winograd F(%dx2, 3x3)%s", st->l->name,
+                 s->own_rows, st->prelu || cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
+        return need_src(s, pos, 0, &src_md, errmsg);
+    }
     tag_desc(&any_src, &s->shapes[b], dt, dnnl_format_tag_any);
     tag_desc(&any_dst, &s->shapes[d], ddt, dnnl_format_tag_any);
     if (wino_capable(s, st->l)) {
@@ -1136,6 +1169,38 @@ static int make_prelu(CpuState *s, CpuStep *st, DnnlCall *c, char *errmsg)
     return 0;
 }
 
+/* The bf16 Winograd kernel's weights for step st; its scratch need counted in s. */
+static int make_own(CpuState *s, CpuStep *st, char *errmsg)
+{
+    const ReelNnConv *cv = &st->l->p.conv;
+    float act_slope = cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f;
+    ReelWinoSpec spec = {
+        .in_c = cv->in_c,
+        .out_c = cv->out_c,
+        .weight = cv->weight,
+        .bias = cv->bias,
+        .out_f32 = s->md[st->dst].data_type == dnnl_f32,
+        .h = s->shapes[st->dst].h,
+        .w = s->shapes[st->dst].w,
+        .tile_rows = s->own_rows,
+        .threads = s->threads,
+    };
+    int ret;
+
+    if (st->prelu) {
+        spec.slope = st->prelu->p.prelu.slope;
+        spec.nslope = st->prelu->p.prelu.n;
+    } else if (cv->act != REEL_NN_ACT_NONE) {
+        spec.slope = &act_slope;
+        spec.nslope = 1;
+    }
+    if ((ret = reel_wino_bf16_create(&st->own_conv, &spec, errmsg)) < 0)
+        return ret;
+    if (reel_wino_bf16_scratch(st->own_conv) > s->own_scratch_bytes)
+        s->own_scratch_bytes = reel_wino_bf16_scratch(st->own_conv);
+    return 0;
+}
+
 static int make_step(CpuState *s, CpuStep *st, char *errmsg)
 {
     dnnl_memory_t m, d;
@@ -1353,6 +1418,7 @@ static void free_steps(CpuState *s)
         for (int k = 0; k < st->nmems; k++)
             dnnl_memory_destroy(st->mems[k]);
         free(st->mems);
+        reel_wino_bf16_free(&st->own_conv);
         free(st->prelu_w);
         free(st->src);
         free(st->ymap);
@@ -1384,6 +1450,7 @@ static void cpu_free(void **state)
     free(s->bufs);
     free(s->buf_bytes);
     free(s->scratch);
+    free(s->own_scratch);
     free(s->scratch_mems);
     free(s->shapes);
     free(s->md);
@@ -1416,7 +1483,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                       const ReelBackendConfig *cfg, char *errmsg)
 {
     CpuState *s;
-    const char *algo = getenv("CLIPREEL_CONV_ALGO");
+    const char *algo = getenv("CLIPREEL_CONV_ALGO"), *rows = getenv("CLIPREEL_BF16_TILE_ROWS");
     int ret = 0, cap;
 
     *state = NULL;
@@ -1426,6 +1493,8 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     s->threads = cfg->threads > 0 ? cfg->threads : machine_threads();
     s->bf16 = cfg->precision == REEL_UPSCALE_BF16;
     s->wino_ok = !s->bf16 && !(algo && !strcmp(algo, "direct"));
+    s->own_ok = s->bf16 && !(algo && !strcmp(algo, "direct")) && reel_wino_bf16_supported();
+    s->own_rows = rows && !strcmp(rows, "2") ? 2 : 4;
     s->in_h = in_h;
     s->in_w = in_w;
     /* graph blobs, then at most one shadow per layer input and one for the output */
@@ -1462,8 +1531,14 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
         CpuStep *st = &s->steps[i];
 
         if ((ret = make_step(s, st, errmsg)) < 0 || (st->kind == REEL_NN_INTERP && !st->ncalls &&
-                                                     (ret = make_interp_maps(s, st, errmsg)) < 0))
+                                                     (ret = make_interp_maps(s, st, errmsg)) < 0) ||
+            (st->own && (ret = make_own(s, st, errmsg)) < 0))
             goto fail;
+    }
+    if (s->own_scratch_bytes &&
+        !(s->own_scratch = aligned_alloc(64, (s->own_scratch_bytes + 63) & ~(size_t)63))) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        goto fail;
     }
     if ((ret = make_export(s, errmsg)) < 0)
         goto fail;
@@ -1479,14 +1554,14 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                      NULL);
     }
     {
-        size_t total = s->scratch_bytes;
+        size_t total = s->scratch_bytes + s->own_scratch_bytes;
 
         for (int i = 0; i < s->nbufs; i++)
             total += s->buf_bytes[i];
         reel_log(REEL_LOG_DEBUG, "upscale",
                  "cpu backend: %dx%d input, %s, %d threads, %d steps (%d Winograd "
-                 "convolutions, %d conversions), %d buffers, %zu MB activations",
-                 in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino,
+                 "convolutions, %d bf16 Winograd, %d conversions), %d buffers, %zu MB activations",
+                 in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino, s->nown,
                  s->nconvert, s->nbufs, total >> 20);
     }
     *state = s;
@@ -1521,6 +1596,10 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             continue;
         }
         switch (st->kind) {
+        case REEL_NN_CONV: /* bf16 Winograd */
+            reel_wino_bf16_run(st->own_conv, buf_of(s, st->src[0]), buf_of(s, st->dst),
+                               s->own_scratch);
+            break;
         case REEL_NN_PIXEL_SHUFFLE:
             run_pixel_shuffle(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os,
                               l->p.shuffle.factor, l->p.shuffle.mode);
