@@ -262,12 +262,13 @@ static inline __attribute__((always_inline)) void
 input_pass(const ReelWinoConv *c, const uint16_t *src, int row, int tx0, uint16_t *v,
            __m512 *ring, const int my)
 {
-    const int ty = my + 2, ng = c->in_c / 16, w = c->w;
+    /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
+    const int ty = my + 2, in_c = c->in_c, ng = in_c / 16, w = c->w;
     const uint16_t *rows[MAX_TY];
     int y0 = row * my - 1, x0 = tx0 * MX - 1;
 
     for (int i = 0; i < ty; i++)
-        rows[i] = y0 + i >= 0 && y0 + i < c->h ? src + (size_t)(y0 + i) * w * c->in_c : NULL;
+        rows[i] = y0 + i >= 0 && y0 + i < c->h ? src + (size_t)(y0 + i) * w * in_c : NULL;
     for (int t = 0; t < NB; t++) {
         /* the columns this tile adds to the ring: four for the first, then two */
         for (int cx = t ? t * MX + TX - MX : 0; cx < t * MX + TX; cx++) {
@@ -278,7 +279,7 @@ input_pass(const ReelWinoConv *c, const uint16_t *src, int row, int tx0, uint16_
                 __m512 d[MAX_TY];
 
                 for (int i = 0; i < ty; i++)
-                    d[i] = in && rows[i] ? load_bf16(rows[i] + (size_t)ix * c->in_c + g * 16)
+                    d[i] = in && rows[i] ? load_bf16(rows[i] + (size_t)ix * in_c + g * 16)
                                          : _mm512_setzero_ps();
                 if (my == 4)
                     bt6(d, col + g * ty);
@@ -294,18 +295,21 @@ input_pass(const ReelWinoConv *c, const uint16_t *src, int row, int tx0, uint16_
                     d[x] = ring[((size_t)((t * MX + x) & 3) * ng + g) * ty + i];
                 bt4(d, o);
                 for (int j = 0; j < TX; j++)
-                    store_bf16(v + ((size_t)(i * TX + j) * NB + t) * c->in_c + g * 16, o[j]);
+                    store_bf16(v + ((size_t)(i * TX + j) * NB + t) * in_c + g * 16, o[j]);
             }
         }
     }
 }
 
-/* M[xi][jb .. jb + 6][k0 .. k0 + 16 * nkb] = U[xi] V[xi] over in_c / 2 channel pairs */
+/*
+ * M[tile jb .. jb + 6][channels k0 .. k0 + 16 * nkb][xi] = U[xi] V[xi] over
+ * in_c / 2 channel pairs; mx points at M[0][0][xi] (M's layout: see output_pass)
+ */
 static inline __attribute__((always_inline)) void
 product(const ReelWinoConv *c, const uint16_t *ux, const uint32_t *vx, float *mx, int jb, int k0,
         const int nkb)
 {
-    const int pairs = c->in_c / 2, oc = c->out_c;
+    const int pairs = c->in_c / 2, oc = c->out_c, nxi = c->nxi; /* once: stores may alias c */
     __m512 acc[4][JB];
 
     for (int kb = 0; kb < nkb; kb++)
@@ -326,21 +330,23 @@ product(const ReelWinoConv *c, const uint16_t *ux, const uint32_t *vx, float *mx
     }
     for (int j = 0; j < JB; j++)
         for (int kb = 0; kb < nkb; kb++)
-            _mm512_storeu_ps(mx + (size_t)(jb + j) * oc + k0 + kb * 16, acc[kb][j]);
+            _mm512_storeu_ps(mx + ((size_t)(jb + j) * oc + k0 + kb * 16) * nxi, acc[kb][j]);
 }
 
 static void products(const ReelWinoConv *c, const uint16_t *v, float *m)
 {
-    size_t uxi = (size_t)c->in_c * c->out_c;
+    const int in_c = c->in_c, out_c = c->out_c, nxi = c->nxi;
+    const uint16_t *u = c->u;
+    size_t uxi = (size_t)in_c * out_c;
 
-    for (int xi = 0; xi < c->nxi; xi++) {
-        const uint16_t *ux = c->u + xi * uxi;
-        const uint32_t *vx = (const uint32_t *)(v + (size_t)xi * NB * c->in_c);
-        float *mx = m + (size_t)xi * NB * c->out_c;
+    for (int xi = 0; xi < nxi; xi++) {
+        const uint16_t *ux = u + xi * uxi;
+        const uint32_t *vx = (const uint32_t *)(v + (size_t)xi * NB * in_c);
+        float *mx = m + (size_t)xi * 16;
 
         for (int jb = 0; jb < NB; jb += JB) {
-            for (int k0 = 0; k0 < c->out_c; k0 += 64) {
-                switch ((c->out_c - k0) / 16) {
+            for (int k0 = 0; k0 < out_c; k0 += 64) {
+                switch ((out_c - k0) / 16) {
                 case 1:
                     product(c, ux, vx, mx, jb, k0, 1);
                     break;
@@ -359,24 +365,41 @@ static void products(const ReelWinoConv *c, const uint16_t *v, float *m)
     }
 }
 
+/*
+ * M is laid out [tile][out_c / 16][xi][16]: the nxi vectors a tile's 16
+ * channels need are contiguous, at offsets known at compile time.
+ */
 static inline __attribute__((always_inline)) void
 output_pass(const ReelWinoConv *c, const float *m, int row, int tx0, void *dst, const int my)
 {
-    const int ty = my + 2, oc = c->out_c;
+    const int ty = my + 2, oc = c->out_c, h = c->h, w = c->w, out_f32 = c->out_f32;
+    const float *bias_c = c->bias, *slope_c = c->slope;
+
+    const size_t px_bytes = (size_t)oc * (out_f32 ? sizeof(float) : sizeof(uint16_t));
 
     for (int t = 0; t < NB; t++) {
         int ox = (tx0 + t) * MX;
 
-        if (ox >= c->w)
+        if (ox >= w)
             break;
+        /* the output lines of the tile after next, for writing: stores then hit the cache */
+        if (ox + 2 * MX < w) {
+            for (int a = 0; a < my && row * my + a < h; a++) {
+                const char *p = (const char *)dst + ((size_t)(row * my + a) * w + ox + 2 * MX) * px_bytes;
+
+                for (size_t off = 0; off < MX * px_bytes; off += 64)
+                    __builtin_prefetch(p + off, 1, 3);
+            }
+        }
         for (int k = 0; k < oc; k += 16) {
-            __m512 bias = _mm512_loadu_ps(c->bias + k), cols[TX][4];
+            const float *mk = m + ((size_t)t * oc + k) * (ty * TX);
+            __m512 bias = _mm512_loadu_ps(bias_c + k), cols[TX][4];
 
             for (int x = 0; x < TX; x++) {
                 __m512 mm[MAX_TY];
 
                 for (int i = 0; i < ty; i++)
-                    mm[i] = _mm512_loadu_ps(m + ((size_t)(i * TX + x) * NB + t) * oc + k);
+                    mm[i] = _mm512_loadu_ps(mk + (i * TX + x) * 16);
                 if (my == 4) {
                     at6(mm, cols[x]);
                 } else {
@@ -388,19 +411,19 @@ output_pass(const ReelWinoConv *c, const float *m, int row, int tx0, void *dst, 
                 int oy = row * my + a;
                 __m512 r[TX] = {cols[0][a], cols[1][a], cols[2][a], cols[3][a]}, o[MX];
 
-                if (oy >= c->h)
+                if (oy >= h)
                     break;
                 o[0] = o[1] = bias;
                 at4(r, o);
-                for (int b = 0; b < MX && ox + b < c->w; b++) {
-                    size_t at = ((size_t)oy * c->w + ox + b) * oc + k;
+                for (int b = 0; b < MX && ox + b < w; b++) {
+                    size_t at = ((size_t)oy * w + ox + b) * oc + k;
 
-                    if (c->slope) {
+                    if (slope_c) {
                         __mmask16 neg = _mm512_cmp_ps_mask(o[b], _mm512_setzero_ps(), _CMP_LT_OQ);
 
-                        o[b] = _mm512_mask_mul_ps(o[b], neg, o[b], _mm512_loadu_ps(c->slope + k));
+                        o[b] = _mm512_mask_mul_ps(o[b], neg, o[b], _mm512_loadu_ps(slope_c + k));
                     }
-                    if (c->out_f32)
+                    if (out_f32)
                         _mm512_storeu_ps((float *)dst + at, o[b]);
                     else
                         store_bf16((uint16_t *)dst + at, o[b]);
@@ -410,6 +433,8 @@ output_pass(const ReelWinoConv *c, const float *m, int row, int tx0, void *dst, 
     }
 }
 
+__attribute__((noinline)) static void in4(const ReelWinoConv *c, const uint16_t *src, int row, int tx0, uint16_t *v, __m512 *ring) { input_pass(c, src, row, tx0, v, ring, 4); }
+__attribute__((noinline)) static void out4(const ReelWinoConv *c, const float *m, int row, int tx0, void *dst) { output_pass(c, m, row, tx0, dst, 4); }
 static void job4(const ReelWinoConv *c, const uint16_t *src, void *dst, int row, int tx0,
                  char *scratch)
 {
@@ -417,9 +442,9 @@ static void job4(const ReelWinoConv *c, const uint16_t *src, void *dst, int row,
     float *m = (float *)(scratch + c->v_bytes);
     __m512 *ring = (__m512 *)(scratch + c->v_bytes + c->m_bytes);
 
-    input_pass(c, src, row, tx0, v, ring, 4);
+    in4(c, src, row, tx0, v, ring);
     products(c, v, m);
-    output_pass(c, m, row, tx0, dst, 4);
+    out4(c, m, row, tx0, dst);
 }
 
 static void job2(const ReelWinoConv *c, const uint16_t *src, void *dst, int row, int tx0,
