@@ -9,10 +9,12 @@
  * oneDNN's OpenMP pool (omp_set_num_threads, looked up at run time as the
  * upscaler does); 0 or absent = all cores.
  *
- * wbf16 / wbf16r2 time clipreel's own bf16 Winograd kernel (src/upscale/wino_bf16.c,
- * F(4x2, 3x3) / F(2x2, 3x3), bias and PReLU fused) on the same layer, NHWC bf16 in and out.
+ * wbf16 / wbf16r2 / wf32 time clipreel's own Winograd kernels (src/upscale/wino.c: bf16
+ * F(4x2, 3x3) / F(2x2, 3x3), NHWC bf16 in and out; f32 F(4x4, 3x3), NHWC f32), bias and
+ * PReLU fused, on the same layer.
  *
- * usage: conv_peak [H W [runs [f32|bf16|wino|wbf16|wbf16r2 [threads]]]]   (wino: f32 Winograd)
+ * usage: conv_peak [H W [runs [f32|bf16|wino|wbf16|wbf16r2|wf32 [threads]]]]
+ *        (wino: oneDNN's f32 Winograd)
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -25,7 +27,7 @@
 
 #include <dnnl.h>
 
-#include "upscale/wino_bf16.h"
+#include "upscale/wino.h"
 
 #define CHECK(call)                                                                                \
     do {                                                                                           \
@@ -59,44 +61,45 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* clipreel's bf16 Winograd kernel on the same layer: one JSON line like oneDNN's */
-static int own_kernel(int H, int W, int runs, int threads, int rows)
+/* clipreel's Winograd kernels on the same layer: one JSON line like oneDNN's */
+static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows)
 {
     static float weight[64 * 64 * 9], bias[64], slope[64];
-    ReelWinoSpec sp = {.in_c = 64, .out_c = 64, .weight = weight, .bias = bias, .slope = slope,
+    size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+    ReelWinoSpec sp = {.kind = bf16 ? REEL_WINO_BF16 : REEL_WINO_F32,
+                       .in_c = 64, .out_c = 64, .weight = weight, .bias = bias, .slope = slope,
                        .nslope = 64, .h = H, .w = W, .tile_rows = rows,
                        .threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     ReelWinoConv *c;
     char err[512];
-    uint16_t *src = calloc((size_t)H * W * 64, sizeof(uint16_t));
-    uint16_t *dst = calloc((size_t)H * W * 64, sizeof(uint16_t));
+    void *src = calloc((size_t)H * W * 64, elem), *dst = calloc((size_t)H * W * 64, elem);
     void *scratch = NULL;
     double best = 1e30;
 
-    if (!reel_wino_bf16_supported()) {
-        fprintf(stderr, "conv_peak: this CPU has no AVX-512 BF16\n");
+    if (!reel_wino_supported(sp.kind)) {
+        fprintf(stderr, "conv_peak: this CPU has no AVX-512%s\n", bf16 ? " BF16" : "");
         return 1;
     }
     for (int i = 0; i < 64 * 64 * 9; i++)
         weight[i] = (float)((i * 7919) % 201 - 100) * 1e-3f;
-    if (!src || !dst || reel_wino_bf16_create(&c, &sp, err) < 0 ||
-        !(scratch = aligned_alloc(64, reel_wino_bf16_scratch(c)))) {
+    if (!src || !dst || reel_wino_create(&c, &sp, err) < 0 ||
+        !(scratch = aligned_alloc(64, reel_wino_scratch(c)))) {
         fprintf(stderr, "conv_peak: %s\n", src && dst ? err : "out of memory");
         return 1;
     }
-    reel_wino_bf16_run(c, src, dst, scratch); /* warm-up */
+    reel_wino_run(c, src, dst, scratch); /* warm-up */
     for (int r = 0; r < runs; r++) {
         double t0 = now(), t;
 
-        reel_wino_bf16_run(c, src, dst, scratch);
+        reel_wino_run(c, src, dst, scratch);
         if ((t = now() - t0) < best)
             best = t;
     }
-    printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"bf16\",\"algo\":\"winograd\","
-           "\"impl\":\"clipreel wino_bf16 F(%dx2,3x3)\",\"threads\":%d,\"best_s\":%.6f,"
+    printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"%s\",\"algo\":\"winograd\","
+           "\"impl\":\"clipreel wino F(%dx%d,3x3)\",\"threads\":%d,\"best_s\":%.6f,"
            "\"gflops\":%.1f}\n",
-           H, W, rows, threads, best, 2.0 * 64 * 64 * 9 * (double)H * W / best * 1e-9);
-    reel_wino_bf16_free(&c);
+           H, W, bf16 ? "bf16" : "f32", bf16 ? rows : 4, bf16 ? 2 : 4, threads, best, 2.0 * 64 * 64 * 9 * (double)H * W / best * 1e-9);
+    reel_wino_free(&c);
     free(scratch);
     free(src);
     free(dst);
@@ -121,7 +124,9 @@ int main(int argc, char **argv)
     dnnl_dims_t strides = {1, 1}, pad = {1, 1};
 
     if (argc > 4 && !strncmp(argv[4], "wbf16", 5))
-        return own_kernel(H, W, runs, threads, strcmp(argv[4], "wbf16r2") ? 4 : 2);
+        return own_kernel(H, W, runs, threads, 1, strcmp(argv[4], "wbf16r2") ? 4 : 2);
+    if (argc > 4 && !strcmp(argv[4], "wf32"))
+        return own_kernel(H, W, runs, threads, 0, 4);
     if (threads > 0) {
         void *sym = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
         void (*set)(int);

@@ -85,7 +85,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "upscale/wino_bf16.h"
+#include "upscale/wino.h"
 
 #define STEP_INPUT (-1)   /* kind of the step that imports the planar input */
 #define STEP_CONVERT (-2) /* kind of a conversion step (one reorder into a shadow blob) */
@@ -119,7 +119,7 @@ typedef struct CpuStep {
     int dst;                  /* canonical blob id */
     const ReelNnLayer *prelu; /* conv: the PReLU that alone reads its output, run in place */
     int wino;                 /* conv: Winograd */
-    int own;                  /* conv: clipreel's bf16 Winograd kernel (no oneDNN call) */
+    int own;                  /* conv: clipreel's Winograd kernel (wino.c, no oneDNN call) */
     ReelWinoConv *own_conv;   /* its transformed weights, made in pass 4 */
     DnnlCall call[MAX_CALLS]; /* oneDNN primitives of this step, run in order */
     int ncalls;
@@ -134,8 +134,8 @@ typedef struct CpuState {
     int threads;
     int bf16;    /* bf16 convolutions */
     int wino_ok; /* Winograd allowed (fp32, not turned off) */
-    int own_ok;  /* bf16 Winograd allowed (bf16, the CPU runs it, not turned off) */
-    int own_rows; /* its tile: output rows (4, or 2 with CLIPREEL_BF16_TILE_ROWS=2) */
+    int own_ok;  /* clipreel's Winograd allowed (the CPU runs it, not turned off) */
+    int own_rows; /* bf16: its tile's output rows (4, or 2 with CLIPREEL_BF16_TILE_ROWS=2) */
     int in_h, in_w;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
@@ -161,7 +161,7 @@ typedef struct CpuState {
     size_t scratch_bytes;
     dnnl_memory_t *scratch_mems; /* their handles are set once the size is known */
     int nscratch, capscratch;
-    void *own_scratch; /* shared by the bf16 Winograd steps, one share per thread */
+    void *own_scratch; /* shared by the steps on clipreel's Winograd, one share per thread */
     size_t own_scratch_bytes;
     int nconvert, nwino, nown; /* for the log */
 } CpuState;
@@ -431,7 +431,7 @@ static int wino_capable(const CpuState *s, const ReelNnLayer *l)
 }
 
 /*
- * Can clipreel's bf16 Winograd kernel run this step: a 3x3/stride 1/pad 1
+ * Can clipreel's Winograd kernel run this step: a 3x3/stride 1/pad 1
  * convolution of 16k channels in and out whose activation (its own, or the
  * PReLU fused into its step, not both) is x < 0 -> x * slope.
  */
@@ -442,7 +442,7 @@ static int own_capable(const CpuState *s, const CpuStep *st)
 
     return s->own_ok && l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 &&
            cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 &&
-           cv->pad_l == 1 && cv->pad_r == 1 && reel_wino_bf16_fits(cv->in_c, cv->out_c) &&
+           cv->pad_l == 1 && cv->pad_r == 1 && reel_wino_fits(cv->in_c, cv->out_c) &&
            !(st->prelu && cv->act != REEL_NN_ACT_NONE);
 }
 
@@ -536,7 +536,7 @@ static int build_steps(CpuState *s, char *errmsg)
         for (int k = 0; k < st->nsrc; k++) {
             if (is_loop_step(st))
                 s->loop_reader[st->src[k]] = 1;
-            if (st->kind == REEL_NN_CONV && wino_capable(s, st->l))
+            if (st->kind == REEL_NN_CONV && wino_capable(s, st->l) && !own_capable(s, st))
                 s->wino_reader[st->src[k]] = 1;
         }
     }
@@ -729,13 +729,14 @@ static int plan_conv(CpuState *s, int *pos, char *errmsg)
     dnnl_primitive_desc_t pd = NULL;
 
     if (own_capable(s, st)) {
-        /* clipreel's bf16 Winograd: NHWC bf16 in, NHWC bf16 (f32 for a C loop) out */
+        /* clipreel's Winograd: NHWC in (bf16 or f32), NHWC out (bf16, or f32 for a C loop) */
         st->own = 1;
         s->nown++;
         s->md[d] = nhwc_of(s, d, ddt);
-        src_md = nhwc_of(s, b, dnnl_bf16);
-        reel_log(REEL_LOG_DEBUG, "upscale", "%s: bf16 Winograd F(%dx2, 3x3)%s", st->l->name,
-                 s->own_rows, st->prelu || cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
+        src_md = nhwc_of(s, b, dt);
+        reel_log(REEL_LOG_DEBUG, "upscale", "%s: clipreel Winograd %s F(%dx%d, 3x3)%s",
+                 st->l->name, s->bf16 ? "bf16" : "f32", s->bf16 ? s->own_rows : 4, s->bf16 ? 2 : 4,
+                 st->prelu || cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
         return need_src(s, pos, 0, &src_md, errmsg);
     }
     tag_desc(&any_src, &s->shapes[b], dt, dnnl_format_tag_any);
@@ -1169,12 +1170,13 @@ static int make_prelu(CpuState *s, CpuStep *st, DnnlCall *c, char *errmsg)
     return 0;
 }
 
-/* The bf16 Winograd kernel's weights for step st; its scratch need counted in s. */
+/* The Winograd kernel's weights for step st; its scratch need counted in s. */
 static int make_own(CpuState *s, CpuStep *st, char *errmsg)
 {
     const ReelNnConv *cv = &st->l->p.conv;
     float act_slope = cv->act == REEL_NN_ACT_LEAKY ? cv->act_alpha : 0.f;
     ReelWinoSpec spec = {
+        .kind = s->bf16 ? REEL_WINO_BF16 : REEL_WINO_F32,
         .in_c = cv->in_c,
         .out_c = cv->out_c,
         .weight = cv->weight,
@@ -1194,10 +1196,10 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
         spec.slope = &act_slope;
         spec.nslope = 1;
     }
-    if ((ret = reel_wino_bf16_create(&st->own_conv, &spec, errmsg)) < 0)
+    if ((ret = reel_wino_create(&st->own_conv, &spec, errmsg)) < 0)
         return ret;
-    if (reel_wino_bf16_scratch(st->own_conv) > s->own_scratch_bytes)
-        s->own_scratch_bytes = reel_wino_bf16_scratch(st->own_conv);
+    if (reel_wino_scratch(st->own_conv) > s->own_scratch_bytes)
+        s->own_scratch_bytes = reel_wino_scratch(st->own_conv);
     return 0;
 }
 
@@ -1418,7 +1420,7 @@ static void free_steps(CpuState *s)
         for (int k = 0; k < st->nmems; k++)
             dnnl_memory_destroy(st->mems[k]);
         free(st->mems);
-        reel_wino_bf16_free(&st->own_conv);
+        reel_wino_free(&st->own_conv);
         free(st->prelu_w);
         free(st->src);
         free(st->ymap);
@@ -1492,8 +1494,10 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     s->g = g;
     s->threads = cfg->threads > 0 ? cfg->threads : machine_threads();
     s->bf16 = cfg->precision == REEL_UPSCALE_BF16;
+    /* CLIPREEL_CONV_ALGO: "direct" = oneDNN's direct kernels only, "onednn" = oneDNN's own choice */
     s->wino_ok = !s->bf16 && !(algo && !strcmp(algo, "direct"));
-    s->own_ok = s->bf16 && !(algo && !strcmp(algo, "direct")) && reel_wino_bf16_supported();
+    s->own_ok = !(algo && (!strcmp(algo, "direct") || !strcmp(algo, "onednn"))) &&
+                reel_wino_supported(s->bf16 ? REEL_WINO_BF16 : REEL_WINO_F32);
     s->own_rows = rows && !strcmp(rows, "2") ? 2 : 4;
     s->in_h = in_h;
     s->in_w = in_w;
@@ -1560,7 +1564,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
             total += s->buf_bytes[i];
         reel_log(REEL_LOG_DEBUG, "upscale",
                  "cpu backend: %dx%d input, %s, %d threads, %d steps (%d Winograd "
-                 "convolutions, %d bf16 Winograd, %d conversions), %d buffers, %zu MB activations",
+                 "convolutions by oneDNN, %d by clipreel, %d conversions), %d buffers, %zu MB activations",
                  in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino, s->nown,
                  s->nconvert, s->nbufs, total >> 20);
     }
@@ -1596,9 +1600,8 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             continue;
         }
         switch (st->kind) {
-        case REEL_NN_CONV: /* bf16 Winograd */
-            reel_wino_bf16_run(st->own_conv, buf_of(s, st->src[0]), buf_of(s, st->dst),
-                               s->own_scratch);
+        case REEL_NN_CONV: /* clipreel's Winograd */
+            reel_wino_run(st->own_conv, buf_of(s, st->src[0]), buf_of(s, st->dst), s->own_scratch);
             break;
         case REEL_NN_PIXEL_SHUFFLE:
             run_pixel_shuffle(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os,

@@ -1,20 +1,23 @@
 /*
- * test_wino_bf16.c - the bf16 Winograd convolution (src/upscale/wino_bf16.c)
- * against a double-precision direct convolution of the same bf16 input and
- * f32 weights, on layers that reach every edge case: sizes that are not a
- * multiple of the tile (partial tiles at the bottom and right), more than one
- * job per tile row, 1x1 and 1-row maps, channel counts that leave a partial
- * block of output channels (48, 16), f32 and bf16 output, PReLU per channel,
- * one slope for all (leaky), none; 1 and 2 threads.
+ * test_wino.c - clipreel's Winograd convolutions (src/upscale/wino.c), bf16
+ * F(4x2) and F(2x2) and f32 F(4x4), against a double-precision direct
+ * convolution of the same input and f32 weights, on layers that reach every
+ * edge case: sizes that are not a multiple of the tile (partial tiles at the
+ * bottom and right), more than one job per tile row, 1x1 and 1-row maps,
+ * channel counts that leave a partial block of output channels (48, 16), f32
+ * and bf16 output, PReLU per channel, one slope for all (leaky), none; 1 and
+ * 2 threads.
  *
  * Each layer must match the reference within a signal-to-noise ratio: the
  * interior and the border pixels separately (an edge bug would hide in the
- * mean). The floors sit below what the rounding to bf16 costs by itself
+ * mean). The bf16 floors sit below what the rounding to bf16 costs by itself
  * (docs/internals/upscale.md: 42.4 dB for F(4x2), 49.8 for F(2x2) on one
- * random layer) and far above what any wrong transform, index or mask gives
- * (< 10 dB). Threads must not change a single bit.
+ * random layer), the f32 floor below f32 rounding (~120 dB here), and all far
+ * above what any wrong transform, index or mask gives (< 10 dB). Threads must
+ * not change a single bit.
  *
- * Exit 77 (skip) on CPUs without AVX-512 BF16.
+ * Exit 77 (skip) on CPUs without AVX-512; the bf16 layers are skipped (and
+ * said so) on CPUs without AVX-512 BF16.
  */
 #include <math.h>
 #include <stdint.h>
@@ -23,12 +26,12 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "upscale/wino_bf16.h"
+#include "upscale/wino.h"
 
 #define SKIP 77
 
 typedef struct Case {
-    int h, w, in_c, out_c, rows, out_f32, slopes; /* slopes: 0 none, 1 one, else per channel */
+    int bf16, h, w, in_c, out_c, rows, out_f32, slopes; /* slopes: 0 none, 1 one, else per channel */
     double min_snr;
 } Case;
 
@@ -58,7 +61,7 @@ static uint16_t to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-static void *run(const ReelWinoSpec *sp, const uint16_t *src, int threads,
+static void *run(const ReelWinoSpec *sp, const void *src, int threads,
                  size_t out_bytes)
 {
     ReelWinoSpec s = *sp;
@@ -67,16 +70,16 @@ static void *run(const ReelWinoSpec *sp, const uint16_t *src, int threads,
     void *dst = malloc(out_bytes), *scratch = NULL;
 
     s.threads = threads;
-    if (!dst || reel_wino_bf16_create(&c, &s, err) < 0 ||
-        !(scratch = aligned_alloc(64, reel_wino_bf16_scratch(c)))) {
+    if (!dst || reel_wino_create(&c, &s, err) < 0 ||
+        !(scratch = aligned_alloc(64, reel_wino_scratch(c)))) {
         fprintf(stderr, "create: %s\n", dst ? err : "out of memory");
         free(dst);
-        reel_wino_bf16_free(&c);
+        reel_wino_free(&c);
         return NULL;
     }
     memset(dst, 0xff, out_bytes); /* NaN/garbage wherever the kernel forgets to write */
-    reel_wino_bf16_run(c, src, dst, scratch);
-    reel_wino_bf16_free(&c);
+    reel_wino_run(c, src, dst, scratch);
+    reel_wino_free(&c);
     free(scratch);
     return dst;
 }
@@ -85,26 +88,35 @@ static void *run(const ReelWinoSpec *sp, const uint16_t *src, int threads,
 static int check(const Case *k)
 {
     size_t npix = (size_t)k->h * k->w, nw = (size_t)k->out_c * k->in_c * 9;
-    size_t out_bytes = npix * k->out_c * (k->out_f32 ? sizeof(float) : sizeof(uint16_t));
+    int out_f32 = k->out_f32 || !k->bf16;
+    size_t out_bytes = npix * k->out_c * (out_f32 ? sizeof(float) : sizeof(uint16_t));
     float *weight = malloc(nw * sizeof(float)), *bias = malloc((size_t)k->out_c * sizeof(float));
     float *slope = malloc((size_t)k->out_c * sizeof(float));
-    uint16_t *src = malloc(npix * k->in_c * sizeof(uint16_t));
+    float *in = malloc(npix * k->in_c * sizeof(float));
+    uint16_t *in_b = malloc(npix * k->in_c * sizeof(uint16_t));
     void *one = NULL, *two = NULL;
-    double sig[2] = {0, 0}, noise[2] = {0, 0}, snr[2];
+    double sig[2] = {0, 0}, noise[2] = {0, 0}, snr[2] = {0, 0};
     int bad = 1;
 
-    if (!weight || !bias || !slope || !src)
+    if (!weight || !bias || !slope || !in || !in_b)
         goto done;
-    /* activations as after a PReLU (mostly positive), weights at He scale */
-    for (size_t i = 0; i < npix * k->in_c; i++)
-        src[i] = to_bf16(frand() * 2.f - 0.5f);
+    /* activations as after a PReLU (mostly positive), weights at He scale; bf16: the input is
+     * what the kernel reads, rounded */
+    for (size_t i = 0; i < npix * k->in_c; i++) {
+        in[i] = frand() * 2.f - 0.5f;
+        in_b[i] = to_bf16(in[i]);
+        if (k->bf16)
+            in[i] = from_bf16(in_b[i]);
+    }
     for (size_t i = 0; i < nw; i++)
         weight[i] = (frand() * 2.f - 1.f) * sqrtf(6.f / (9.f * (float)k->in_c));
     for (int o = 0; o < k->out_c; o++) {
         bias[o] = (frand() - 0.5f) * 0.2f;
         slope[o] = frand() * 0.3f;
     }
-    ReelWinoSpec sp = {.in_c = k->in_c,
+    const void *src = k->bf16 ? (const void *)in_b : (const void *)in;
+    ReelWinoSpec sp = {.kind = k->bf16 ? REEL_WINO_BF16 : REEL_WINO_F32,
+                       .in_c = k->in_c,
                        .out_c = k->out_c,
                        .weight = weight,
                        .bias = bias,
@@ -136,13 +148,13 @@ static int check(const Case *k)
                         if (iy < 0 || ix < 0 || iy >= k->h || ix >= k->w)
                             continue;
                         for (int i = 0; i < k->in_c; i++)
-                            ref += (double)from_bf16(src[((size_t)iy * k->w + ix) * k->in_c + i]) *
+                            ref += (double)in[((size_t)iy * k->w + ix) * k->in_c + i] *
                                    weight[(((size_t)o * k->in_c + i) * 3 + dy + 1) * 3 + dx + 1];
                     }
                 }
                 if (k->slopes && ref < 0)
                     ref *= slope[k->slopes == 1 ? 0 : o];
-                got = k->out_f32 ? ((const float *)one)[at] : from_bf16(((const uint16_t *)one)[at]);
+                got = out_f32 ? ((const float *)one)[at] : from_bf16(((const uint16_t *)one)[at]);
                 if (!isfinite(got)) {
                     fprintf(stderr, "FAIL %dx%d %d->%d: (%d,%d) channel %d not written\n", k->w,
                             k->h, k->in_c, k->out_c, x, y, o);
@@ -161,16 +173,17 @@ static int check(const Case *k)
         if (snr[b] < k->min_snr)
             bad = 1;
     }
-    printf("%s %dx%d %d->%d F(%dx2) %s out, %s: interior %.1f dB, border %.1f dB (min %.0f)\n",
-           bad ? "FAIL" : "ok  ", k->w, k->h, k->in_c, k->out_c, k->rows,
-           k->out_f32 ? "f32" : "bf16",
+    printf("%s %s %dx%d %d->%d F(%dx%d) %s out, %s: interior %.1f dB, border %.1f dB (min %.0f)\n",
+           bad ? "FAIL" : "ok  ", k->bf16 ? "bf16" : "f32 ", k->w, k->h, k->in_c, k->out_c,
+           k->bf16 ? k->rows : 4, k->bf16 ? 2 : 4, out_f32 ? "f32" : "bf16",
            k->slopes == 0 ? "no activation" : k->slopes == 1 ? "one slope" : "PReLU",
            sig[0] ? snr[0] : 0.0, sig[1] ? snr[1] : 0.0, k->min_snr);
 done:
     free(weight);
     free(bias);
     free(slope);
-    free(src);
+    free(in);
+    free(in_b);
     free(one);
     free(two);
     return bad;
@@ -179,26 +192,39 @@ done:
 int main(void)
 {
     static const Case cases[] = {
-        /* h   w  in  out rows f32 slopes snr */
-        {29, 53, 64, 64, 4, 0, 2, 38.0},  /* 2 jobs per tile row, partial tiles both ways */
-        {29, 53, 64, 64, 2, 0, 2, 45.0},
-        {17, 40, 64, 48, 4, 1, 0, 38.0},  /* the last layer of x4fast: 48 channels, f32 out */
-        {17, 40, 32, 48, 2, 1, 0, 45.0},
-        {9, 75, 96, 32, 4, 0, 1, 38.0},   /* x4plus-like: 96 -> 32, leaky */
-        {6, 7, 16, 16, 4, 1, 1, 38.0},
-        {1, 1, 16, 16, 4, 1, 2, 38.0},    /* one pixel: all border */
-        {1, 37, 32, 16, 2, 0, 2, 45.0},   /* one row */
-        {38, 1, 16, 32, 4, 1, 2, 38.0},   /* one column */
+        /* bf16 h  w  in  out rows f32 slopes snr */
+        {1, 29, 53, 64, 64, 4, 0, 2, 38.0}, /* 2 jobs per tile row, partial tiles both ways */
+        {1, 29, 53, 64, 64, 2, 0, 2, 45.0},
+        {1, 17, 40, 64, 48, 4, 1, 0, 38.0}, /* the last layer of x4fast: 48 channels, f32 out */
+        {1, 17, 40, 32, 48, 2, 1, 0, 45.0},
+        {1, 9, 75, 96, 32, 4, 0, 1, 38.0},  /* x4plus-like: 96 -> 32, leaky */
+        {1, 6, 7, 16, 16, 4, 1, 1, 38.0},
+        {1, 1, 1, 16, 16, 4, 1, 2, 38.0},   /* one pixel: all border */
+        {1, 1, 37, 32, 16, 2, 0, 2, 45.0},  /* one row */
+        {1, 38, 1, 16, 32, 4, 1, 2, 38.0},  /* one column */
+        {0, 29, 107, 64, 64, 0, 1, 2, 90.0}, /* f32 F(4x4): 3 jobs per tile row */
+        {0, 17, 40, 64, 48, 0, 1, 0, 90.0},
+        {0, 9, 75, 96, 32, 0, 1, 1, 90.0},
+        {0, 6, 7, 16, 16, 0, 1, 1, 90.0},
+        {0, 1, 1, 16, 16, 0, 1, 2, 90.0},
+        {0, 1, 37, 32, 16, 0, 1, 2, 90.0},
+        {0, 38, 1, 16, 32, 0, 1, 2, 90.0},
     };
-    int failed = 0;
+    int failed = 0, ran = 0, bf16 = reel_wino_supported(REEL_WINO_BF16);
 
-    if (!reel_wino_bf16_supported()) {
-        printf("SKIP: this CPU has no AVX-512 BF16: the bf16 Winograd kernel never runs\n");
+    if (!reel_wino_supported(REEL_WINO_F32)) {
+        printf("SKIP: this CPU has no AVX-512: clipreel's Winograd kernels never run\n");
         return SKIP;
     }
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    if (!bf16)
+        printf("no AVX-512 BF16 here: the bf16 layers are skipped\n");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].bf16 && !bf16)
+            continue;
         failed += check(&cases[i]);
+        ran++;
+    }
     if (failed)
-        fprintf(stderr, "%d of %zu layers failed\n", failed, sizeof(cases) / sizeof(cases[0]));
+        fprintf(stderr, "%d of %d layers failed\n", failed, ran);
     return failed ? 1 : 0;
 }

@@ -1,0 +1,518 @@
+/*
+ * wino.c - Winograd 3x3 convolutions: bf16 F(4x2) / F(2x2) and f32 F(4x4),
+ * bias and activation fused (see wino.h).
+ *
+ * DESIGN
+ *
+ * Winograd's minimal filtering computes an m x n block of a 3x3 correlation
+ * from an (m + 2) x (n + 2) input tile d as
+ *     Y = A_v' [ (G_v g G_h') .* (B_v' d B_h) ] A_h
+ * with the matrices of F(4, 3) (points 0, +-1, +-2) or F(2, 3) (points 0,
+ * +-1) in each direction. Over channels the element-wise product becomes one
+ * small matrix product per tile position xi: M[xi] = U[xi] (out_c x in_c)
+ * times V[xi] (in_c x tiles), (m + 2)(n + 2) of them for m * n outputs where
+ * the direct algorithm multiplies 9 * m * n times per channel pair.
+ *
+ *   kind  tile         positions  fewer multiplications  products in
+ *   bf16  F(4x2, 3x3)  6 x 4      3x                     bf16 (vdpbf16ps)
+ *   bf16  F(2x2, 3x3)  4 x 4      2.25x                  bf16
+ *   f32   F(4x4, 3x3)  6 x 6      4x                     f32 (FMA)
+ *
+ * vdpbf16ps multiplies pairs of bf16 and accumulates in f32, 32 products per
+ * instruction against 16 for an f32 FMA. Transforms, bias and activation stay
+ * f32 in both kinds. Accuracy: rounding U and V to bf16 costs what rounding
+ * weights and inputs costs a direct bf16 convolution, amplified by the output
+ * transform (F(4, 3)'s rows have coefficients up to 8). On one random layer
+ * against a double-precision reference: direct bf16 52.7 dB, F(2x2) 49.8,
+ * F(4x2) 42.4, F(4x4) 34.4 (too far: why bf16 stays F(2, 3) horizontally).
+ * In f32 F(4x4) is as exact as oneDNN's own fp32 Winograd (the fixture tests).
+ *
+ * Work is a grid of jobs: one row of tiles, in blocks of nb tiles (a multiple
+ * of the products' 6-tile register block). A job runs in one thread with its
+ * own scratch, in three passes that stay in L1/L2:
+ *   1. input transform: each input column of the block is transformed
+ *      vertically once (B_v' on m + 2 rows) into a ring of eight columns (a
+ *      tile reads n + 2, its neighbour shares two), then each tile
+ *      horizontally (B_h) into V[xi][tile][in_c] (bf16 or f32);
+ *   2. the products: per xi, 6 tiles x 64 output channels of f32 accumulators
+ *      (24 zmm) over the input channels (pairs, in bf16): four weight loads
+ *      and six broadcasts per 24 vdpbf16ps / FMAs, into M laid out
+ *      [tile][out_c / 16][xi][16] so that step 3 reads a tile's 16 channels
+ *      at fixed offsets;
+ *   3. output transform: A_v' per column, A_h per row, plus bias, then the
+ *      activation (x < 0 -> x * slope), stored as bf16 or f32; the output
+ *      lines two tiles ahead are prefetched for writing; tiles past the
+ *      edges are computed on zeros and dropped.
+ * Threads take jobs dynamically (OpenMP, the runtime oneDNN uses). Each
+ * output is computed by one job whatever the thread count, so the bits do not
+ * depend on it.
+ */
+#include "upscale/wino.h"
+
+#include <errno.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "core/error.h"
+
+#define JB 6     /* tiles per register block of the products */
+#define MAX_T 6  /* input tile side, at most (F(4, 3)) */
+#define RING 8   /* columns in the input pass's ring (a power of two >= MAX_T) */
+
+struct ReelWinoConv {
+    int bf16, in_c, out_c, out_f32;
+    int my, mx, ty, tx, nxi; /* outputs per tile (rows, columns), inputs per tile, positions */
+    int h, w, threads, nb;   /* nb: tiles per job */
+    int th, nblk;            /* tile rows; jobs per tile row */
+    void *u;                 /* bf16: [xi][in_c / 2][out_c][2]; f32: [xi][in_c][out_c] */
+    float *bias;             /* out_c */
+    float *slope;            /* out_c, or NULL */
+    size_t v_bytes, m_bytes, ring_bytes, per_thread;
+};
+
+int reel_wino_supported(ReelWinoKind kind)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           (kind != REEL_WINO_BF16 || __builtin_cpu_supports("avx512bf16"));
+}
+
+int reel_wino_fits(int in_c, int out_c)
+{
+    return in_c > 0 && out_c > 0 && in_c % 16 == 0 && out_c % 16 == 0;
+}
+
+/* f32 -> bf16, rounding to nearest even (finite values: weights) */
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+
+    memcpy(&u, &f, sizeof(u));
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* G of F(2, 3) and F(4, 3): the weight transform, one row per tile position */
+static const double g2[4][3] = {{-1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double g4[6][3] = {{1.0 / 4, 0, 0},
+                                {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                {0, 0, 1}};
+
+/* U[xi] = G_v g G_h' for every (out, in) channel pair, in double, rounded once */
+static void transform_weights(ReelWinoConv *c, const float *weight)
+{
+    const double(*gv)[3] = c->my == 4 ? g4 : g2, (*gh)[3] = c->mx == 4 ? g4 : g2;
+    uint16_t *ub = c->u;
+    float *uf = c->u;
+
+    for (int k = 0; k < c->out_c; k++) {
+        for (int ci = 0; ci < c->in_c; ci++) {
+            const float *g = weight + ((size_t)k * c->in_c + ci) * 9;
+            double t[MAX_T][3];
+
+            for (int i = 0; i < c->ty; i++)
+                for (int x = 0; x < 3; x++)
+                    t[i][x] = gv[i][0] * g[x] + gv[i][1] * g[3 + x] + gv[i][2] * g[6 + x];
+            for (int i = 0; i < c->ty; i++) {
+                for (int j = 0; j < c->tx; j++) {
+                    double v = t[i][0] * gh[j][0] + t[i][1] * gh[j][1] + t[i][2] * gh[j][2];
+                    size_t xi = (size_t)i * c->tx + j;
+
+                    if (c->bf16)
+                        ub[((xi * (c->in_c / 2) + ci / 2) * c->out_c + k) * 2 + (ci & 1)] =
+                            to_bf16((float)v);
+                    else
+                        uf[(xi * c->in_c + ci) * c->out_c + k] = (float)v;
+                }
+            }
+        }
+    }
+}
+
+int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
+{
+    ReelWinoConv *c;
+    int bf16 = sp->kind == REEL_WINO_BF16;
+    size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+
+    *out = NULL;
+    if (!reel_wino_fits(sp->in_c, sp->out_c) || (bf16 && sp->tile_rows != 2 && sp->tile_rows != 4) ||
+        sp->h < 1 || sp->w < 1 || sp->threads < 1 ||
+        (sp->slope && sp->nslope != 1 && sp->nslope != sp->out_c))
+        return reel_fail(errmsg, REEL_ERROR_INTERNAL,
+                         "Winograd: unsupported layer (%d -> %d channels, %dx%d)", sp->in_c,
+                         sp->out_c, sp->w, sp->h);
+    if (!(c = calloc(1, sizeof(*c))))
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "Winograd: out of memory");
+    c->bf16 = bf16;
+    c->in_c = sp->in_c;
+    c->out_c = sp->out_c;
+    c->out_f32 = !bf16 || sp->out_f32;
+    c->my = bf16 ? sp->tile_rows : 4;
+    c->mx = bf16 ? 2 : 4;
+    c->ty = c->my + 2;
+    c->tx = c->mx + 2;
+    c->nxi = c->ty * c->tx;
+    c->nb = 18; /* of 6, 12, 18, 24, 36 the fastest for both kinds (conv_peak, 64 -> 64) */
+    c->h = sp->h;
+    c->w = sp->w;
+    c->threads = sp->threads;
+    c->th = (sp->h + c->my - 1) / c->my;
+    c->nblk = ((sp->w + c->mx - 1) / c->mx + c->nb - 1) / c->nb;
+    c->u = aligned_alloc(64, ((size_t)c->nxi * c->in_c * c->out_c * elem + 63) & ~(size_t)63);
+    c->bias = calloc((size_t)c->out_c, sizeof(float));
+    if (sp->slope)
+        c->slope = malloc((size_t)c->out_c * sizeof(float));
+    if (!c->u || !c->bias || (sp->slope && !c->slope)) {
+        reel_wino_free(&c);
+        return reel_fail(errmsg, REEL_ERR(ENOMEM), "Winograd: out of memory");
+    }
+    for (int k = 0; k < c->out_c; k++) {
+        c->bias[k] = sp->bias ? sp->bias[k] : 0.f;
+        if (c->slope)
+            c->slope[k] = sp->slope[sp->nslope == 1 ? 0 : k];
+    }
+    transform_weights(c, sp->weight);
+    /* each a multiple of 64 bytes: channels come in 16s */
+    c->v_bytes = (size_t)c->nxi * c->nb * c->in_c * elem;
+    c->m_bytes = (size_t)c->nxi * c->nb * c->out_c * sizeof(float);
+    c->ring_bytes = (size_t)RING * (c->in_c / 16) * c->ty * sizeof(__m512);
+    c->per_thread = c->v_bytes + c->m_bytes + c->ring_bytes;
+    *out = c;
+    return 0;
+}
+
+size_t reel_wino_scratch(const ReelWinoConv *c)
+{
+    return c->per_thread * (size_t)c->threads;
+}
+
+void reel_wino_free(ReelWinoConv **pc)
+{
+    ReelWinoConv *c = *pc;
+
+    if (!c)
+        return;
+    free(c->u);
+    free(c->bias);
+    free(c->slope);
+    free(c);
+    *pc = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* transforms: the matrices' rows with their common terms shared */
+
+/* B' of F(2, 3): 4 inputs -> 4 */
+static inline void bt4(const __m512 *d, __m512 *o)
+{
+    o[0] = _mm512_sub_ps(d[2], d[0]);
+    o[1] = _mm512_add_ps(d[1], d[2]);
+    o[2] = _mm512_sub_ps(d[2], d[1]);
+    o[3] = _mm512_sub_ps(d[3], d[1]);
+}
+
+/* B' of F(4, 3): 6 inputs -> 6 */
+static inline void bt6(const __m512 *d, __m512 *o)
+{
+    const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f);
+    const __m512 five = _mm512_set1_ps(5.f);
+    __m512 s = _mm512_add_ps(d[1], d[2]), u = _mm512_add_ps(d[3], d[4]);
+    __m512 dd = _mm512_sub_ps(d[1], d[2]), v = _mm512_sub_ps(d[4], d[3]);
+    __m512 t1 = _mm512_sub_ps(d[4], d[2]), t2 = _mm512_sub_ps(d[3], d[1]);
+
+    o[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    o[1] = _mm512_fnmadd_ps(four, s, u);
+    o[2] = _mm512_fmadd_ps(four, dd, v);
+    o[3] = _mm512_fmadd_ps(two, t2, t1);
+    o[4] = _mm512_fnmadd_ps(two, t2, t1);
+    o[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+/* A' of F(2, 3): 4 products -> 2 outputs */
+static inline void at4(const __m512 *m, __m512 *o)
+{
+    o[0] = _mm512_add_ps(m[0], _mm512_add_ps(m[1], m[2]));
+    o[1] = _mm512_add_ps(_mm512_sub_ps(m[1], m[2]), m[3]);
+}
+
+/* A' of F(4, 3): 6 products -> 4 outputs */
+static inline void at6(const __m512 *m, __m512 *o)
+{
+    __m512 a = _mm512_add_ps(m[1], m[2]), b = _mm512_sub_ps(m[1], m[2]);
+    __m512 c = _mm512_add_ps(m[3], m[4]), d = _mm512_sub_ps(m[3], m[4]);
+
+    o[0] = _mm512_add_ps(m[0], _mm512_add_ps(a, c));
+    o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.f), d, b);
+    o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.f), c, a);
+    o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.f), d, b), m[5]);
+}
+
+static inline __m512 load_bf16(const uint16_t *p)
+{
+    __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+
+    return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+}
+
+static inline void store_bf16(uint16_t *p, __m512 v)
+{
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v));
+}
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------------ */
+/* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
+
+ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const void *src, int row, int tx0, void *v,
+                              __m512 *ring, const int my, const int mx, const int bf16)
+{
+    /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
+    const int ty = my + 2, tx = mx + 2, in_c = c->in_c, ng = in_c / 16, w = c->w, nb = c->nb;
+    const uint16_t *rows_b[MAX_T];
+    const float *rows_f[MAX_T];
+    int y0 = row * my - 1, x0 = tx0 * mx - 1;
+
+    for (int i = 0; i < ty; i++) {
+        int in = y0 + i >= 0 && y0 + i < c->h;
+        size_t off = (size_t)(y0 + i) * w * in_c;
+
+        rows_b[i] = in ? (const uint16_t *)src + off : NULL;
+        rows_f[i] = in ? (const float *)src + off : NULL;
+    }
+    for (int t = 0; t < nb; t++) {
+        /* the columns this tile adds to the ring: all for the first, then mx */
+        for (int cx = t ? t * mx + tx - mx : 0; cx < t * mx + tx; cx++) {
+            int ix = x0 + cx, in = ix >= 0 && ix < w;
+            __m512 *col = ring + (size_t)(cx & (RING - 1)) * ng * ty;
+
+            for (int g = 0; g < ng; g++) {
+                size_t at = (size_t)ix * in_c + g * 16;
+                __m512 d[MAX_T];
+
+                for (int i = 0; i < ty; i++) {
+                    if (!in || !rows_b[i])
+                        d[i] = _mm512_setzero_ps();
+                    else
+                        d[i] = bf16 ? load_bf16(rows_b[i] + at) : _mm512_loadu_ps(rows_f[i] + at);
+                }
+                if (my == 4)
+                    bt6(d, col + g * ty);
+                else
+                    bt4(d, col + g * ty);
+            }
+        }
+        for (int g = 0; g < ng; g++) {
+            for (int i = 0; i < ty; i++) {
+                __m512 d[MAX_T], o[MAX_T];
+
+                for (int x = 0; x < tx; x++)
+                    d[x] = ring[((size_t)((t * mx + x) & (RING - 1)) * ng + g) * ty + i];
+                if (mx == 4)
+                    bt6(d, o);
+                else
+                    bt4(d, o);
+                for (int j = 0; j < tx; j++) {
+                    size_t at = ((size_t)(i * tx + j) * nb + t) * in_c + g * 16;
+
+                    if (bf16)
+                        store_bf16((uint16_t *)v + at, o[j]);
+                    else
+                        _mm512_storeu_ps((float *)v + at, o[j]);
+                }
+            }
+        }
+    }
+}
+
+/*
+ * M[tile jb .. jb + 6][channels k0 .. k0 + 16 * nkb][xi] = U[xi] V[xi]; ux,
+ * vx at position xi, mx at M[0][0][xi]. bf16: over in_c / 2 channel pairs.
+ */
+ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx, float *mx,
+                           int jb, int k0, const int nkb, const int bf16)
+{
+    const int in_c = c->in_c, oc = c->out_c, nxi = c->nxi; /* once: stores may alias c */
+    __m512 acc[4][JB];
+
+    for (int kb = 0; kb < nkb; kb++)
+        for (int j = 0; j < JB; j++)
+            acc[kb][j] = _mm512_setzero_ps();
+    if (bf16) {
+        const int pairs = in_c / 2;
+        const uint32_t *vp = vx;
+
+        for (int p = 0; p < pairs; p++) {
+            const uint16_t *wp = (const uint16_t *)ux + ((size_t)p * oc + k0) * 2;
+            __m512bh wv[4];
+
+            for (int kb = 0; kb < nkb; kb++)
+                wv[kb] = (__m512bh)_mm512_loadu_si512(wp + kb * 32);
+            for (int j = 0; j < JB; j++) {
+                __m512bh b = (__m512bh)_mm512_set1_epi32((int)vp[(size_t)(jb + j) * pairs + p]);
+
+                for (int kb = 0; kb < nkb; kb++)
+                    acc[kb][j] = _mm512_dpbf16_ps(acc[kb][j], wv[kb], b);
+            }
+        }
+    } else {
+        const float *vp = vx;
+
+        for (int ci = 0; ci < in_c; ci++) {
+            const float *wp = (const float *)ux + (size_t)ci * oc + k0;
+            __m512 wv[4];
+
+            for (int kb = 0; kb < nkb; kb++)
+                wv[kb] = _mm512_loadu_ps(wp + kb * 16);
+            for (int j = 0; j < JB; j++) {
+                __m512 b = _mm512_set1_ps(vp[(size_t)(jb + j) * in_c + ci]);
+
+                for (int kb = 0; kb < nkb; kb++)
+                    acc[kb][j] = _mm512_fmadd_ps(wv[kb], b, acc[kb][j]);
+            }
+        }
+    }
+    for (int j = 0; j < JB; j++)
+        for (int kb = 0; kb < nkb; kb++)
+            _mm512_storeu_ps(mx + ((size_t)(jb + j) * oc + k0 + kb * 16) * nxi, acc[kb][j]);
+}
+
+ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, const int bf16)
+{
+    const int in_c = c->in_c, out_c = c->out_c, nxi = c->nxi, nb = c->nb;
+    size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float), uxi = (size_t)in_c * out_c * elem;
+
+    for (int xi = 0; xi < nxi; xi++) {
+        const char *ux = (const char *)c->u + xi * uxi;
+        const char *vx = (const char *)v + (size_t)xi * nb * in_c * elem;
+        float *mx = m + (size_t)xi * 16;
+
+        for (int jb = 0; jb < nb; jb += JB) {
+            for (int k0 = 0; k0 < out_c; k0 += 64) {
+                switch ((out_c - k0) / 16) {
+                case 1:
+                    product(c, ux, vx, mx, jb, k0, 1, bf16);
+                    break;
+                case 2:
+                    product(c, ux, vx, mx, jb, k0, 2, bf16);
+                    break;
+                case 3:
+                    product(c, ux, vx, mx, jb, k0, 3, bf16);
+                    break;
+                default:
+                    product(c, ux, vx, mx, jb, k0, 4, bf16);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, int tx0, void *dst,
+                               const int my, const int mx)
+{
+    const int tx = mx + 2, nxi = (my + 2) * tx, oc = c->out_c, h = c->h, w = c->w;
+    const int out_f32 = c->out_f32, nb = c->nb;
+    const float *bias_c = c->bias, *slope_c = c->slope;
+    const size_t px_bytes = (size_t)oc * (out_f32 ? sizeof(float) : sizeof(uint16_t));
+
+    for (int t = 0; t < nb; t++) {
+        int ox = (tx0 + t) * mx;
+
+        if (ox >= w)
+            break;
+        /* the output lines of the tile after next, for writing: the stores then hit the cache */
+        if (ox + 2 * mx < w) {
+            for (int a = 0; a < my && row * my + a < h; a++) {
+                const char *p =
+                    (const char *)dst + ((size_t)(row * my + a) * w + ox + 2 * mx) * px_bytes;
+
+                for (size_t off = 0; off < mx * px_bytes; off += 64)
+                    __builtin_prefetch(p + off, 1, 3);
+            }
+        }
+        for (int k = 0; k < oc; k += 16) {
+            const float *mk = m + ((size_t)t * oc + k) * nxi;
+            __m512 bias = _mm512_loadu_ps(bias_c + k), cols[MAX_T][4];
+
+            for (int x = 0; x < tx; x++) {
+                __m512 mm[MAX_T];
+
+                for (int i = 0; i < my + 2; i++)
+                    mm[i] = _mm512_loadu_ps(mk + (i * tx + x) * 16);
+                if (my == 4)
+                    at6(mm, cols[x]);
+                else
+                    at4(mm, cols[x]);
+            }
+            for (int a = 0; a < my; a++) {
+                int oy = row * my + a;
+                __m512 r[MAX_T], o[4];
+
+                if (oy >= h)
+                    break;
+                for (int x = 0; x < tx; x++)
+                    r[x] = cols[x][a];
+                if (mx == 4)
+                    at6(r, o);
+                else
+                    at4(r, o);
+                for (int b = 0; b < mx && ox + b < w; b++) {
+                    size_t at = ((size_t)oy * w + ox + b) * oc + k;
+                    __m512 y = _mm512_add_ps(o[b], bias);
+
+                    if (slope_c) {
+                        __mmask16 neg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ);
+
+                        y = _mm512_mask_mul_ps(y, neg, y, _mm512_loadu_ps(slope_c + k));
+                    }
+                    if (out_f32)
+                        _mm512_storeu_ps((float *)dst + at, y);
+                    else
+                        store_bf16((uint16_t *)dst + at, y);
+                }
+            }
+        }
+    }
+}
+
+/* The three kernels: the passes specialised for their tile and type. */
+#define DEFINE_JOB(name, my, mx, bf16)                                                             \
+    static void name(const ReelWinoConv *c, const void *src, void *dst, int row, int tx0,          \
+                     char *scratch)                                                                \
+    {                                                                                              \
+        void *v = scratch;                                                                         \
+        float *m = (float *)(scratch + c->v_bytes);                                                \
+        __m512 *ring = (__m512 *)(scratch + c->v_bytes + c->m_bytes);                              \
+                                                                                                   \
+        input_pass(c, src, row, tx0, v, ring, my, mx, bf16);                                       \
+        products(c, v, m, bf16);                                                                   \
+        output_pass(c, m, row, tx0, dst, my, mx);                                                  \
+    }
+DEFINE_JOB(job_bf16_4x2, 4, 2, 1)
+DEFINE_JOB(job_bf16_2x2, 2, 2, 1)
+DEFINE_JOB(job_f32_4x4, 4, 4, 0)
+
+void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch)
+{
+    void (*job)(const ReelWinoConv *, const void *, void *, int, int, char *) =
+        !c->bf16 ? job_f32_4x4 : c->my == 4 ? job_bf16_4x2 : job_bf16_2x2;
+    int njobs = c->th * c->nblk;
+
+#pragma omp parallel num_threads(c->threads)
+    {
+        char *mine = (char *)scratch + c->per_thread * (size_t)omp_get_thread_num();
+
+#pragma omp for schedule(dynamic, 1)
+        for (int j = 0; j < njobs; j++)
+            job(c, src, dst, j / c->nblk, j % c->nblk * c->nb, mine);
+    }
+}

@@ -1,0 +1,69 @@
+/*
+ * wino.h - private: clipreel's Winograd 3x3 convolutions for the CPU backend,
+ * with the bias and the activation (PReLU, leaky ReLU, ReLU) fused.
+ *
+ * Two kinds:
+ *   - bf16: F(4x2, 3x3) (or F(2x2) for the more exact tile) with the
+ *     products in bf16 (vdpbf16ps) and everything else in f32. oneDNN 2.6 has
+ *     no bf16 Winograd at all.
+ *   - f32: F(4x4, 3x3) in f32, as oneDNN's own fp32 Winograd, with the
+ *     activation fused (oneDNN's takes no PReLU) on NHWC.
+ * docs/internals/upscale.md has the algorithm, its accuracy and its speed.
+ *
+ * Tensors are NHWC, batch 1: bf16 input (bf16 kind) or f32 input (f32 kind);
+ * bf16 or f32 output (bf16 kind), f32 output (f32 kind). Stride 1, padding 1,
+ * no dilation; in_c and out_c multiples of 16.
+ *
+ * Built with AVX-512 code generation: call nothing here but
+ * reel_wino_supported() and reel_wino_fits() unless reel_wino_supported()
+ * said yes for that kind.
+ */
+#ifndef REEL_UPSCALE_WINO_H
+#define REEL_UPSCALE_WINO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ReelWinoConv ReelWinoConv;
+
+typedef enum ReelWinoKind {
+    REEL_WINO_BF16, /* bf16 products, f32 transforms; bf16 input */
+    REEL_WINO_F32,  /* all f32; f32 input and output */
+} ReelWinoKind;
+
+/** What one layer computes. */
+typedef struct ReelWinoSpec {
+    ReelWinoKind kind;
+    int in_c, out_c;
+    const float *weight; /* out_c x in_c x 3 x 3 (OIHW) */
+    const float *bias;   /* out_c, or NULL */
+    const float *slope;  /* activation slopes (x < 0 -> x * slope), or NULL: none */
+    int nslope;          /* 1 = one slope for every channel, else out_c */
+    int out_f32;         /* bf16 kind: write f32 instead of bf16 (the f32 kind always does) */
+    int h, w;            /* the input's (and output's) size */
+    int tile_rows;       /* bf16 kind: output rows per tile, 4 (faster) or 2 (more exact) */
+    int threads;         /* OpenMP threads that run it (>= 1) */
+} ReelWinoSpec;
+
+/** Non-zero when this CPU runs the kind (AVX-512 F/BW/VL/DQ, and BF16 for bf16). */
+int reel_wino_supported(ReelWinoKind kind);
+
+/** Non-zero when the kernel computes a convolution of in_c -> out_c channels. */
+int reel_wino_fits(int in_c, int out_c);
+
+/**
+ * Transform the weights once. Returns 0, or negative with errmsg set (bad
+ * spec: REEL_ERROR_INTERNAL; out of memory).
+ */
+int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *spec, char *errmsg);
+
+/** Bytes of scratch run() needs (every thread's share, 64-byte aligned). */
+size_t reel_wino_scratch(const ReelWinoConv *c);
+
+/** One forward pass: src -> dst, types as the spec says. */
+void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch);
+
+/** Free and set *c to NULL; NULL-safe. */
+void reel_wino_free(ReelWinoConv **c);
+
+#endif
