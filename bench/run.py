@@ -9,10 +9,11 @@ docs/PERFORMANCE.md explains each figure and keeps the latest table.
 
 Comparisons (issue 3; DESIGN section 10). "Higher" or "lower" is the good direction.
   net_vs_conv       x4fast fp32 network GFLOP/s (2.42 MFLOP per *frame* pixel, untiled, the
-                    10 px context counted as overhead) / oneDNN's own 64->64 3x3 conv GFLOP/s
+                    10 px context counted as overhead; its 3x3 layers on clipreel's f32
+                    Winograd F(4x4), src/upscale/wino.c) / oneDNN's own 64->64 3x3 conv GFLOP/s
                     at the frame's size, the faster of its direct and Winograd algorithms
                     (bench/conv_peak; Winograd's figure counts direct FLOPs)      >= 0.85
-  bf16_speedup      fp32 time (the default: oneDNN's Winograd F(4x4)) / bf16 time (the
+  bf16_speedup      fp32 time (the default: clipreel's f32 Winograd F(4x4)) / bf16 time (the
                     default: clipreel's bf16 Winograd F(4x2)) of the same network and
                     frame                                                          >= 1.8
   bf16_vs_direct    the same with Winograd off in both (CLIPREEL_CONV_ALGO=direct: oneDNN's
@@ -360,6 +361,8 @@ class Bench:
     def network(self):
         H, W, reps = self.H, self.W, self.reps
         peak_d, peak_w, net, net_bf, net_dir, net_bf_dir, peak_bf, peak_own = ([] for _ in range(8))
+        peak_own_f32, net_onednn = [], []
+        onednn_env = dict(os.environ, CLIPREEL_CONV_ALGO="onednn")
         want_bf = ((self.a.want("bf16_speedup") or self.a.want("bf16_vs_direct")) and
                    self.bf16_available())
         want_dir = want_bf and self.a.want("bf16_vs_direct")
@@ -369,7 +372,9 @@ class Bench:
             # interleaved: layer peaks, then the network in each mode, each rep
             peak_d.append(self.conv_peak(H, W, "f32"))
             peak_w.append(self.conv_peak(H, W, "wino"))
+            peak_own_f32.append(self.conv_peak(H, W, "wf32"))
             net.append(min(self.upscale_bench(H, W, runs)["run_s"]))
+            net_onednn.append(min(self.upscale_bench(H, W, runs, env=onednn_env)["run_s"]))
             if want_bf:
                 net_bf.append(min(self.upscale_bench(H, W, runs, precision="bf16")["run_s"]))
                 peak_bf.append(self.conv_peak(H, W, "bf16"))
@@ -382,6 +387,9 @@ class Bench:
         gflops = [NET_FLOP_PER_PX * H * W / t * 1e-9 for t in net]
         self.raw.update({"frame": f"{W}x{H}", "conv_peak_direct_gflops": peak_d,
                          "conv_peak_winograd_gflops": peak_w, "net_fp32_s": net,
+                         # clipreel's own f32 Winograd layer, and the network on oneDNN's kernels
+                         "conv_peak_own_f32_winograd_gflops": peak_own_f32,
+                         "net_fp32_onednn_s": net_onednn,
                          "net_fp32_gflops": gflops,
                          # the same time counted on the padded tile the network really computes
                          "net_fp32_gflops_padded": [NET_FLOP_PER_PX * (H + 2 * CONTEXT) *

@@ -1,6 +1,7 @@
 /*
  * backend_cpu.c - the CPU backend: the network as a list of oneDNN 2.x
- * primitives (C loops only for layer forms no shipped model uses).
+ * primitives and clipreel's own Winograd convolutions (wino.c), C loops only
+ * for layer forms no shipped model uses.
  *
  * DESIGN
  *
@@ -24,6 +25,11 @@
  *      an input whose blob has another descriptor gets a conversion step (one
  *      oneDNN reorder) right before it, into a new "shadow" blob that later
  *      readers wanting the same descriptor share. Convolutions:
+ *        - every 3x3/stride 1/pad 1 layer with 16k channels in and out, on a
+ *          CPU with AVX-512: clipreel's Winograd (wino.c; f32 F(4x4) in fp32
+ *          mode, bf16 F(4x2) in bf16 mode) on NHWC, its activation or PReLU
+ *          fused, no oneDNN call; CLIPREEL_CONV_ALGO=onednn leaves these to
+ *          oneDNN as below;
  *        - fp32: Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, about 2.3x the
  *          direct kernel's speed here) for every 3x3/stride 1/pad 1 layer with
  *          16k channels in and out, reading and writing aBcd16b, so a chain of
@@ -47,8 +53,8 @@
  *      NHWC input and output, and nearest Interp with an integer factor a
  *      resampling primitive (the C loops remain for anything else: Interp
  *      with another factor, BinaryOp with a scalar, Eltwise product/max).
- *      CLIPREEL_CONV_ALGO=direct in the environment turns Winograd off (for
- *      the benchmark).
+ *      CLIPREEL_CONV_ALGO=direct in the environment turns every Winograd off
+ *      (for the benchmark).
  *   3. buffers by liveness: a blob takes a free buffer when its step runs and
  *      gives it back after its last reader, so x4plus's ~1800 blobs fit in a
  *      handful of buffers; a step's output never shares a buffer with its
@@ -65,9 +71,11 @@
  * caller leaves it to us (threads 0) it is one thread per physical core this
  * process may run on (its affinity mask, SMT siblings counted once): oneDNN's
  * kernels fill a core's vector units with one thread, a second hyperthread on
- * the same core only competes for them. The C loops are single-threaded.
- * libgomp's wait policy matters more than the count on a busy machine (every
- * Winograd layer is three parallel regions): docs/PERFORMANCE.md, "Threads".
+ * the same core only competes for them. clipreel's Winograd kernels run on
+ * the same OpenMP runtime with the same count (one parallel region per
+ * layer). The C loops are single-threaded. libgomp's wait policy matters
+ * more than the count on a busy machine (every oneDNN Winograd layer is three
+ * parallel regions): docs/PERFORMANCE.md, "Threads".
  */
 #include "upscale/backend.h"
 
