@@ -34,11 +34,11 @@
  *      vertically once (B_v' on m + 2 rows) into a ring of eight columns (a
  *      tile reads n + 2, its neighbour shares two), then each tile
  *      horizontally (B_h) into V[xi][tile][in_c] (bf16 or f32);
- *   2. the products: per xi, 6 tiles x 64 output channels of f32 accumulators
- *      (24 zmm) over the input channels (pairs, in bf16): four weight loads
- *      and six broadcasts per 24 vdpbf16ps / FMAs, into M laid out
- *      [tile][out_c / 16][xi][16] so that step 3 reads a tile's 16 channels
- *      at fixed offsets;
+ *   2. the products (wino_gemm.c): per xi, 6 tiles x 64 output channels of
+ *      f32 accumulators (24 zmm) over the input channels (pairs, in bf16):
+ *      four weight loads and six broadcasts per 24 vdpbf16ps / FMAs, into M
+ *      laid out [tile][out_c / 16][xi][16] so that step 3 reads a tile's 16
+ *      channels at fixed offsets;
  *   3. output transform: A_v' per column, A_h per row, plus bias, then the
  *      activation (x < 0 -> x * slope), stored as bf16 or f32; the output
  *      lines two tiles ahead are prefetched for writing; tiles past the
@@ -48,6 +48,7 @@
  * depend on it.
  */
 #include "upscale/wino.h"
+#include "upscale/wino_internal.h"
 
 #include <errno.h>
 #include <immintrin.h>
@@ -58,20 +59,7 @@
 
 #include "core/error.h"
 
-#define JB 6     /* tiles per register block of the products */
-#define MAX_T 6  /* input tile side, at most (F(4, 3)) */
 #define RING 8   /* columns in the input pass's ring (a power of two >= MAX_T) */
-
-struct ReelWinoConv {
-    int bf16, in_c, out_c, out_f32;
-    int my, mx, ty, tx, nxi; /* outputs per tile (rows, columns), inputs per tile, positions */
-    int h, w, threads, nb;   /* nb: tiles per job */
-    int th, nblk;            /* tile rows; jobs per tile row */
-    void *u;                 /* bf16: [xi][in_c / 2][out_c][2]; f32: [xi][in_c][out_c] */
-    float *bias;             /* out_c */
-    float *slope;            /* out_c, or NULL */
-    size_t v_bytes, m_bytes, ring_bytes, per_thread;
-};
 
 int reel_wino_supported(ReelWinoKind kind)
 {
@@ -333,89 +321,6 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const void *src, int row, i
     }
 }
 
-/*
- * M[tile jb .. jb + 6][channels k0 .. k0 + 16 * nkb][xi] = U[xi] V[xi]; ux,
- * vx at position xi, mx at M[0][0][xi]. bf16: over in_c / 2 channel pairs.
- */
-ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx, float *mx,
-                           int jb, int k0, const int nkb, const int bf16)
-{
-    const int in_c = c->in_c, oc = c->out_c, nxi = c->nxi; /* once: stores may alias c */
-    __m512 acc[4][JB];
-
-    for (int kb = 0; kb < nkb; kb++)
-        for (int j = 0; j < JB; j++)
-            acc[kb][j] = _mm512_setzero_ps();
-    if (bf16) {
-        const int pairs = in_c / 2;
-        const uint32_t *vp = vx;
-
-        for (int p = 0; p < pairs; p++) {
-            const uint16_t *wp = (const uint16_t *)ux + ((size_t)p * oc + k0) * 2;
-            __m512bh wv[4];
-
-            for (int kb = 0; kb < nkb; kb++)
-                wv[kb] = (__m512bh)_mm512_loadu_si512(wp + kb * 32);
-            for (int j = 0; j < JB; j++) {
-                __m512bh b = (__m512bh)_mm512_set1_epi32((int)vp[(size_t)(jb + j) * pairs + p]);
-
-                for (int kb = 0; kb < nkb; kb++)
-                    acc[kb][j] = _mm512_dpbf16_ps(acc[kb][j], wv[kb], b);
-            }
-        }
-    } else {
-        const float *vp = vx;
-
-        for (int ci = 0; ci < in_c; ci++) {
-            const float *wp = (const float *)ux + (size_t)ci * oc + k0;
-            __m512 wv[4];
-
-            for (int kb = 0; kb < nkb; kb++)
-                wv[kb] = _mm512_loadu_ps(wp + kb * 16);
-            for (int j = 0; j < JB; j++) {
-                __m512 b = _mm512_set1_ps(vp[(size_t)(jb + j) * in_c + ci]);
-
-                for (int kb = 0; kb < nkb; kb++)
-                    acc[kb][j] = _mm512_fmadd_ps(wv[kb], b, acc[kb][j]);
-            }
-        }
-    }
-    for (int j = 0; j < JB; j++)
-        for (int kb = 0; kb < nkb; kb++)
-            _mm512_storeu_ps(mx + ((size_t)(jb + j) * oc + k0 + kb * 16) * nxi, acc[kb][j]);
-}
-
-ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, const int bf16)
-{
-    const int in_c = c->in_c, out_c = c->out_c, nxi = c->nxi, nb = c->nb;
-    size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float), uxi = (size_t)in_c * out_c * elem;
-
-    for (int xi = 0; xi < nxi; xi++) {
-        const char *ux = (const char *)c->u + xi * uxi;
-        const char *vx = (const char *)v + (size_t)xi * nb * in_c * elem;
-        float *mx = m + (size_t)xi * 16;
-
-        for (int jb = 0; jb < nb; jb += JB) {
-            for (int k0 = 0; k0 < out_c; k0 += 64) {
-                switch ((out_c - k0) / 16) {
-                case 1:
-                    product(c, ux, vx, mx, jb, k0, 1, bf16);
-                    break;
-                case 2:
-                    product(c, ux, vx, mx, jb, k0, 2, bf16);
-                    break;
-                case 3:
-                    product(c, ux, vx, mx, jb, k0, 3, bf16);
-                    break;
-                default:
-                    product(c, ux, vx, mx, jb, k0, 4, bf16);
-                    break;
-                }
-            }
-        }
-    }
-}
-
 ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, int tx0, void *dst,
                                const int my, const int mx)
 {
@@ -494,7 +399,10 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
         __m512 *ring = (__m512 *)(scratch + c->v_bytes + c->m_bytes);                              \
                                                                                                    \
         input_pass(c, src, row, tx0, v, ring, my, mx, bf16);                                       \
-        products(c, v, m, bf16);                                                                   \
+        if (bf16)                                                                                  \
+            reel_wino_products_bf16(c, v, m);                                                      \
+        else                                                                                       \
+            reel_wino_products_f32(c, v, m);                                                       \
         output_pass(c, m, row, tx0, dst, my, mx);                                                  \
     }
 DEFINE_JOB(job_bf16_4x2, 4, 2, 1)

@@ -1,0 +1,33 @@
+/*
+ * wino_internal.h - private to wino.c and wino_gemm.c: the layer object and
+ * the products (the matrix multiplications between the transforms).
+ */
+#ifndef REEL_UPSCALE_WINO_INTERNAL_H
+#define REEL_UPSCALE_WINO_INTERNAL_H
+
+#include <stddef.h>
+
+#include "upscale/wino.h"
+
+#define JB 6     /* tiles per register block of the products */
+#define MAX_T 6  /* input tile side, at most (F(4, 3)) */
+
+struct ReelWinoConv {
+    int bf16, in_c, out_c, out_f32;
+    int my, mx, ty, tx, nxi; /* outputs per tile (rows, columns), inputs per tile, positions */
+    int h, w, threads, nb;   /* nb: tiles per job */
+    int th, nblk;            /* tile rows; jobs per tile row */
+    void *u;                 /* bf16: [xi][in_c / 2][out_c][2]; f32: [xi][in_c][out_c] */
+    float *bias;             /* out_c */
+    float *slope;            /* out_c, or NULL */
+    size_t v_bytes, m_bytes, ring_bytes, per_thread;
+};
+
+/*
+ * M[tile][out_c / 16][xi][16] = U[xi] V[xi] for every position xi and the
+ * job's nb tiles: V is [xi][tile][in_c] (bf16 or f32), U c->u.
+ */
+void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m);
+void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m);
+
+#endif
