@@ -9,11 +9,11 @@
  * oneDNN's OpenMP pool (omp_set_num_threads, looked up at run time as the
  * upscaler does); 0 or absent = all cores.
  *
- * wbf16 / wbf16r2 / wf32 time clipreel's own Winograd kernels (src/upscale/wino.c: bf16
- * F(4x2, 3x3) / F(2x2, 3x3), NHWC bf16 in and out; f32 F(4x4, 3x3), NHWC f32), bias and
- * PReLU fused, on the same layer.
+ * wbf16 / wbf16_4x2 / wbf16_2x2 / wf32 time clipreel's own Winograd kernels
+ * (src/upscale/wino.c: bf16 F(4x4, 3x3), F(4x2), F(2x2), NHWC bf16 in and out; f32
+ * F(4x4, 3x3), NHWC f32), bias and PReLU fused, on the same layer.
  *
- * usage: conv_peak [H W [runs [f32|bf16|wino|wbf16|wbf16r2|wf32 [threads]]]]
+ * usage: conv_peak [H W [runs [f32|bf16|wino|wbf16|wbf16_4x2|wbf16_2x2|wf32 [threads]]]]
  *        (wino: oneDNN's f32 Winograd)
  */
 #include <dlfcn.h>
@@ -62,13 +62,13 @@ static double now(void)
 }
 
 /* clipreel's Winograd kernels on the same layer: one JSON line like oneDNN's */
-static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows)
+static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows, int cols)
 {
     static float weight[64 * 64 * 9], bias[64], slope[64];
     size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
     ReelWinoSpec sp = {.kind = bf16 ? REEL_WINO_BF16 : REEL_WINO_F32,
                        .in_c = 64, .out_c = 64, .weight = weight, .bias = bias, .slope = slope,
-                       .nslope = 64, .h = H, .w = W, .tile_rows = rows,
+                       .nslope = 64, .h = H, .w = W, .tile_rows = rows, .tile_cols = cols,
                        .threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     ReelWinoConv *c;
     char err[512];
@@ -98,7 +98,7 @@ static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows)
     printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"%s\",\"algo\":\"winograd\","
            "\"impl\":\"clipreel wino F(%dx%d,3x3)\",\"threads\":%d,\"best_s\":%.6f,"
            "\"gflops\":%.1f}\n",
-           H, W, bf16 ? "bf16" : "f32", bf16 ? rows : 4, bf16 ? 2 : 4, threads, best, 2.0 * 64 * 64 * 9 * (double)H * W / best * 1e-9);
+           H, W, bf16 ? "bf16" : "f32", rows, cols, threads, best, 2.0 * 64 * 64 * 9 * (double)H * W / best * 1e-9);
     reel_wino_free(&c);
     free(scratch);
     free(src);
@@ -123,10 +123,14 @@ int main(int argc, char **argv)
     dnnl_dims_t sd = {1, 64, H, W}, wd = {64, 64, 3, 3}, bd = {64}, dd = {1, 64, H, W};
     dnnl_dims_t strides = {1, 1}, pad = {1, 1};
 
-    if (argc > 4 && !strncmp(argv[4], "wbf16", 5))
-        return own_kernel(H, W, runs, threads, 1, strcmp(argv[4], "wbf16r2") ? 4 : 2);
+    if (argc > 4 && !strcmp(argv[4], "wbf16"))
+        return own_kernel(H, W, runs, threads, 1, 4, 4);
+    if (argc > 4 && !strcmp(argv[4], "wbf16_4x2"))
+        return own_kernel(H, W, runs, threads, 1, 4, 2);
+    if (argc > 4 && !strcmp(argv[4], "wbf16_2x2"))
+        return own_kernel(H, W, runs, threads, 1, 2, 2);
     if (argc > 4 && !strcmp(argv[4], "wf32"))
-        return own_kernel(H, W, runs, threads, 0, 4);
+        return own_kernel(H, W, runs, threads, 0, 4, 4);
     if (threads > 0) {
         void *sym = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
         void (*set)(int);

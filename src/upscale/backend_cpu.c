@@ -27,7 +27,7 @@
  *      readers wanting the same descriptor share. Convolutions:
  *        - every 3x3/stride 1/pad 1 layer with 16k channels in and out, on a
  *          CPU with AVX-512: clipreel's Winograd (wino.c; f32 F(4x4) in fp32
- *          mode, bf16 F(4x2) in bf16 mode) on NHWC, its activation or PReLU
+ *          mode, bf16 F(4x4) in bf16 mode) on NHWC, its activation or PReLU
  *          fused, no oneDNN call; CLIPREEL_CONV_ALGO=onednn leaves these to
  *          oneDNN as below;
  *        - fp32: Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, about 2.3x the
@@ -143,7 +143,7 @@ typedef struct CpuState {
     int bf16;    /* bf16 convolutions */
     int wino_ok; /* Winograd allowed (fp32, not turned off) */
     int own_ok;  /* clipreel's Winograd allowed (the CPU runs it, not turned off) */
-    int own_rows; /* bf16: its tile's output rows (4, or 2 with CLIPREEL_BF16_TILE_ROWS=2) */
+    int own_rows, own_cols; /* bf16: its tile (4x4; CLIPREEL_BF16_TILE=4x2 or 2x2) */
     int in_h, in_w;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
@@ -743,7 +743,8 @@ static int plan_conv(CpuState *s, int *pos, char *errmsg)
         s->md[d] = nhwc_of(s, d, ddt);
         src_md = nhwc_of(s, b, dt);
         reel_log(REEL_LOG_DEBUG, "upscale", "%s: clipreel Winograd %s F(%dx%d, 3x3)%s",
-                 st->l->name, s->bf16 ? "bf16" : "f32", s->bf16 ? s->own_rows : 4, s->bf16 ? 2 : 4,
+                 st->l->name, s->bf16 ? "bf16" : "f32", s->bf16 ? s->own_rows : 4,
+                 s->bf16 ? s->own_cols : 4,
                  st->prelu || cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
         return need_src(s, pos, 0, &src_md, errmsg);
     }
@@ -1193,6 +1194,7 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
         .h = s->shapes[st->dst].h,
         .w = s->shapes[st->dst].w,
         .tile_rows = s->own_rows,
+        .tile_cols = s->own_cols,
         .threads = s->threads,
     };
     int ret;
@@ -1493,7 +1495,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                       const ReelBackendConfig *cfg, char *errmsg)
 {
     CpuState *s;
-    const char *algo = getenv("CLIPREEL_CONV_ALGO"), *rows = getenv("CLIPREEL_BF16_TILE_ROWS");
+    const char *algo = getenv("CLIPREEL_CONV_ALGO"), *tile = getenv("CLIPREEL_BF16_TILE");
     int ret = 0, cap;
 
     *state = NULL;
@@ -1506,7 +1508,9 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     s->wino_ok = !s->bf16 && !(algo && !strcmp(algo, "direct"));
     s->own_ok = !(algo && (!strcmp(algo, "direct") || !strcmp(algo, "onednn"))) &&
                 reel_wino_supported(s->bf16 ? REEL_WINO_BF16 : REEL_WINO_F32);
-    s->own_rows = rows && !strcmp(rows, "2") ? 2 : 4;
+    /* the bf16 tile: 4x4 (default), or the more exact 4x2 or 2x2 */
+    s->own_rows = tile && !strcmp(tile, "2x2") ? 2 : 4;
+    s->own_cols = tile && (!strcmp(tile, "2x2") || !strcmp(tile, "4x2")) ? 2 : 4;
     s->in_h = in_h;
     s->in_w = in_w;
     /* graph blobs, then at most one shadow per layer input and one for the output */

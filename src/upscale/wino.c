@@ -96,7 +96,8 @@ static const double g4[6][3] = {{1.0 / 4, 0, 0},
 /* U[xi] = G_v g G_h' for every (out, in) channel pair, in double, rounded once */
 static void transform_weights(ReelWinoConv *c, const float *weight)
 {
-    const double(*gv)[3] = c->my == 4 ? g4 : g2, (*gh)[3] = c->mx == 4 ? g4 : g2;
+    const double(*gv)[3] = c->my == 4 ? g4 : g2;
+    const double(*gh)[3] = c->mx == 4 ? g4 : g2;
     uint16_t *ub = c->u;
     float *uf = c->u;
 
@@ -129,9 +130,11 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     ReelWinoConv *c;
     int bf16 = sp->kind == REEL_WINO_BF16;
     size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+    int rows = sp->tile_rows ? sp->tile_rows : 4, cols = sp->tile_cols ? sp->tile_cols : 4;
+    int tile_ok = (rows == 4 && (cols == 4 || cols == 2)) || (rows == 2 && cols == 2);
 
     *out = NULL;
-    if (!reel_wino_fits(sp->in_c, sp->out_c) || (bf16 && sp->tile_rows != 2 && sp->tile_rows != 4) ||
+    if (!reel_wino_fits(sp->in_c, sp->out_c) || (bf16 && !tile_ok) ||
         sp->h < 1 || sp->w < 1 || sp->threads < 1 ||
         (sp->slope && sp->nslope != 1 && sp->nslope != sp->out_c))
         return reel_fail(errmsg, REEL_ERROR_INTERNAL,
@@ -143,8 +146,8 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     c->in_c = sp->in_c;
     c->out_c = sp->out_c;
     c->out_f32 = !bf16 || sp->out_f32;
-    c->my = bf16 ? sp->tile_rows : 4;
-    c->mx = bf16 ? 2 : 4;
+    c->my = bf16 ? rows : 4;
+    c->mx = bf16 ? cols : 4;
     c->ty = c->my + 2;
     c->tx = c->mx + 2;
     c->nxi = c->ty * c->tx;
@@ -405,6 +408,7 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
             reel_wino_products_f32(c, v, m);                                                       \
         output_pass(c, m, row, tx0, dst, my, mx);                                                  \
     }
+DEFINE_JOB(job_bf16_4x4, 4, 4, 1)
 DEFINE_JOB(job_bf16_4x2, 4, 2, 1)
 DEFINE_JOB(job_bf16_2x2, 2, 2, 1)
 DEFINE_JOB(job_f32_4x4, 4, 4, 0)
@@ -412,7 +416,7 @@ DEFINE_JOB(job_f32_4x4, 4, 4, 0)
 void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch)
 {
     void (*job)(const ReelWinoConv *, const void *, void *, int, int, char *) =
-        !c->bf16 ? job_f32_4x4 : c->my == 4 ? job_bf16_4x2 : job_bf16_2x2;
+        !c->bf16 ? job_f32_4x4 : c->my == 2 ? job_bf16_2x2 : c->mx == 4 ? job_bf16_4x4 : job_bf16_4x2;
     int njobs = c->th * c->nblk;
 
 #pragma omp parallel num_threads(c->threads)

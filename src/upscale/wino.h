@@ -3,7 +3,7 @@
  * with the bias and the activation (PReLU, leaky ReLU, ReLU) fused.
  *
  * Two kinds:
- *   - bf16: F(4x2, 3x3) (or F(2x2) for the more exact tile) with the
+ *   - bf16: F(4x4, 3x3) (or F(4x2), F(2x2): more exact, slower) with the
  *     products in bf16 (vdpbf16ps) and everything else in f32. oneDNN 2.6 has
  *     no bf16 Winograd at all.
  *   - f32: F(4x4, 3x3) in f32, as oneDNN's own fp32 Winograd, with the
@@ -41,7 +41,8 @@ typedef struct ReelWinoSpec {
     int nslope;          /* 1 = one slope for every channel, else out_c */
     int out_f32;         /* bf16 kind: write f32 instead of bf16 (the f32 kind always does) */
     int h, w;            /* the input's (and output's) size */
-    int tile_rows;       /* bf16 kind: output rows per tile, 4 (faster) or 2 (more exact) */
+    int tile_rows;       /* bf16 kind: outputs per tile, rows x columns: 4 x 4 (0 x 0: the */
+    int tile_cols;       /* default, fastest), 4 x 2 or 2 x 2 (more exact); f32: always 4 x 4 */
     int threads;         /* OpenMP threads that run it (>= 1) */
 } ReelWinoSpec;
 
