@@ -408,9 +408,10 @@ class Bench:
                 self.raw["net_fp32_direct_s"] = net_dir
                 self.raw["net_bf16_direct_s"] = net_bf_dir
                 self.ratios["bf16_vs_direct"] = stats([d / b for d, b in zip(net_dir, net_bf_dir)])
-            self.notes.append("bf16: oneDNN 2.6 has no bf16 Winograd; clipreel's own bf16 "
-                              "Winograd F(4x2,3x3) runs the 3x3 layers (conv_peak wbf16: "
-                              "conv_peak_bf16_winograd_gflops in the JSON)")
+            self.notes.append("bf16: oneDNN 2.6 has no bf16 Winograd; clipreel's own Winograd "
+                              "F(4x4,3x3) runs the 3x3 layers in both precisions (conv_peak "
+                              "wbf16 / wf32 in the JSON: conv_peak_bf16_winograd_gflops, "
+                              "conv_peak_own_f32_winograd_gflops)")
         else:
             for n in ("bf16_speedup", "bf16_vs_direct"):
                 if self.a.want(n):
