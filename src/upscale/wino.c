@@ -156,12 +156,22 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     c->ty = c->my + 2;
     c->tx = c->mx + 2;
     c->nxi = c->ty * c->tx;
-    c->nb = 18; /* of 6, 12, 18, 24, 36 the fastest for both kinds (conv_peak, 64 -> 64) */
+
     c->h = sp->h;
     c->w = sp->w;
     c->threads = sp->threads;
     c->th = (sp->h + c->my - 1) / c->my;
-    c->nblk = ((sp->w + c->mx - 1) / c->mx + c->nb - 1) / c->nb;
+    {
+        /*
+         * at most 18 tiles per job (of 6, 12, 18, 24, 36 the fastest for both kinds on
+         * the 64 -> 64 layer), a tile row split into equal jobs: a narrow map does not
+         * compute a mostly empty last block (22 tiles: 2 x 12, not 18 + 4 padded to 18)
+         */
+        int tw = (sp->w + c->mx - 1) / c->mx;
+
+        c->nblk = (tw + 17) / 18;
+        c->nb = ((tw + c->nblk - 1) / c->nblk + JB - 1) / JB * JB;
+    }
     c->u = aligned_alloc(64, ((size_t)c->nxi * c->in_c * c->out_c * elem + 63) & ~(size_t)63);
     c->bias = calloc((size_t)c->out_c, sizeof(float));
     if (sp->slope)
