@@ -66,19 +66,6 @@
 
 #define RING 8   /* columns in the input pass's ring (a power of two >= MAX_T) */
 
-int reel_wino_supported(ReelWinoKind kind)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           (kind != REEL_WINO_BF16 || __builtin_cpu_supports("avx512bf16"));
-}
-
-int reel_wino_fits(int in_c, int out_c)
-{
-    return in_c > 0 && out_c > 0 && in_c % 16 == 0 && out_c % 16 == 0;
-}
-
 /* f32 -> bf16, rounding to nearest even (finite values: weights) */
 static uint16_t to_bf16(float f)
 {

@@ -14,7 +14,7 @@
  * bf16 or f32 output (bf16 kind), f32 output (f32 kind). Stride 1, padding 1,
  * no dilation; in_c and out_c multiples of 16.
  *
- * Built with AVX-512 code generation: call nothing here but
+ * wino.c is built with AVX-512 code generation: call nothing here but
  * reel_wino_supported() and reel_wino_fits() unless reel_wino_supported()
  * said yes for that kind.
  */
@@ -46,11 +46,25 @@ typedef struct ReelWinoSpec {
     int threads;         /* OpenMP threads that run it (>= 1) */
 } ReelWinoSpec;
 
+/*
+ * These two are inline so that they compile with the includer's flags: wino.c
+ * is built for AVX-512 and must not run on a CPU without it.
+ */
+
 /** Non-zero when this CPU runs the kind (AVX-512 F/BW/VL/DQ, and BF16 for bf16). */
-int reel_wino_supported(ReelWinoKind kind);
+static inline int reel_wino_supported(ReelWinoKind kind)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           (kind != REEL_WINO_BF16 || __builtin_cpu_supports("avx512bf16"));
+}
 
 /** Non-zero when the kernel computes a convolution of in_c -> out_c channels. */
-int reel_wino_fits(int in_c, int out_c);
+static inline int reel_wino_fits(int in_c, int out_c)
+{
+    return in_c > 0 && out_c > 0 && in_c % 16 == 0 && out_c % 16 == 0;
+}
 
 /**
  * Transform the weights once. Returns 0, or negative with errmsg set (bad
