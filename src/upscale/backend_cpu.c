@@ -451,6 +451,8 @@ static int own_capable(const CpuState *s, const CpuStep *st)
     return s->own_ok && l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 &&
            cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 &&
            cv->pad_l == 1 && cv->pad_r == 1 && reel_wino_fits(cv->in_c, cv->out_c) &&
+           (cv->act == REEL_NN_ACT_NONE || cv->act == REEL_NN_ACT_RELU ||
+            cv->act == REEL_NN_ACT_LEAKY) &&
            !(st->prelu && cv->act != REEL_NN_ACT_NONE);
 }
 
