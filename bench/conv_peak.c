@@ -67,8 +67,16 @@ static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows, i
     static float weight[64 * 64 * 9], bias[64], slope[64];
     size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
     ReelWinoSpec sp = {.kind = bf16 ? REEL_WINO_BF16 : REEL_WINO_F32,
-                       .in_c = 64, .out_c = 64, .weight = weight, .bias = bias, .slope = slope,
-                       .nslope = 64, .h = H, .w = W, .tile_rows = rows, .tile_cols = cols,
+                       .in_c = 64,
+                       .out_c = 64,
+                       .weight = weight,
+                       .bias = bias,
+                       .slope = slope,
+                       .nslope = 64,
+                       .h = H,
+                       .w = W,
+                       .tile_rows = rows,
+                       .tile_cols = cols,
                        .threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     ReelWinoConv *c;
     char err[512];
@@ -98,7 +106,8 @@ static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows, i
     printf("{\"layer\":\"conv3x3_64_64\",\"h\":%d,\"w\":%d,\"dtype\":\"%s\",\"algo\":\"winograd\","
            "\"impl\":\"clipreel wino F(%dx%d,3x3)\",\"threads\":%d,\"best_s\":%.6f,"
            "\"gflops\":%.1f}\n",
-           H, W, bf16 ? "bf16" : "f32", rows, cols, threads, best, 2.0 * 64 * 64 * 9 * (double)H * W / best * 1e-9);
+           H, W, bf16 ? "bf16" : "f32", rows, cols, threads, best,
+           2.0 * 64 * 64 * 9 * (double)H * W / best * 1e-9);
     reel_wino_free(&c);
     free(scratch);
     free(src);

@@ -140,9 +140,9 @@ typedef struct CpuStep {
 typedef struct CpuState {
     const ReelNnGraph *g;
     int threads;
-    int bf16;    /* bf16 convolutions */
-    int wino_ok; /* Winograd allowed (fp32, not turned off) */
-    int own_ok;  /* clipreel's Winograd allowed (the CPU runs it, not turned off) */
+    int bf16;               /* bf16 convolutions */
+    int wino_ok;            /* Winograd allowed (fp32, not turned off) */
+    int own_ok;             /* clipreel's Winograd allowed (the CPU runs it, not turned off) */
     int own_rows, own_cols; /* bf16: its tile (4x4; CLIPREEL_BF16_TILE=4x2 or 2x2) */
     int in_h, in_w;
     dnnl_engine_t eng;
@@ -744,9 +744,8 @@ static int plan_conv(CpuState *s, int *pos, char *errmsg)
         s->nown++;
         s->md[d] = nhwc_of(s, d, ddt);
         src_md = nhwc_of(s, b, dt);
-        reel_log(REEL_LOG_DEBUG, "upscale", "%s: clipreel Winograd %s F(%dx%d, 3x3)%s",
-                 st->l->name, s->bf16 ? "bf16" : "f32", s->bf16 ? s->own_rows : 4,
-                 s->bf16 ? s->own_cols : 4,
+        reel_log(REEL_LOG_DEBUG, "upscale", "%s: clipreel Winograd %s F(%dx%d, 3x3)%s", st->l->name,
+                 s->bf16 ? "bf16" : "f32", s->bf16 ? s->own_rows : 4, s->bf16 ? s->own_cols : 4,
                  st->prelu || cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
         return need_src(s, pos, 0, &src_md, errmsg);
     }
@@ -1506,7 +1505,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     s->g = g;
     s->threads = cfg->threads > 0 ? cfg->threads : machine_threads();
     s->bf16 = cfg->precision == REEL_UPSCALE_BF16;
-    /* CLIPREEL_CONV_ALGO: "direct" = oneDNN's direct kernels only, "onednn" = oneDNN's own choice */
+    /* CLIPREEL_CONV_ALGO: "direct" = oneDNN's direct kernels, "onednn" = oneDNN's choice */
     s->wino_ok = !s->bf16 && !(algo && !strcmp(algo, "direct"));
     s->own_ok = !(algo && (!strcmp(algo, "direct") || !strcmp(algo, "onednn"))) &&
                 reel_wino_supported(s->bf16 ? REEL_WINO_BF16 : REEL_WINO_F32);
@@ -1548,8 +1547,9 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
 
-        if ((ret = make_step(s, st, errmsg)) < 0 || (st->kind == REEL_NN_INTERP && !st->ncalls &&
-                                                     (ret = make_interp_maps(s, st, errmsg)) < 0) ||
+        if ((ret = make_step(s, st, errmsg)) < 0 ||
+            (st->kind == REEL_NN_INTERP && !st->ncalls &&
+             (ret = make_interp_maps(s, st, errmsg)) < 0) ||
             (st->own && (ret = make_own(s, st, errmsg)) < 0))
             goto fail;
     }
@@ -1578,7 +1578,8 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
             total += s->buf_bytes[i];
         reel_log(REEL_LOG_DEBUG, "upscale",
                  "cpu backend: %dx%d input, %s, %d threads, %d steps (%d Winograd "
-                 "convolutions by oneDNN, %d by clipreel, %d conversions), %d buffers, %zu MB activations",
+                 "convolutions by oneDNN, %d by clipreel, %d conversions), %d buffers, %zu MB "
+                 "activations",
                  in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino, s->nown,
                  s->nconvert, s->nbufs, total >> 20);
     }

@@ -64,7 +64,7 @@
 
 #include "core/error.h"
 
-#define RING 8   /* columns in the input pass's ring (a power of two >= MAX_T) */
+#define RING 8 /* columns in the input pass's ring (a power of two >= MAX_T) */
 
 /* f32 -> bf16, rounding to nearest even (finite values: weights) */
 static uint16_t to_bf16(float f)
@@ -126,9 +126,8 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     int tile_ok = (rows == 4 && (cols == 4 || cols == 2)) || (rows == 2 && cols == 2);
 
     *out = NULL;
-    if (!reel_wino_fits(sp->in_c, sp->out_c) || (bf16 && !tile_ok) ||
-        sp->h < 1 || sp->w < 1 || sp->threads < 1 ||
-        (sp->slope && sp->nslope != 1 && sp->nslope != sp->out_c))
+    if (!reel_wino_fits(sp->in_c, sp->out_c) || (bf16 && !tile_ok) || sp->h < 1 || sp->w < 1 ||
+        sp->threads < 1 || (sp->slope && sp->nslope != 1 && sp->nslope != sp->out_c))
         return reel_fail(errmsg, REEL_ERROR_INTERNAL,
                          "Winograd: unsupported layer (%d -> %d channels, %dx%d)", sp->in_c,
                          sp->out_c, sp->w, sp->h);
@@ -143,7 +142,6 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     c->ty = c->my + 2;
     c->tx = c->mx + 2;
     c->nxi = c->ty * c->tx;
-
     c->h = sp->h;
     c->w = sp->w;
     c->threads = sp->threads;
@@ -418,7 +416,10 @@ DEFINE_JOB(job_f32_4x4, 4, 4, 0)
 void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch)
 {
     void (*job)(const ReelWinoConv *, const void *, void *, int, int, char *) =
-        !c->bf16 ? job_f32_4x4 : c->my == 2 ? job_bf16_2x2 : c->mx == 4 ? job_bf16_4x4 : job_bf16_4x2;
+        !c->bf16     ? job_f32_4x4
+        : c->my == 2 ? job_bf16_2x2
+        : c->mx == 4 ? job_bf16_4x4
+                     : job_bf16_4x2;
     int njobs = c->th * c->nblk;
 
 #pragma omp parallel num_threads(c->threads)

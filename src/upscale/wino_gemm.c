@@ -22,8 +22,8 @@
  * M[tile jb .. jb + 6][channels k0 .. k0 + 16 * nkb][xi] = U[xi] V[xi]; ux,
  * vx at position xi, mx at M[0][0][xi]. bf16: over in_c / 2 channel pairs.
  */
-ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx, float *mx,
-                           int jb, int k0, const int nkb, const int bf16)
+ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx, float *mx, int jb,
+                           int k0, const int nkb, const int bf16)
 {
     const int in_c = c->in_c, oc = c->out_c, nxi = c->nxi; /* once: stores may alias c */
     __m512 acc[4][JB];

@@ -9,8 +9,8 @@
 
 #include "upscale/wino.h"
 
-#define JB 6     /* tiles per register block of the products */
-#define MAX_T 6  /* input tile side, at most (F(4, 3)) */
+#define JB 6    /* tiles per register block of the products */
+#define MAX_T 6 /* input tile side, at most (F(4, 3)) */
 
 struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;

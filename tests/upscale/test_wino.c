@@ -61,8 +61,7 @@ static uint16_t to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-static void *run(const ReelWinoSpec *sp, const void *src, int threads,
-                 size_t out_bytes)
+static void *run(const ReelWinoSpec *sp, const void *src, int threads, size_t out_bytes)
 {
     ReelWinoSpec s = *sp;
     ReelWinoConv *c = NULL;
@@ -177,7 +176,9 @@ static int check(const Case *k)
     printf("%s %s %dx%d %d->%d F(%dx%d) %s out, %s: interior %.1f dB, border %.1f dB (min %.0f)\n",
            bad ? "FAIL" : "ok  ", k->bf16 ? "bf16" : "f32 ", k->w, k->h, k->in_c, k->out_c,
            k->bf16 ? k->rows : 4, k->bf16 ? k->cols : 4, out_f32 ? "f32" : "bf16",
-           k->slopes == 0 ? "no activation" : k->slopes == 1 ? "one slope" : "PReLU",
+           k->slopes == 0   ? "no activation"
+           : k->slopes == 1 ? "one slope"
+                            : "PReLU",
            sig[0] ? snr[0] : 0.0, sig[1] ? snr[1] : 0.0, k->min_snr);
 done:
     free(weight);
@@ -200,15 +201,15 @@ int main(void)
         {1, 17, 40, 64, 48, 4, 4, 1, 0, 29.0}, /* the last layer of x4fast: 48 channels, f32 out */
         {1, 17, 40, 64, 48, 4, 2, 1, 0, 38.0},
         {1, 17, 40, 32, 48, 2, 2, 1, 0, 45.0},
-        {1, 9, 75, 96, 32, 4, 4, 0, 1, 29.0},  /* x4plus-like: 96 -> 32, leaky */
+        {1, 9, 75, 96, 32, 4, 4, 0, 1, 29.0}, /* x4plus-like: 96 -> 32, leaky */
         {1, 9, 75, 96, 32, 4, 2, 0, 1, 38.0},
         {1, 6, 7, 16, 16, 4, 4, 1, 1, 29.0},
         {1, 6, 7, 16, 16, 4, 2, 1, 1, 38.0},
-        {1, 1, 1, 16, 16, 4, 4, 1, 2, 29.0},   /* one pixel: all border */
+        {1, 1, 1, 16, 16, 4, 4, 1, 2, 29.0}, /* one pixel: all border */
         {1, 1, 1, 16, 16, 4, 2, 1, 2, 38.0},
-        {1, 1, 37, 32, 16, 4, 4, 0, 2, 29.0},  /* one row */
+        {1, 1, 37, 32, 16, 4, 4, 0, 2, 29.0}, /* one row */
         {1, 1, 37, 32, 16, 2, 2, 0, 2, 45.0},
-        {1, 38, 1, 16, 32, 4, 4, 1, 2, 29.0},  /* one column */
+        {1, 38, 1, 16, 32, 4, 4, 1, 2, 29.0}, /* one column */
         {1, 38, 1, 16, 32, 4, 2, 1, 2, 38.0},
         {0, 29, 107, 64, 64, 0, 0, 1, 2, 90.0}, /* f32 F(4x4): 3 jobs per tile row */
         {0, 17, 40, 64, 48, 0, 0, 1, 0, 90.0},
