@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "jobs/worker.h"
 #include "storage/storage.h"
+#include "upscale/upscale.h"
 
 static ReelWorker *g_worker;
 
@@ -43,6 +44,8 @@ static void usage(FILE *f)
             "  --upscale MODE         force auto|always|off for every export\n"
             "  --work-dir DIR         scratch folder (default $TMPDIR/clipreel-worker)\n"
             "  --threads N            engine threads (0 = all cores)\n"
+            "  --lanes N              model lanes per export (0 = one per thread, at most 4;\n"
+            "                         1 = least memory)\n"
             "store (shared with the service):\n"
             "  --store-config FILE    JSON {\"kind\": \"local|s3\", \"root\", \"endpoint\", \"bucket\",\n"
             "                         \"region\", \"access_key\", \"secret_key\", \"path_style\"}\n"
@@ -91,7 +94,7 @@ static int load_store_config(const char *path, ReelStoreConfig *sc, json_t **kee
 int reel_cli_worker(int argc, char **argv)
 {
     enum { O_REDIS = 256, O_CLASS, O_IDLE, O_ATTEMPTS, O_CONC, O_MODELS, O_UPSCALE, O_WORK,
-           O_THREADS, O_STORECFG, O_ROOT, O_S3EP, O_S3B, O_S3R };
+           O_THREADS, O_LANES, O_STORECFG, O_ROOT, O_S3EP, O_S3B, O_S3R };
     static const struct option opts[] = {
         {"redis", required_argument, 0, O_REDIS},
         {"gpu-class", required_argument, 0, O_CLASS},
@@ -102,6 +105,7 @@ int reel_cli_worker(int argc, char **argv)
         {"upscale", required_argument, 0, O_UPSCALE},
         {"work-dir", required_argument, 0, O_WORK},
         {"threads", required_argument, 0, O_THREADS},
+        {"lanes", required_argument, 0, O_LANES},
         {"store-config", required_argument, 0, O_STORECFG},
         {"store-root", required_argument, 0, O_ROOT},
         {"s3-endpoint", required_argument, 0, O_S3EP},
@@ -169,6 +173,12 @@ int reel_cli_worker(int argc, char **argv)
         case O_THREADS:
             if (parse_int(optarg, 0, 256, &wc.engine_threads) < 0) {
                 fprintf(stderr, "clipreel worker: --threads must be 0-256\n");
+                return 2;
+            }
+            break;
+        case O_LANES:
+            if (parse_int(optarg, 0, REEL_UPSCALE_MAX_LANES, &wc.engine_lanes) < 0) {
+                fprintf(stderr, "clipreel worker: --lanes must be 0-%d\n", REEL_UPSCALE_MAX_LANES);
                 return 2;
             }
             break;

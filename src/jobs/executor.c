@@ -423,7 +423,8 @@ static int acquire_model(RunCtx *r, const ReelJob *job, ReelUpscaler **up, char 
         slot = ex->models[0].up ? 1 : 0;
         reel_upscale_close(&ex->models[slot].up); /* a third kind evicts the second */
         report(r, REEL_PHASE_LOADING_MODEL, r->base, &p, 1);
-        reel_export_model_options(job, ex->model_dir, ex->cfg.engine_threads, 0, &uo);
+        reel_export_model_options(job, ex->model_dir, ex->cfg.engine_threads,
+                                  ex->cfg.engine_lanes, &uo);
         if ((ret = reel_upscale_open(&ex->models[slot].up, &uo, errmsg)) < 0) {
             release_model(ex);
             return ret;
@@ -519,6 +520,7 @@ static void run_task(ReelExecutor *ex, Task *task)
     opt.progress_opaque = &r;
     opt.cancel = &task->cancel;
     opt.threads = ex->cfg.engine_threads;
+    opt.lanes = ex->cfg.engine_lanes;
     if (job->output.upscale_mode != REEL_UPSCALE_OFF) {
         if ((ret = acquire_model(&r, job, &opt.upscaler, errmsg)) < 0)
             goto done;

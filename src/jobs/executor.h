@@ -84,6 +84,7 @@ typedef struct ReelExecutorConfig {
     const char *model_dir; /**< NULL: engine default */
     int upscale;           /**< -1: as the job says; else a forced ReelUpscaleMode */
     int engine_threads;    /**< 0: all cores */
+    int engine_lanes;      /**< model lanes per export; 0: one per thread, at most 4 */
     ReelJobLimits limits;
     struct ReelStore *store; /**< borrowed, outlives the executor */
     ReelJobStore *jobs;      /**< borrowed, outlives the executor */

@@ -418,7 +418,8 @@ static int acquire_model(ReelWorker *w, Side *s, const ReelJob *job, ReelUpscale
         ReelProgress p = {.phase = REEL_PHASE_LOADING_MODEL, .eta_s = -1};
         reel_upscale_close(&w->model);
         report(s, REEL_PHASE_LOADING_MODEL, s->base, &p, 1);
-        reel_export_model_options(job, w->cfg.model_dir, w->cfg.engine_threads, 0, &uo);
+        reel_export_model_options(job, w->cfg.model_dir, w->cfg.engine_threads,
+                                  w->cfg.engine_lanes, &uo);
         if ((ret = reel_upscale_open(&w->model, &uo, errmsg)) < 0) {
             pthread_mutex_unlock(&w->model_lock);
             return ret;
@@ -710,6 +711,7 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
     opt.progress_opaque = &s;
     opt.cancel = &s.cancel;
     opt.threads = w->cfg.engine_threads;
+    opt.lanes = w->cfg.engine_lanes;
     if (!parts && job->output.upscale_mode != REEL_UPSCALE_OFF) { /* assembly: no model */
         if ((ret = acquire_model(w, &s, job, &opt.upscaler, errmsg)) < 0)
             goto done;

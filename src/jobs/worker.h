@@ -46,6 +46,7 @@ typedef struct ReelWorkerConfig {
     int concurrency;           /**< loop threads, default 1 */
     int block_ms;              /**< XREADGROUP BLOCK (default 1000) */
     int engine_threads;        /**< 0: all cores */
+    int engine_lanes;          /**< model lanes per export; 0: one per thread, at most 4 */
     int upscale;               /**< -1: as the job says; else a forced ReelUpscaleMode */
     ReelJobLimits limits;      /**< zeroed: defaults */
 } ReelWorkerConfig;

@@ -44,6 +44,7 @@ typedef struct ReelServerConfig {
     int upscale;          /**< -1 = as the job says, else a forced ReelUpscaleMode */
     int http_threads;     /**< civetweb threads (each open WebSocket holds one), default 160 */
     int engine_threads;   /**< threads per export (0 = all cores) */
+    int engine_lanes;     /**< model lanes per export (0 = one per thread, at most 4) */
     int64_t result_ttl_s; /**< reserved: results are kept forever today */
     ReelJobLimits limits;
     /* storage */

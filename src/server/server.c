@@ -706,6 +706,7 @@ int reel_server_start(ReelServer **out, const ReelServerConfig *cfg, char *errms
     ecfg.model_dir = cfg->models_dir[0] ? cfg->models_dir : NULL;
     ecfg.upscale = cfg->upscale;
     ecfg.engine_threads = cfg->engine_threads;
+    ecfg.engine_lanes = cfg->engine_lanes;
     ecfg.limits = cfg->limits;
     ecfg.store = srv->store;
     ecfg.jobs = srv->jobs;

@@ -66,6 +66,12 @@ static void test_config_defaults_and_set(void **state)
     assert_true(reel_server_config_set(&cfg, "auth", "perhaps", err) < 0);
     assert_string_equal(reel_server_config_flag("--max-upload"), "limits.max_upload");
     assert_string_equal(reel_server_config_flag("--on-restart"), "on_restart");
+    assert_int_equal(cfg.engine_lanes, 0); /* one lane per thread, at most 4 */
+    assert_int_equal(reel_server_config_set(&cfg, "engine_lanes", "1", err), 0);
+    assert_int_equal(cfg.engine_lanes, 1);
+    assert_true(reel_server_config_set(&cfg, "engine_lanes", "65", err) < 0);
+    assert_non_null(strstr(err, "engine_lanes"));
+    assert_string_equal(reel_server_config_flag("--engine-lanes"), "engine_lanes");
     assert_null(reel_server_config_flag("--s3-secret"));
 }
 
