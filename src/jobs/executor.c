@@ -520,7 +520,6 @@ static void run_task(ReelExecutor *ex, Task *task)
     opt.progress_opaque = &r;
     opt.cancel = &task->cancel;
     opt.threads = ex->cfg.engine_threads;
-    opt.lanes = ex->cfg.engine_lanes;
     if (job->output.upscale_mode != REEL_UPSCALE_OFF) {
         if ((ret = acquire_model(&r, job, &opt.upscaler, errmsg)) < 0)
             goto done;

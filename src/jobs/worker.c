@@ -711,7 +711,6 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
     opt.progress_opaque = &s;
     opt.cancel = &s.cancel;
     opt.threads = w->cfg.engine_threads;
-    opt.lanes = w->cfg.engine_lanes;
     if (!parts && job->output.upscale_mode != REEL_UPSCALE_OFF) { /* assembly: no model */
         if ((ret = acquire_model(w, &s, job, &opt.upscaler, errmsg)) < 0)
             goto done;

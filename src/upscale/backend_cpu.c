@@ -429,13 +429,19 @@ static int is_loop_step(const CpuStep *st)
     }
 }
 
-static int wino_capable(const CpuState *s, const ReelNnLayer *l)
+/* A 3x3 / stride 1 / pad 1 convolution of 16k channels in and out: what Winograd computes. */
+static int wino_shape(const ReelNnLayer *l)
 {
     const ReelNnConv *cv = &l->p.conv;
 
-    return s->wino_ok && l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 &&
-           cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 &&
-           cv->pad_l == 1 && cv->pad_r == 1 && cv->in_c % 16 == 0 && cv->out_c % 16 == 0;
+    return l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 && cv->sw == 1 &&
+           cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 && cv->pad_l == 1 &&
+           cv->pad_r == 1 && reel_wino_fits(cv->in_c, cv->out_c);
+}
+
+static int wino_capable(const CpuState *s, const ReelNnLayer *l)
+{
+    return s->wino_ok && wino_shape(l);
 }
 
 /*
@@ -445,12 +451,9 @@ static int wino_capable(const CpuState *s, const ReelNnLayer *l)
  */
 static int own_capable(const CpuState *s, const CpuStep *st)
 {
-    const ReelNnLayer *l = st->l;
-    const ReelNnConv *cv = &l->p.conv;
+    const ReelNnConv *cv = &st->l->p.conv;
 
-    return s->own_ok && l->op == REEL_NN_CONV && cv->kh == 3 && cv->kw == 3 && cv->sh == 1 &&
-           cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->pad_t == 1 && cv->pad_b == 1 &&
-           cv->pad_l == 1 && cv->pad_r == 1 && reel_wino_fits(cv->in_c, cv->out_c) &&
+    return s->own_ok && wino_shape(st->l) &&
            (cv->act == REEL_NN_ACT_NONE || cv->act == REEL_NN_ACT_RELU ||
             cv->act == REEL_NN_ACT_LEAKY) &&
            !(st->prelu && cv->act != REEL_NN_ACT_NONE);

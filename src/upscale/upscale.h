@@ -9,9 +9,10 @@
  * Lanes: an upscaler opened with lanes = N > 1 can upscale N frames at once,
  * one per lane (reel_upscale_run_lane), each lane with its own backend state
  * and buffers and threads / N threads. On this 2-core CPU two one-thread lanes
- * upscale 1.2x more frames per second than one two-thread lane (oneDNN's
- * threads wait on each other at every layer; docs/PERFORMANCE.md), at twice
- * the buffers' memory. One image is fastest on one lane with every thread.
+ * upscale more frames per second of a small crop than one two-thread lane
+ * (the threads wait on each other at every layer; docs/PERFORMANCE.md), at
+ * twice the buffers' memory. One image is fastest on one lane with every
+ * thread.
  *
  * Thread-safety: each lane is bound to one thread at a time (a run uses the
  * lane's scratch buffers); different lanes and separate objects run

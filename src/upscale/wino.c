@@ -66,6 +66,8 @@
 
 #define RING 8 /* columns in the input pass's ring (a power of two >= MAX_T) */
 
+static ReelWinoJob pick_job(const ReelWinoConv *c);
+
 /* f32 -> bf16, rounding to nearest even (finite values: weights) */
 static uint16_t to_bf16(float f)
 {
@@ -174,8 +176,9 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     /* each a multiple of 64 bytes: channels come in 16s */
     c->v_bytes = (size_t)c->nxi * c->nb * c->in_c * elem;
     c->m_bytes = (size_t)c->nxi * c->nb * c->out_c * sizeof(float);
-    c->ring_bytes = (size_t)RING * (c->in_c / 16) * c->ty * sizeof(__m512);
-    c->per_thread = c->v_bytes + c->m_bytes + c->ring_bytes;
+    c->per_thread =
+        c->v_bytes + c->m_bytes + (size_t)RING * (c->in_c / 16) * c->ty * sizeof(__m512);
+    c->job = pick_job(c);
     *out = c;
     return 0;
 }
@@ -268,17 +271,14 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const void *src, int row, i
 {
     /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
     const int ty = my + 2, tx = mx + 2, in_c = c->in_c, ng = in_c / 16, w = c->w, nb = c->nb;
-    const uint16_t *rows_b[MAX_T];
-    const float *rows_f[MAX_T];
+    const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+    const char *rows[MAX_T]; /* the tile row's input rows, NULL outside the map */
     int y0 = row * my - 1, x0 = tx0 * mx - 1;
 
-    for (int i = 0; i < ty; i++) {
-        int in = y0 + i >= 0 && y0 + i < c->h;
-        size_t off = (size_t)(y0 + i) * w * in_c;
-
-        rows_b[i] = in ? (const uint16_t *)src + off : NULL;
-        rows_f[i] = in ? (const float *)src + off : NULL;
-    }
+    for (int i = 0; i < ty; i++)
+        rows[i] = y0 + i >= 0 && y0 + i < c->h
+                      ? (const char *)src + (size_t)(y0 + i) * w * in_c * elem
+                      : NULL;
     for (int t = 0; t < nb; t++) {
         /* the columns this tile adds to the ring: all for the first, then mx */
         for (int cx = t ? t * mx + tx - mx : 0; cx < t * mx + tx; cx++) {
@@ -286,14 +286,16 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const void *src, int row, i
             __m512 *col = ring + (size_t)(cx & (RING - 1)) * ng * ty;
 
             for (int g = 0; g < ng; g++) {
-                size_t at = (size_t)ix * in_c + g * 16;
+                size_t at = ((size_t)ix * in_c + g * 16) * elem;
                 __m512 d[MAX_T];
 
                 for (int i = 0; i < ty; i++) {
-                    if (!in || !rows_b[i])
+                    if (!in || !rows[i])
                         d[i] = _mm512_setzero_ps();
+                    else if (bf16)
+                        d[i] = load_bf16((const uint16_t *)(rows[i] + at));
                     else
-                        d[i] = bf16 ? load_bf16(rows_b[i] + at) : _mm512_loadu_ps(rows_f[i] + at);
+                        d[i] = _mm512_loadu_ps((const float *)(rows[i] + at));
                 }
                 if (my == 4)
                     bt6(d, col + g * ty);
@@ -413,13 +415,15 @@ DEFINE_JOB(job_bf16_4x2, 4, 2, 1)
 DEFINE_JOB(job_bf16_2x2, 2, 2, 1)
 DEFINE_JOB(job_f32_4x4, 4, 4, 0)
 
+static ReelWinoJob pick_job(const ReelWinoConv *c)
+{
+    if (!c->bf16)
+        return job_f32_4x4;
+    return c->my == 2 ? job_bf16_2x2 : c->mx == 4 ? job_bf16_4x4 : job_bf16_4x2;
+}
+
 void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch)
 {
-    void (*job)(const ReelWinoConv *, const void *, void *, int, int, char *) =
-        !c->bf16     ? job_f32_4x4
-        : c->my == 2 ? job_bf16_2x2
-        : c->mx == 4 ? job_bf16_4x4
-                     : job_bf16_4x2;
     int njobs = c->th * c->nblk;
 
 #pragma omp parallel num_threads(c->threads)
@@ -428,6 +432,6 @@ void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scra
 
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++)
-            job(c, src, dst, j / c->nblk, j % c->nblk * c->nb, mine);
+            c->job(c, src, dst, j / c->nblk, j % c->nblk * c->nb, mine);
     }
 }

@@ -12,6 +12,9 @@
 #define JB 6    /* tiles per register block of the products */
 #define MAX_T 6 /* input tile side, at most (F(4, 3)) */
 
+typedef void (*ReelWinoJob)(const ReelWinoConv *c, const void *src, void *dst, int row, int tx0,
+                            char *scratch);
+
 struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;
     int my, mx, ty, tx, nxi; /* outputs per tile (rows, columns), inputs per tile, positions */
@@ -20,7 +23,8 @@ struct ReelWinoConv {
     void *u;                 /* bf16: [xi][in_c / 2][out_c][2]; f32: [xi][in_c][out_c] */
     float *bias;             /* out_c */
     float *slope;            /* out_c, or NULL */
-    size_t v_bytes, m_bytes, ring_bytes, per_thread;
+    size_t v_bytes, m_bytes, per_thread; /* scratch: V, M, then the input pass's ring */
+    ReelWinoJob job;                     /* the passes specialised for this tile and type */
 };
 
 /*
