@@ -1,0 +1,86 @@
+/*
+ * resize.h - private: clipreel's Lanczos-3 scaler for 8-bit planar YUV, the
+ * no-AI path's crop-and-scale (a crop of a decoded frame to the output size).
+ *
+ * Same filter as swscale's SWS_LANCZOS (sinc(t) sinc(t/3), |t| < 3, widened by
+ * the ratio when shrinking), same geometry (sample centres, chroma sited in the
+ * middle of its luma pair, taps past the crop's edge repeat the edge sample),
+ * in fixed point: 14-bit coefficients, a 16-bit intermediate with 6 fraction
+ * bits. A horizontal pass per source row, then a vertical pass per output row
+ * over a ring of the rows it needs, so a frame is read once.
+ *
+ * The AVX-512 kernels and the C kernels compute the same integers: a frame is
+ * bit-identical on every CPU, which parallel exports rely on (a part rendered
+ * on one worker must match a single export on another).
+ *
+ * It takes ratios up to 4:3 smaller (at most 8 taps per axis); larger
+ * reductions are left to swscale (reel_resize_set says so).
+ */
+#ifndef REEL_MEDIA_RESIZE_H
+#define REEL_MEDIA_RESIZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REEL_RESIZE_MAX_TAPS 8
+#define REEL_RESIZE_HGROUP 16 /* outputs per horizontal SIMD step */
+
+/* One axis of one plane: output i reads taps inputs from start[i]. */
+typedef struct ReelResizeAxis {
+    int n_in, n_out, taps;
+    int32_t *start; /* n_out: first input, so that start + taps <= n_in */
+    int16_t *coef;  /* n_out x taps, each row sums to 1 << 14 */
+    /* horizontal SIMD tables, per group of REEL_RESIZE_HGROUP outputs */
+    int ngroups;
+    int32_t *gbase; /* ngroups: first input byte the group loads (32 from there) */
+    int16_t *gidx;  /* ngroups x pairs x 32: input index per 16-bit lane, from gbase */
+    int16_t *gcoef; /* ngroups x pairs x 32: the coefficient per 16-bit lane */
+    int simd;       /* every group's inputs fit in 32 bytes */
+} ReelResizeAxis;
+
+typedef struct ReelResizePlane {
+    ReelResizeAxis h, v;
+    int x0, y0;    /* the region's first sample in the source plane */
+    int16_t *ring; /* v.taps rows of the horizontal pass, row stride rstride */
+    int rstride;   /* int16 per ring row: n_out rounded up to 32 */
+    int32_t *acc;  /* rstride: the C vertical kernel's sums */
+} ReelResizePlane;
+
+typedef struct ReelResize {
+    /* what the tables were made for */
+    int fmt, x, y, w, h, out_w, out_h;
+    int cw_src, ch_src; /* chroma subsampling of the source, log2 */
+    ReelResizePlane plane[3];
+    int use_simd;
+} ReelResize;
+
+/**
+ * Prepares rs for a crop (x, y, w, h) of a frame of pixel format fmt (an
+ * AVPixelFormat: YUV420P, YUV422P or YUV444P) scaled to out_w x out_h YUV420P
+ * (even sizes). Keeps the tables when nothing changed. 0 on success,
+ * AVERROR(ENOSYS) when this scaler does not take the case (another format, a
+ * reduction past 4:3), AVERROR(ENOMEM).
+ */
+int reel_resize_set(ReelResize *rs, int fmt, int x, int y, int w, int h, int out_w, int out_h);
+
+/** Scales the crop of src (planes and strides of the whole frame) into dst. */
+void reel_resize_run(ReelResize *rs, const uint8_t *const src[3], const int src_stride[3],
+                     uint8_t *const dst[3], const int dst_stride[3]);
+
+void reel_resize_free(ReelResize *rs);
+
+/* kernels, for the tests: one row each */
+void reel_resize_h_c(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst);
+void reel_resize_v_c(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
+                     int32_t *acc, uint8_t *dst);
+int reel_resize_simd_supported(void);
+void reel_resize_h_avx512(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst);
+void reel_resize_v_avx512(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
+                          uint8_t *dst);
+
+/* the arithmetic both kernels share */
+#define REEL_RESIZE_COEF_BITS 14
+#define REEL_RESIZE_MID_SHIFT 8  /* 8-bit x 14-bit -> 6 fraction bits */
+#define REEL_RESIZE_OUT_SHIFT 20 /* 6 + 14 */
+
+#endif
