@@ -3,9 +3,11 @@
  * Lanczos-3 (src/media/resize.c; its C kernels with --c) against swscale's
  * SWS_LANCZOS | SWS_ACCURATE_RND, as the pipeline used it, on the same frame.
  *
- *   resize_bench [--frames N] [--c] SRC_WxSRC_H CROP_WxCROP_H OUT_WxOUT_H
+ *   resize_bench [--frames N] [--c] [--zoom] SRC_WxSRC_H CROP_WxCROP_H OUT_WxOUT_H
  *
  * Prints milliseconds per frame for each and their ratio (min of 3 runs).
+ * --zoom: the crop shrinks by 2 pixels each frame (a keyframed zoom), so both
+ * scalers set up again for every frame (swscale: sws_getCachedContext).
  */
 #include <libavutil/pixfmt.h>
 #include <libswscale/swscale.h>
@@ -31,19 +33,23 @@ static int size(const char *s, int *w, int *h)
 
 int main(int argc, char **argv)
 {
-    int frames = 60, c_only = 0, a = 1, sw, sh, cw, ch, ow, oh;
+    int frames = 60, c_only = 0, zoom = 0, a = 1, sw, sh, cw, ch, ow, oh;
     while (a < argc && argv[a][0] == '-') {
         if (!strcmp(argv[a], "--frames") && a + 1 < argc)
             frames = atoi(argv[++a]);
         else if (!strcmp(argv[a], "--c"))
             c_only = 1;
+        else if (!strcmp(argv[a], "--zoom"))
+            zoom = 1;
         else
             break;
         a++;
     }
     if (argc - a != 3 || !size(argv[a], &sw, &sh) || !size(argv[a + 1], &cw, &ch) ||
-        !size(argv[a + 2], &ow, &oh) || cw > sw || ch > sh || frames < 1) {
-        fprintf(stderr, "usage: resize_bench [--frames N] [--c] SRC_WxH CROP_WxH OUT_WxH\n");
+        !size(argv[a + 2], &ow, &oh) || cw > sw || ch > sh || frames < 1 ||
+        (zoom && (cw <= 2 * frames || ch <= 2 * frames))) {
+        fprintf(stderr,
+                "usage: resize_bench [--frames N] [--c] [--zoom] SRC_WxH CROP_WxH OUT_WxH\n");
         return 2;
     }
     uint8_t *src[3], *dst[3];
@@ -70,21 +76,29 @@ int main(int argc, char **argv)
     double best_ours = 1e9, best_sws = 1e9;
     for (int r = 0; r < 3; r++) {
         double t0 = now();
-        for (int i = 0; i < frames; i++)
+        for (int i = 0; i < frames; i++) {
+            if (zoom)
+                reel_resize_set(&rs, AV_PIX_FMT_YUV420P, x, 0, cw - 2 * i, ch - 2 * i, ow, oh);
             reel_resize_run(&rs, (const uint8_t *const *)src, ss, dst, ds);
+        }
         double t1 = now();
-        for (int i = 0; i < frames; i++)
-            sws_scale(c, crop, ss, 0, ch, dst, ds);
+        for (int i = 0; i < frames; i++) {
+            if (zoom)
+                c = sws_getCachedContext(c, cw - 2 * i, ch - 2 * i, AV_PIX_FMT_YUV420P, ow, oh,
+                                         AV_PIX_FMT_YUV420P, SWS_LANCZOS | SWS_ACCURATE_RND, NULL,
+                                         NULL, NULL);
+            sws_scale(c, crop, ss, 0, ch - (zoom ? 2 * i : 0), dst, ds);
+        }
         double t2 = now();
         if (t1 - t0 < best_ours)
             best_ours = t1 - t0;
         if (t2 - t1 < best_sws)
             best_sws = t2 - t1;
     }
-    printf("%dx%d crop of %dx%d -> %dx%d, %d frames: clipreel %s %.3f ms/frame, swscale %.3f "
+    printf("%dx%d crop of %dx%d -> %dx%d%s, %d frames: clipreel %s %.3f ms/frame, swscale %.3f "
            "ms/frame, swscale / clipreel %.2f\n",
-           cw, ch, sw, sh, ow, oh, frames, rs.use_simd ? "AVX-512" : "C", best_ours * 1e3 / frames,
-           best_sws * 1e3 / frames, best_sws / best_ours);
+           cw, ch, sw, sh, ow, oh, zoom ? " (zooming)" : "", frames, rs.use_simd ? "AVX-512" : "C",
+           best_ours * 1e3 / frames, best_sws * 1e3 / frames, best_sws / best_ours);
     sws_freeContext(c);
     reel_resize_free(&rs);
     for (int p = 0; p < 3; p++) {

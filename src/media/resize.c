@@ -12,16 +12,6 @@
 
 #define ONE (1 << REEL_RESIZE_COEF_BITS)
 
-static double lanczos3(double t)
-{
-    if (t == 0.0)
-        return 1.0;
-    if (fabs(t) >= 3.0)
-        return 0.0;
-    double a = M_PI * t;
-    return 3.0 * sin(a) * sin(a / 3.0) / (a * a);
-}
-
 static void axis_free(ReelResizeAxis *a)
 {
     free(a->start);
@@ -89,6 +79,9 @@ static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double
 {
     double scale = step > 1.0 ? step : 1.0, support = 3.0 * scale;
     double w[REEL_RESIZE_MAX_TAPS];
+    /* sin and cos of the angles one input further adds: pi / scale, pi / (3 scale) */
+    const double rot[4] = {sin(M_PI / scale), cos(M_PI / scale), sin(M_PI / scale / 3),
+                           cos(M_PI / scale / 3)};
     int taps = 0;
 
     memset(a, 0, sizeof(*a));
@@ -103,7 +96,7 @@ static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double
     }
     if (taps > REEL_RESIZE_MAX_TAPS)
         return AVERROR(ENOSYS);
-    a->n_in = n_in, a->n_out = n_out, a->taps = taps;
+    a->n_in = n_in, a->n_out = n_out, a->taps = taps, a->off = off, a->step = step;
     a->start = malloc((size_t)n_out * sizeof(*a->start));
     a->coef = calloc((size_t)n_out * (size_t)taps, sizeof(*a->coef));
     if (!a->start || !a->coef)
@@ -117,10 +110,19 @@ static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double
         first = clampi(lo, 0, n_in - 1);
         start = first < n_in - taps ? first : n_in - taps;
         memset(w, 0, sizeof(w));
+        /* lanczos3((j - pos) / scale), its two sines stepped from j = lo by angle
+         * addition: four trigonometric calls per output instead of two per tap */
+        double ang = M_PI * (lo - pos) / scale, s1 = sin(ang), c1 = cos(ang), s3 = sin(ang / 3),
+               c3 = cos(ang / 3);
         for (int j = lo; j <= hi; j++) {
-            double v = lanczos3((j - pos) / scale);
+            double t = (j - pos) / scale, n1, n3;
+            double v = t == 0.0         ? 1.0
+                       : fabs(t) >= 3.0 ? 0.0
+                                        : 3.0 * s1 * s3 / (M_PI * M_PI * t * t);
             w[clampi(j, 0, n_in - 1) - start] += v;
             sum += v;
+            n1 = s1 * rot[1] + c1 * rot[0], c1 = c1 * rot[1] - s1 * rot[0], s1 = n1;
+            n3 = s3 * rot[3] + c3 * rot[2], c3 = c3 * rot[3] - s3 * rot[2], s3 = n3;
         }
         for (int k = 0; k < taps; k++) {
             c[k] = (int16_t)lrint(w[k] / sum * ONE);
@@ -137,6 +139,15 @@ static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double
 nomem:
     axis_free(a);
     return AVERROR(ENOMEM);
+}
+
+/* axis_build, unless the axis already has these tables */
+static int axis_set(ReelResizeAxis *a, int n_in, int n_out, double off, double step)
+{
+    if (a->coef && a->n_in == n_in && a->n_out == n_out && a->off == off && a->step == step)
+        return 0;
+    axis_free(a);
+    return axis_build(a, n_in, n_out, off, step);
 }
 
 int reel_resize_simd_supported(void)
@@ -180,33 +191,32 @@ int reel_resize_set(ReelResize *rs, int fmt, int x, int y, int w, int h, int out
     }
     if (w < 1 || h < 1 || x < 0 || y < 0 || out_w < 2 || out_h < 2 || (out_w | out_h) & 1)
         return AVERROR(EINVAL);
-    if (rs->plane[0].ring && rs->fmt == fmt && rs->x == x && rs->y == y && rs->w == w &&
-        rs->h == h && rs->out_w == out_w && rs->out_h == out_h)
-        return 0;
-    reel_resize_free(rs);
     for (int p = 0; p < 3; p++) {
         ReelResizePlane *pl = &rs->plane[p];
         int sx = p ? cw : 0, sy = p ? ch : 0, dx = p ? 1 : 0;
         int x0 = x >> sx, y0 = y >> sy;
         int x1 = (x + w + (1 << sx) - 1) >> sx, y1 = (y + h + (1 << sy) - 1) >> sy;
-        int nw = out_w >> dx, nh = out_h >> dx;
-        /* in this plane's samples: the crop starts at x / 2^sx and spans w / 2^sx */
-        if ((ret = axis_build(&pl->h, x1 - x0, nw, (double)x / (1 << sx) - x0,
-                              (double)w / (1 << sx) / nw)) < 0 ||
-            (ret = axis_build(&pl->v, y1 - y0, nh, (double)y / (1 << sy) - y0,
-                              (double)h / (1 << sy) / nh)) < 0)
+        int nw = out_w >> dx, nh = out_h >> dx, rstride = (nw + 31) & ~31;
+        /* in this plane's samples: the crop starts at x / 2^sx and spans w / 2^sx; an
+         * axis is rebuilt only when that changed (a pan keeps the luma tables) */
+        if ((ret = axis_set(&pl->h, x1 - x0, nw, (double)x / (1 << sx) - x0,
+                            (double)w / (1 << sx) / nw)) < 0 ||
+            (ret = axis_set(&pl->v, y1 - y0, nh, (double)y / (1 << sy) - y0,
+                            (double)h / (1 << sy) / nh)) < 0)
             goto fail;
         pl->x0 = x0, pl->y0 = y0;
-        pl->rstride = (nw + 31) & ~31;
-        pl->ring = calloc((size_t)pl->v.taps * (size_t)pl->rstride, sizeof(*pl->ring));
-        pl->acc = malloc((size_t)pl->rstride * sizeof(*pl->acc));
-        if (!pl->ring || !pl->acc) {
-            ret = AVERROR(ENOMEM);
-            goto fail;
+        if (pl->rstride != rstride) {
+            free(pl->ring);
+            free(pl->acc);
+            pl->rstride = rstride;
+            pl->ring = calloc((size_t)REEL_RESIZE_MAX_TAPS * (size_t)rstride, sizeof(*pl->ring));
+            pl->acc = malloc((size_t)rstride * sizeof(*pl->acc));
+            if (!pl->ring || !pl->acc) {
+                ret = AVERROR(ENOMEM);
+                goto fail;
+            }
         }
     }
-    rs->fmt = fmt, rs->x = x, rs->y = y, rs->w = w, rs->h = h;
-    rs->out_w = out_w, rs->out_h = out_h, rs->cw_src = cw, rs->ch_src = ch;
     rs->use_simd = reel_resize_simd_supported();
     return 0;
 fail:

@@ -28,8 +28,9 @@
 /* One axis of one plane: output i reads taps inputs from start[i]. */
 typedef struct ReelResizeAxis {
     int n_in, n_out, taps;
-    int32_t *start; /* n_out: first input, so that start + taps <= n_in */
-    int16_t *coef;  /* n_out x taps, each row sums to 1 << 14 */
+    double off, step; /* what the tables were made for (resize.c, axis_build) */
+    int32_t *start;   /* n_out: first input, so that start + taps <= n_in */
+    int16_t *coef;    /* n_out x taps, each row sums to 1 << 14 */
     /* horizontal SIMD tables, per group of REEL_RESIZE_HGROUP outputs */
     int ngroups;
     int32_t *gbase; /* ngroups: first input byte the group loads (32 from there) */
@@ -47,9 +48,6 @@ typedef struct ReelResizePlane {
 } ReelResizePlane;
 
 typedef struct ReelResize {
-    /* what the tables were made for */
-    int fmt, x, y, w, h, out_w, out_h;
-    int cw_src, ch_src; /* chroma subsampling of the source, log2 */
     ReelResizePlane plane[3];
     int use_simd;
 } ReelResize;
@@ -57,7 +55,8 @@ typedef struct ReelResize {
 /**
  * Prepares rs for a crop (x, y, w, h) of a frame of pixel format fmt (an
  * AVPixelFormat: YUV420P, YUV422P or YUV444P) scaled to out_w x out_h YUV420P
- * (even sizes). Keeps the tables when nothing changed. 0 on success,
+ * (even sizes). Keeps each axis's tables when they stay the same (a pan
+ * rebuilds nothing but the chroma's on a change of parity). 0 on success,
  * AVERROR(ENOSYS) when this scaler does not take the case (another format, a
  * reduction past 4:3), AVERROR(ENOMEM).
  */
