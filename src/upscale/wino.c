@@ -57,6 +57,7 @@
 
 #include <errno.h>
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,6 +120,86 @@ static void transform_weights(ReelWinoConv *c, const float *weight)
     }
 }
 
+/*
+ * The transformed weights depend on the weights, the kind and the tile only,
+ * not on the map's size: every layer object made from the same weights (each
+ * lane of a model makes its own, and a new frame size makes new ones) shares
+ * one copy, counted by reference, made once under the lock (a second lane
+ * building at the same time waits for it instead of doing it again). x4plus
+ * in fp32: ~265 MB per copy. Entries are keyed by the weights' address: a
+ * model's weights outlive the layers made from them, so an entry is gone
+ * before its address can be reused.
+ */
+typedef struct WinoShared {
+    const float *weight;
+    int bf16, my, mx, in_c, out_c;
+    void *u;
+    size_t bytes;
+    int refs;
+    struct WinoShared *next;
+} WinoShared;
+
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static WinoShared *shared_list;
+
+static int shared_get(ReelWinoConv *c, const float *weight, size_t bytes)
+{
+    WinoShared *e;
+
+    pthread_mutex_lock(&shared_lock);
+    for (e = shared_list; e; e = e->next)
+        if (e->weight == weight && e->bf16 == c->bf16 && e->my == c->my && e->mx == c->mx &&
+            e->in_c == c->in_c && e->out_c == c->out_c)
+            break;
+    if (e) {
+        e->refs++;
+    } else if ((e = calloc(1, sizeof(*e))) && (e->u = aligned_alloc(64, bytes))) {
+        e->weight = weight;
+        e->bf16 = c->bf16, e->my = c->my, e->mx = c->mx, e->in_c = c->in_c, e->out_c = c->out_c;
+        e->bytes = bytes;
+        e->refs = 1;
+        e->next = shared_list;
+        c->u = e->u;
+        transform_weights(c, weight);
+        shared_list = e;
+    } else {
+        free(e);
+        e = NULL;
+    }
+    pthread_mutex_unlock(&shared_lock);
+    c->shared = e;
+    c->u = e ? e->u : NULL;
+    return e ? 0 : -1;
+}
+
+static void shared_put(WinoShared *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&shared_lock);
+    if (--e->refs == 0) {
+        for (WinoShared **p = &shared_list; *p; p = &(*p)->next)
+            if (*p == e) {
+                *p = e->next;
+                break;
+            }
+        free(e->u);
+        free(e);
+    }
+    pthread_mutex_unlock(&shared_lock);
+}
+
+size_t reel_wino_weights_bytes(void)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&shared_lock);
+    for (WinoShared *e = shared_list; e; e = e->next)
+        n += e->bytes;
+    pthread_mutex_unlock(&shared_lock);
+    return n;
+}
+
 int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
 {
     ReelWinoConv *c;
@@ -159,11 +240,12 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
         c->nblk = (tw + 17) / 18;
         c->nb = ((tw + c->nblk - 1) / c->nblk + JB - 1) / JB * JB;
     }
-    c->u = aligned_alloc(64, ((size_t)c->nxi * c->in_c * c->out_c * elem + 63) & ~(size_t)63);
     c->bias = calloc((size_t)c->out_c, sizeof(float));
     if (sp->slope)
         c->slope = malloc((size_t)c->out_c * sizeof(float));
-    if (!c->u || !c->bias || (sp->slope && !c->slope)) {
+    if (!c->bias || (sp->slope && !c->slope) ||
+        shared_get(c, sp->weight, ((size_t)c->nxi * c->in_c * c->out_c * elem + 63) & ~(size_t)63) <
+            0) {
         reel_wino_free(&c);
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "Winograd: out of memory");
     }
@@ -172,7 +254,6 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
         if (c->slope)
             c->slope[k] = sp->slope[sp->nslope == 1 ? 0 : k];
     }
-    transform_weights(c, sp->weight);
     /* each a multiple of 64 bytes: channels come in 16s */
     c->v_bytes = (size_t)c->nxi * c->nb * c->in_c * elem;
     c->m_bytes = (size_t)c->nxi * c->nb * c->out_c * sizeof(float);
@@ -194,7 +275,7 @@ void reel_wino_free(ReelWinoConv **pc)
 
     if (!c)
         return;
-    free(c->u);
+    shared_put(c->shared);
     free(c->bias);
     free(c->slope);
     free(c);

@@ -67,8 +67,10 @@ static inline int reel_wino_fits(int in_c, int out_c)
 }
 
 /**
- * Transform the weights once. Returns 0, or negative with errmsg set (bad
- * spec: REEL_ERROR_INTERNAL; out of memory).
+ * Transform the weights once: layers made from the same weights (the same
+ * address), kind and tile share the transformed copy, whatever their size (so
+ * a model's lanes hold one). The weights must outlive the layer. Returns 0, or
+ * negative with errmsg set (bad spec: REEL_ERROR_INTERNAL; out of memory).
  */
 int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *spec, char *errmsg);
 
@@ -80,5 +82,8 @@ void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scra
 
 /** Free and set *c to NULL; NULL-safe. */
 void reel_wino_free(ReelWinoConv **c);
+
+/** Bytes of transformed weights held now, every layer together (for the tests). */
+size_t reel_wino_weights_bytes(void);
 
 #endif

@@ -17,12 +17,13 @@ typedef void (*ReelWinoJob)(const ReelWinoConv *c, const void *src, void *dst, i
 
 struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;
-    int my, mx, ty, tx, nxi; /* outputs per tile (rows, columns), inputs per tile, positions */
-    int h, w, threads, nb;   /* nb: tiles per job */
-    int th, nblk;            /* tile rows; jobs per tile row */
-    void *u;                 /* bf16: [xi][in_c / 2][out_c][2]; f32: [xi][in_c][out_c] */
-    float *bias;             /* out_c */
-    float *slope;            /* out_c, or NULL */
+    int my, mx, ty, tx, nxi;   /* outputs per tile (rows, columns), inputs per tile, positions */
+    int h, w, threads, nb;     /* nb: tiles per job */
+    int th, nblk;              /* tile rows; jobs per tile row */
+    void *u;                   /* bf16: [xi][in_c / 2][out_c][2]; f32: [xi][in_c][out_c] */
+    struct WinoShared *shared; /* u's owner, shared by the layers of every lane (wino.c) */
+    float *bias;               /* out_c */
+    float *slope;              /* out_c, or NULL */
     size_t v_bytes, m_bytes, per_thread; /* scratch: V, M, then the input pass's ring */
     ReelWinoJob job;                     /* the passes specialised for this tile and type */
 };

@@ -20,6 +20,7 @@
  * said so) on CPUs without AVX-512 BF16.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +192,125 @@ done:
     return bad;
 }
 
+/* made on another thread, for the concurrent case of check_shared */
+typedef struct Maker {
+    ReelWinoSpec spec;
+    ReelWinoConv *conv;
+} Maker;
+
+static void *make_on_thread(void *arg)
+{
+    Maker *m = arg;
+    char err[REEL_ERRMSG_SIZE];
+
+    if (reel_wino_create(&m->conv, &m->spec, err) < 0)
+        fprintf(stderr, "create: %s\n", err);
+    return NULL;
+}
+
+/*
+ * Layers made from the same weights, kind and tile share one transformed copy
+ * whatever their size (a model's lanes, a new frame size), also when made at
+ * the same time on two threads; another kind or other weights get their own;
+ * the copy goes with the last layer; sharing changes no result. 0 pass, 1 fail.
+ */
+static int check_shared(void)
+{
+    enum { IN = 32, OUT = 48 };
+    size_t nw = (size_t)IN * OUT * 9, f32_copy = (size_t)36 * IN * OUT * sizeof(float);
+    float *w1 = malloc(nw * sizeof(float)), *w2 = malloc(nw * sizeof(float));
+    float *in = malloc((size_t)17 * 11 * IN * sizeof(float));
+    ReelWinoConv *a = NULL, *b = NULL, *other = NULL;
+    char err[REEL_ERRMSG_SIZE];
+    size_t base = reel_wino_weights_bytes(), held[4];
+    void *out_shared = NULL, *out_alone = NULL;
+    int bad = 1;
+
+    if (!w1 || !w2 || !in)
+        goto done;
+    for (size_t i = 0; i < nw; i++)
+        w1[i] = w2[i] = frand() - 0.5f;
+    for (size_t i = 0; i < (size_t)17 * 11 * IN; i++)
+        in[i] = frand();
+    ReelWinoSpec sa = {.kind = REEL_WINO_F32,
+                       .in_c = IN,
+                       .out_c = OUT,
+                       .weight = w1,
+                       .h = 9,
+                       .w = 30,
+                       .threads = 1};
+    ReelWinoSpec sb = sa, sw2 = sa;
+    sb.h = 17, sb.w = 11;
+    sw2.weight = w2, sw2.h = 17, sw2.w = 11;
+    if (reel_wino_create(&a, &sa, err) < 0)
+        goto fail_create;
+    held[0] = reel_wino_weights_bytes() - base;
+    if (reel_wino_create(&b, &sb, err) < 0)
+        goto fail_create;
+    held[1] = reel_wino_weights_bytes() - base;
+    if (!(out_shared = run(&sb, in, 1, (size_t)17 * 11 * OUT * sizeof(float))) ||
+        !(out_alone = run(&sw2, in, 1, (size_t)17 * 11 * OUT * sizeof(float))))
+        goto done;
+    if (reel_wino_create(&other, &sw2, err) < 0)
+        goto fail_create;
+    held[2] = reel_wino_weights_bytes() - base;
+    reel_wino_free(&a);
+    held[3] = reel_wino_weights_bytes() - base;
+    reel_wino_free(&b);
+    reel_wino_free(&other);
+    if (held[0] != f32_copy || held[1] != f32_copy || held[2] != 2 * f32_copy ||
+        held[3] != 2 * f32_copy || reel_wino_weights_bytes() != base) {
+        fprintf(stderr,
+                "FAIL shared weights: held %zu, %zu (a second layer, same weights), %zu (other "
+                "weights), %zu (the first freed), %zu after all (one copy: %zu)\n",
+                held[0], held[1], held[2], held[3], reel_wino_weights_bytes() - base, f32_copy);
+        goto done;
+    }
+    if (memcmp(out_shared, out_alone, (size_t)17 * 11 * OUT * sizeof(float))) {
+        fprintf(stderr, "FAIL shared weights: a layer on a shared copy computes other values\n");
+        goto done;
+    }
+    /* two threads making the same layer at once: one copy; bf16 beside it: its own */
+    Maker m[3] = {{sa, NULL}, {sb, NULL}, {sa, NULL}};
+    pthread_t t[3];
+    int nt = reel_wino_supported(REEL_WINO_BF16) ? 3 : 2;
+    m[2].spec.kind = REEL_WINO_BF16;
+    for (int i = 0; i < nt; i++)
+        pthread_create(&t[i], NULL, make_on_thread, &m[i]);
+    for (int i = 0; i < nt; i++)
+        pthread_join(t[i], NULL);
+    held[0] = reel_wino_weights_bytes() - base;
+    int made = 0;
+    for (int i = 0; i < nt; i++) {
+        made += m[i].conv != NULL;
+        reel_wino_free(&m[i].conv);
+    }
+    if (made != nt || held[0] != f32_copy + (nt == 3 ? f32_copy / 2 : 0)) {
+        fprintf(stderr, "FAIL shared weights: %zu bytes held by layers made at once (want %zu)\n",
+                held[0], f32_copy + (nt == 3 ? f32_copy / 2 : 0));
+        goto done;
+    }
+    if (reel_wino_weights_bytes() != base) {
+        fprintf(stderr, "FAIL shared weights: %zu bytes left\n", reel_wino_weights_bytes() - base);
+        goto done;
+    }
+    printf("ok   shared weights: one copy per weights, kind and tile (%zu bytes f32)\n", f32_copy);
+    bad = 0;
+    goto done;
+fail_create:
+    fprintf(stderr, "FAIL create: %s\n", err);
+done:
+    reel_wino_free(&a);
+    reel_wino_free(&b);
+    reel_wino_free(&other);
+    free(out_shared);
+    free(out_alone);
+    free(w1);
+    free(w2);
+    free(in);
+    return bad;
+}
+
 int main(void)
 {
     static const Case cases[] = {
@@ -233,6 +353,8 @@ int main(void)
         failed += check(&cases[i]);
         ran++;
     }
+    failed += check_shared();
+    ran++;
     if (failed)
         fprintf(stderr, "%d of %d layers failed\n", failed, ran);
     return failed ? 1 : 0;
