@@ -111,14 +111,21 @@ static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double
         start = first < n_in - taps ? first : n_in - taps;
         memset(w, 0, sizeof(w));
         /* lanczos3((j - pos) / scale), its two sines stepped from j = lo by angle
-         * addition: four trigonometric calls per output instead of two per tap */
+         * addition: four trigonometric calls per output instead of two per tap. Near
+         * t = 0 the sines are tiny and the stepping's absolute error is not: there
+         * (an input under the output's centre, up to rounding) they are taken afresh. */
         double ang = M_PI * (lo - pos) / scale, s1 = sin(ang), c1 = cos(ang), s3 = sin(ang / 3),
                c3 = cos(ang / 3);
         for (int j = lo; j <= hi; j++) {
-            double t = (j - pos) / scale, n1, n3;
-            double v = t == 0.0         ? 1.0
-                       : fabs(t) >= 3.0 ? 0.0
-                                        : 3.0 * s1 * s3 / (M_PI * M_PI * t * t);
+            double t = (j - pos) / scale, n1, n3, v;
+            if (t == 0.0)
+                v = 1.0;
+            else if (fabs(t) >= 3.0)
+                v = 0.0;
+            else if (fabs(t) < 1e-3)
+                v = 3.0 * sin(M_PI * t) * sin(M_PI * t / 3) / (M_PI * M_PI * t * t);
+            else
+                v = 3.0 * s1 * s3 / (M_PI * M_PI * t * t);
             w[clampi(j, 0, n_in - 1) - start] += v;
             sum += v;
             n1 = s1 * rot[1] + c1 * rot[0], c1 = c1 * rot[1] - s1 * rot[0], s1 = n1;
