@@ -1,9 +1,9 @@
 /*
  * resize_bench.c - the no-AI path's crop-and-scale per frame: clipreel's
- * Lanczos-3 (src/media/resize.c; its C kernels with --c) against swscale's
+ * Lanczos-3 (src/media/resize.c; its C kernels with --c, AVX2 with --avx2) against swscale's
  * SWS_LANCZOS | SWS_ACCURATE_RND, as the pipeline used it, on the same frame.
  *
- *   resize_bench [--frames N] [--c] [--zoom] SRC_WxSRC_H CROP_WxCROP_H OUT_WxOUT_H
+ *   resize_bench [--frames N] [--c | --avx2] [--zoom] SRC_WxSRC_H CROP_WxCROP_H OUT_WxOUT_H
  *
  * Prints milliseconds per frame for each and their ratio (min of 3 runs).
  * --zoom: the crop shrinks by 2 pixels each frame (a keyframed zoom), so both
@@ -33,12 +33,14 @@ static int size(const char *s, int *w, int *h)
 
 int main(int argc, char **argv)
 {
-    int frames = 60, c_only = 0, zoom = 0, a = 1, sw, sh, cw, ch, ow, oh;
+    int frames = 60, c_only = 0, avx2 = 0, zoom = 0, a = 1, sw, sh, cw, ch, ow, oh;
     while (a < argc && argv[a][0] == '-') {
         if (!strcmp(argv[a], "--frames") && a + 1 < argc)
             frames = atoi(argv[++a]);
         else if (!strcmp(argv[a], "--c"))
             c_only = 1;
+        else if (!strcmp(argv[a], "--avx2"))
+            avx2 = 1;
         else if (!strcmp(argv[a], "--zoom"))
             zoom = 1;
         else
@@ -48,8 +50,9 @@ int main(int argc, char **argv)
     if (argc - a != 3 || !size(argv[a], &sw, &sh) || !size(argv[a + 1], &cw, &ch) ||
         !size(argv[a + 2], &ow, &oh) || cw > sw || ch > sh || frames < 1 ||
         (zoom && (cw <= 2 * frames || ch <= 2 * frames))) {
-        fprintf(stderr,
-                "usage: resize_bench [--frames N] [--c] [--zoom] SRC_WxH CROP_WxH OUT_WxH\n");
+        fprintf(
+            stderr,
+            "usage: resize_bench [--frames N] [--c | --avx2] [--zoom] SRC_WxH CROP_WxH OUT_WxH\n");
         return 2;
     }
     uint8_t *src[3], *dst[3];
@@ -70,15 +73,20 @@ int main(int argc, char **argv)
         return 1;
     }
     if (c_only)
-        rs.use_simd = 0;
+        rs.use_simd = REEL_RESIZE_C;
+    if (avx2 && rs.use_simd > REEL_RESIZE_AVX2)
+        rs.use_simd = REEL_RESIZE_AVX2;
     struct SwsContext *c = sws_getContext(cw, ch, AV_PIX_FMT_YUV420P, ow, oh, AV_PIX_FMT_YUV420P,
                                           SWS_LANCZOS | SWS_ACCURATE_RND, NULL, NULL, NULL);
     double best_ours = 1e9, best_sws = 1e9;
     for (int r = 0; r < 3; r++) {
         double t0 = now();
         for (int i = 0; i < frames; i++) {
-            if (zoom)
+            if (zoom) {
+                int level = rs.use_simd; /* set() picks the CPU's best again */
                 reel_resize_set(&rs, AV_PIX_FMT_YUV420P, x, 0, cw - 2 * i, ch - 2 * i, ow, oh);
+                rs.use_simd = level;
+            }
             reel_resize_run(&rs, (const uint8_t *const *)src, ss, dst, ds);
         }
         double t1 = now();
@@ -97,7 +105,10 @@ int main(int argc, char **argv)
     }
     printf("%dx%d crop of %dx%d -> %dx%d%s, %d frames: clipreel %s %.3f ms/frame, swscale %.3f "
            "ms/frame, swscale / clipreel %.2f\n",
-           cw, ch, sw, sh, ow, oh, zoom ? " (zooming)" : "", frames, rs.use_simd ? "AVX-512" : "C",
+           cw, ch, sw, sh, ow, oh, zoom ? " (zooming)" : "", frames,
+           rs.use_simd == REEL_RESIZE_AVX512 ? "AVX-512"
+           : rs.use_simd == REEL_RESIZE_AVX2 ? "AVX2"
+                                             : "C",
            best_ours * 1e3 / frames, best_sws * 1e3 / frames, best_sws / best_ours);
     sws_freeContext(c);
     reel_resize_free(&rs);

@@ -19,6 +19,9 @@ static void axis_free(ReelResizeAxis *a)
     free(a->gbase);
     free(a->gidx);
     free(a->gcoef);
+    free(a->qbase);
+    free(a->qshuf);
+    free(a->qcoef);
     memset(a, 0, sizeof(*a));
 }
 
@@ -64,6 +67,43 @@ static int axis_groups(ReelResizeAxis *a)
                 a->gcoef[at] = k < a->taps ? a->coef[(size_t)i * (size_t)a->taps + (size_t)k] : 0;
             }
         }
+    }
+    return 0;
+}
+
+/* The AVX2 horizontal tables: per quad of 4 outputs, the 16 input bytes its
+ * 128-bit lane loads and, per pair of taps, which of them each output's
+ * 16-bit halves take (0x80: zero, the byte's upper half) and with which
+ * coefficient. Quads whose 16 bytes would pass the region's end, and all after
+ * them, are the C kernel's (nquads). */
+static int axis_quads(ReelResizeAxis *a)
+{
+    int pairs = (a->taps + 1) / 2, nq = (a->n_out + 3) / 4, npq = (nq + 1) / 2;
+
+    a->qbase = malloc((size_t)nq * sizeof(*a->qbase));
+    a->qshuf = malloc((size_t)npq * (size_t)pairs * 32);
+    a->qcoef = calloc((size_t)npq * (size_t)pairs * 16, sizeof(*a->qcoef));
+    if (!a->qbase || !a->qshuf || !a->qcoef)
+        return AVERROR(ENOMEM);
+    memset(a->qshuf, 0x80, (size_t)npq * (size_t)pairs * 32);
+    for (int q = 0; q < nq; q++) {
+        int base = a->start[4 * q], ok = base + 16 <= a->n_in;
+        for (int l = 0; l < 4 && 4 * q + l < a->n_out; l++)
+            ok = ok && a->start[4 * q + l] - base + a->taps <= 16;
+        if (!ok)
+            break;
+        a->qbase[q] = base;
+        for (int l = 0; l < 4 && 4 * q + l < a->n_out; l++) {
+            int i = 4 * q + l, rel = a->start[i] - base;
+            for (int k = 0; k < 2 * pairs; k++) {
+                size_t pq = (size_t)(q / 2) * (size_t)pairs + (size_t)(k / 2);
+                a->qshuf[pq * 32 + (size_t)(q % 2) * 16 + (size_t)(4 * l + 2 * (k % 2))] =
+                    (uint8_t)(k < a->taps ? rel + k : rel);
+                a->qcoef[pq * 16 + (size_t)(q % 2) * 8 + (size_t)(2 * l + k % 2)] =
+                    k < a->taps ? a->coef[(size_t)i * (size_t)a->taps + (size_t)k] : 0;
+            }
+        }
+        a->nquads = q + 1;
     }
     return 0;
 }
@@ -140,7 +180,7 @@ static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double
         c[big] = (int16_t)(c[big] + ONE - qsum); /* each row sums to exactly one */
         a->start[i] = start;
     }
-    if (axis_groups(a) < 0)
+    if (axis_groups(a) < 0 || axis_quads(a) < 0)
         goto nomem;
     return 0;
 nomem:
@@ -161,11 +201,13 @@ int reel_resize_simd_supported(void)
 {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl");
-#else
-    return 0;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        return REEL_RESIZE_AVX512;
+    if (__builtin_cpu_supports("avx2"))
+        return REEL_RESIZE_AVX2;
 #endif
+    return REEL_RESIZE_C;
 }
 
 void reel_resize_free(ReelResize *rs)
@@ -242,11 +284,12 @@ static inline int16_t h_one(const int16_t *c, const uint8_t *s, int taps)
 }
 
 #define H_ROW(T)                                                                                   \
-    for (int i = 0; i < a->n_out; i++)                                                             \
+    for (int i = from; i < a->n_out; i++)                                                          \
         dst[i] = h_one(a->coef + (size_t)i * (T), src + a->start[i], (T));                         \
     break
 
-void reel_resize_h_c(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst)
+/* outputs from `from` on (the AVX2 kernel leaves the last few to this) */
+void reel_resize_h_c_from(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst, int from)
 {
     switch (a->taps) { /* unrolled per tap count */
     case 1:
@@ -266,6 +309,11 @@ void reel_resize_h_c(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst)
     default:
         H_ROW(8);
     }
+}
+
+void reel_resize_h_c(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst)
+{
+    reel_resize_h_c_from(a, src, dst, 0);
 }
 
 void reel_resize_v_c(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
@@ -302,15 +350,19 @@ static void plane_run(const ReelResizePlane *pl, int simd, const uint8_t *src, i
         for (; have < s0 + T; have++) {
             const uint8_t *row = src + (ptrdiff_t)have * sstride;
             int16_t *mid = pl->ring + (size_t)(have % T) * (size_t)pl->rstride;
-            if (simd && h->simd)
+            if (simd == REEL_RESIZE_AVX512 && h->simd)
                 reel_resize_h_avx512(h, row, mid);
+            else if (simd >= REEL_RESIZE_AVX2)
+                reel_resize_h_avx2(h, row, mid);
             else
                 reel_resize_h_c(h, row, mid);
         }
         for (int k = 0; k < T; k++)
             rows[k] = pl->ring + (size_t)((s0 + k) % T) * (size_t)pl->rstride;
-        if (simd)
+        if (simd == REEL_RESIZE_AVX512)
             reel_resize_v_avx512(v, oy, rows, h->n_out, dst + (ptrdiff_t)oy * dstride);
+        else if (simd == REEL_RESIZE_AVX2)
+            reel_resize_v_avx2(v, oy, rows, h->n_out, dst + (ptrdiff_t)oy * dstride);
         else
             reel_resize_v_c(v, oy, rows, h->n_out, pl->acc, dst + (ptrdiff_t)oy * dstride);
     }

@@ -9,7 +9,7 @@
  * bits. A horizontal pass per source row, then a vertical pass per output row
  * over a ring of the rows it needs, so a frame is read once.
  *
- * The AVX-512 kernels and the C kernels compute the same integers: a frame is
+ * The AVX-512, AVX2 and C kernels compute the same integers: a frame is
  * bit-identical on every CPU, which parallel exports rely on (a part rendered
  * on one worker must match a single export on another).
  *
@@ -37,6 +37,12 @@ typedef struct ReelResizeAxis {
     int16_t *gidx;  /* ngroups x pairs x 32: input index per 16-bit lane, from gbase */
     int16_t *gcoef; /* ngroups x pairs x 32: the coefficient per 16-bit lane */
     int simd;       /* every group's inputs fit in 32 bytes */
+    /* the AVX2 horizontal tables, per pair of quads (4 outputs per 128-bit lane, each lane
+     * loading 16 bytes from its quad's first input) */
+    int nquads;     /* leading quads the AVX2 kernel takes; C does the outputs after */
+    int32_t *qbase; /* ceil(n_out / 4): first input byte of each quad's 16 */
+    uint8_t *qshuf; /* quad pairs x pairs x 32: vpshufb control, input byte per 16 bits */
+    int16_t *qcoef; /* quad pairs x pairs x 16: the coefficient per 16-bit lane */
 } ReelResizeAxis;
 
 typedef struct ReelResizePlane {
@@ -47,9 +53,12 @@ typedef struct ReelResizePlane {
     int32_t *acc;  /* rstride: the C vertical kernel's sums */
 } ReelResizePlane;
 
+/* kernel sets, best last; reel_resize_set picks the CPU's best, tests may lower it */
+enum { REEL_RESIZE_C, REEL_RESIZE_AVX2, REEL_RESIZE_AVX512 };
+
 typedef struct ReelResize {
     ReelResizePlane plane[3];
-    int use_simd;
+    int use_simd; /* REEL_RESIZE_C, _AVX2 or _AVX512 */
 } ReelResize;
 
 /**
@@ -70,9 +79,14 @@ void reel_resize_free(ReelResize *rs);
 
 /* kernels, for the tests: one row each */
 void reel_resize_h_c(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst);
+void reel_resize_h_c_from(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst, int from);
 void reel_resize_v_c(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
                      int32_t *acc, uint8_t *dst);
+/** The best kernel set this CPU runs: REEL_RESIZE_AVX512 (F, BW, VL), _AVX2 or _C. */
 int reel_resize_simd_supported(void);
+void reel_resize_h_avx2(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst);
+void reel_resize_v_avx2(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
+                        uint8_t *dst);
 void reel_resize_h_avx512(const ReelResizeAxis *a, const uint8_t *src, int16_t *dst);
 void reel_resize_v_avx512(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
                           uint8_t *dst);

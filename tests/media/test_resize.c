@@ -4,8 +4,8 @@
  *   - against a double-precision Lanczos-3 written here from the definition
  *     (every source sample weighted, no windows, no tables): each output
  *     within one level of the exact value, and on average within 0.2 of it;
- *   - the AVX-512 kernels against the C kernels: bit-identical frames (a part
- *     rendered on one worker must match a single export made on another);
+ *   - the AVX-512 and AVX2 kernels against the C kernels: bit-identical frames
+ *     (a part rendered on one worker must match a single export made on another);
  *   - against swscale's SWS_LANCZOS, which it replaces on this path: the same
  *     filter, so the two agree to within rounding (PSNR floor below);
  *   - the cases it leaves to swscale: other formats, reductions past 4:3.
@@ -198,22 +198,26 @@ static void scale(const Frame *f, int x, int y, int w, int h, int ow, int oh, in
     reel_resize_free(&rs);
 }
 
-/* One case: against the exact result; the SIMD kernels against the C ones. */
+static const char *const kernel_name[] = {"C", "AVX2", "AVX-512"};
+
+/* One case: against the exact result; each SIMD kernel set this CPU runs
+ * (AVX2, AVX-512) against the C kernels. */
 static void check_case(int noise, int cw, int ch, int fw, int fh, int x, int y, int w, int h,
                        int ow, int oh)
 {
     Frame f;
-    Out c, s;
-    int simd = reel_resize_simd_supported();
+    Out c, s[REEL_RESIZE_AVX512 + 1];
+    int best = reel_resize_simd_supported();
 
     frame_make(&f, fw, fh, cw, ch, noise);
     out_make(&c, ow, oh);
-    out_make(&s, ow, oh);
-    scale(&f, x, y, w, h, ow, oh, 0, &c);
-    if (simd)
-        scale(&f, x, y, w, h, ow, oh, 1, &s);
+    scale(&f, x, y, w, h, ow, oh, REEL_RESIZE_C, &c);
+    for (int k = REEL_RESIZE_AVX2; k <= best; k++) {
+        out_make(&s[k], ow, oh);
+        scale(&f, x, y, w, h, ow, oh, k, &s[k]);
+    }
     for (int p = 0; p < 3; p++) {
-        int pw = p ? ow / 2 : ow, ph = p ? oh / 2 : oh, worst = 0, differ = 0;
+        int pw = p ? ow / 2 : ow, ph = p ? oh / 2 : oh, worst = 0, differ[3] = {0, 0, 0};
         double *ex = malloc(sizeof(double) * (size_t)pw * (size_t)ph), sum = 0, bias = 0;
         exact_plane(&f, p, x, y, w, h, ow, oh, ex);
         for (int j = 0; j < ph; j++)
@@ -225,8 +229,8 @@ static void check_case(int noise, int cw, int ch, int fw, int fh, int x, int y, 
                 if (e > 1.0 && !worst++)
                     fprintf(stderr, "  plane %d (%d, %d): %d, exact %.3f\n", p, i, j, got,
                             ex[(size_t)j * (size_t)pw + (size_t)i]);
-                if (simd && got != s.p[p][(size_t)j * (size_t)s.stride[p] + (size_t)i])
-                    differ++;
+                for (int k = REEL_RESIZE_AVX2; k <= best; k++)
+                    differ[k] += got != s[k].p[p][(size_t)j * (size_t)s[k].stride[p] + (size_t)i];
             }
         CHECK(!worst,
               "%s %d:%d:%d crop %dx%d+%d+%d of %dx%d -> %dx%d, plane %d: %d outputs "
@@ -241,12 +245,14 @@ static void check_case(int noise, int cw, int ch, int fw, int fh, int x, int y, 
         if (getenv("REEL_TEST_VERBOSE"))
             printf("crop %dx%d+%d+%d -> %dx%d plane %d: mean error %.3f, bias %+.4f\n", w, h, x, y,
                    ow, oh, p, sum / (pw * ph), bias / (pw * ph));
-        CHECK(!differ, "crop %dx%d+%d+%d -> %dx%d plane %d: SIMD and C differ in %d samples", w, h,
-              x, y, ow, oh, p, differ);
+        for (int k = REEL_RESIZE_AVX2; k <= best; k++)
+            CHECK(!differ[k], "crop %dx%d+%d+%d -> %dx%d plane %d: %s and C differ in %d samples",
+                  w, h, x, y, ow, oh, p, kernel_name[k], differ[k]);
         free(ex);
     }
     out_free(&c);
-    out_free(&s);
+    for (int k = REEL_RESIZE_AVX2; k <= best; k++)
+        out_free(&s[k]);
     frame_free(&f);
 }
 
@@ -322,8 +328,10 @@ int main(void)
 {
     ReelResize rs;
 
-    printf("AVX-512 kernels: %s\n",
-           reel_resize_simd_supported() ? "yes (checked against C)" : "no (C kernels only)");
+    printf("kernels checked against C: %s\n",
+           reel_resize_simd_supported() == REEL_RESIZE_AVX512 ? "AVX2, AVX-512"
+           : reel_resize_simd_supported() == REEL_RESIZE_AVX2 ? "AVX2"
+                                                              : "none (C only on this CPU)");
     for (int noise = 0; noise < 2; noise++) {
         /* the product's case, small: a 9:16 crop of a landscape frame, scaled up */
         check_case(noise, 1, 1, 192, 108, 66, 0, 60, 108, 108, 192);
