@@ -646,7 +646,7 @@ static int own_scaler(void)
 }
 
 /* YUV path: crop r of f, Lanczos-3 to the output frame, in YUV. clipreel's
- * own scaler (media/resize.h: 2-2.5x swscale's speed, the same bytes on every
+ * own scaler (media/resize.h: 1.4-2.5x swscale's speed, the same bytes on every
  * CPU) takes 8-bit 4:2:0, 4:2:2 and 4:4:4 at ratios up to 4:3 smaller;
  * swscale's Lanczos the rest. A crop at an odd offset in subsampled chroma
  * starts half a chroma sample early: both scalers are told where that sample
