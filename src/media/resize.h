@@ -91,6 +91,27 @@ void reel_resize_h_avx512(const ReelResizeAxis *a, const uint8_t *src, int16_t *
 void reel_resize_v_avx512(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
                           uint8_t *dst);
 
+/*
+ * The vertical SIMD kernels' pairs of taps for output row y: rows r0[p] and
+ * r1[p] with the coefficients packed as one 32-bit word (low half r0's), an odd
+ * last tap paired with itself at weight 0. Returns the number of pairs.
+ */
+static inline int reel_resize_v_pairs(const ReelResizeAxis *a, int y, const int16_t *const *rows,
+                                      const int16_t **r0, const int16_t **r1, uint32_t *cp)
+{
+    const int16_t *c = a->coef + (size_t)y * (size_t)a->taps;
+    int pairs = (a->taps + 1) / 2;
+
+    for (int p = 0; p < pairs; p++) {
+        int k1 = 2 * p + 1 < a->taps ? 2 * p + 1 : 2 * p;
+        uint16_t c0 = (uint16_t)c[2 * p], c1 = k1 != 2 * p ? (uint16_t)c[k1] : 0;
+        cp[p] = (uint32_t)c0 | (uint32_t)c1 << 16;
+        r0[p] = rows[2 * p];
+        r1[p] = rows[k1];
+    }
+    return pairs;
+}
+
 /* the arithmetic both kernels share */
 #define REEL_RESIZE_COEF_BITS 14
 #define REEL_RESIZE_MID_SHIFT 8  /* 8-bit x 14-bit -> 6 fraction bits */

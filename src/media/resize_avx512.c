@@ -43,20 +43,15 @@ void reel_resize_h_avx512(const ReelResizeAxis *a, const uint8_t *src, int16_t *
 void reel_resize_v_avx512(const ReelResizeAxis *a, int y, const int16_t *const *rows, int width,
                           uint8_t *dst)
 {
-    const int16_t *c = a->coef + (size_t)y * (size_t)a->taps;
-    const int pairs = (a->taps + 1) / 2;
     const __m512i rnd = _mm512_set1_epi32(1 << (REEL_RESIZE_OUT_SHIFT - 1));
-    const __m512i zero = _mm512_setzero_si512();
     const int16_t *r0[REEL_RESIZE_MAX_TAPS / 2], *r1[REEL_RESIZE_MAX_TAPS / 2];
+    uint32_t cw[REEL_RESIZE_MAX_TAPS / 2];
+    const int pairs = reel_resize_v_pairs(a, y, rows, r0, r1, cw);
     __m512i cp[REEL_RESIZE_MAX_TAPS / 2];
+    const __m512i zero = _mm512_setzero_si512();
 
-    for (int p = 0; p < pairs; p++) {
-        int k1 = 2 * p + 1 < a->taps ? 2 * p + 1 : 2 * p;
-        uint16_t c0 = (uint16_t)c[2 * p], c1 = k1 != 2 * p ? (uint16_t)c[k1] : 0;
-        cp[p] = _mm512_set1_epi32((int)((uint32_t)c0 | (uint32_t)c1 << 16));
-        r0[p] = rows[2 * p];
-        r1[p] = rows[k1];
-    }
+    for (int p = 0; p < pairs; p++)
+        cp[p] = _mm512_set1_epi32((int)cw[p]);
     for (int x = 0; x < width; x += 32) {
         __m512i lo = rnd, hi = rnd;
         for (int p = 0; p < pairs; p++) {
