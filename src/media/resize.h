@@ -48,7 +48,7 @@ typedef struct ReelResizeAxis {
 typedef struct ReelResizePlane {
     ReelResizeAxis h, v;
     int x0, y0;    /* the region's first sample in the source plane */
-    int16_t *ring; /* v.taps rows of the horizontal pass, row stride rstride */
+    int16_t *ring; /* MAX_TAPS rows of the horizontal pass (v.taps in use) */
     int rstride;   /* int16 per ring row: n_out rounded up to 32 */
     int32_t *acc;  /* rstride: the C vertical kernel's sums */
 } ReelResizePlane;
