@@ -956,29 +956,17 @@ static const char record_part_lua[] =
     "redis.call('HSET', h, 'assemble_id', id)\n"
     "return 2\n";
 
-int reel_redisq_record_part(ReelRedisq *q, const ReelRedisqMsg *msg, const char *part_key)
-{
-    char key[512], skey[256], idx[16], maxlen[16], parts[16], ms[32];
-    const char *argv[32];
-    redisReply *r;
-    int argc = 0, ret;
+/* The field/value pairs of a parallel export's stream entry for msg's export:
+ * mode and part ("-1" for the assemble task) as given; the strings in b. */
+typedef struct EntryBufs {
+    char parts[16], ms[32];
+} EntryBufs;
 
-    if (msg->part < 0 || msg->parts < 1)
-        return set_err(q, REEL_ERR(EINVAL), "record_part: not a part task");
-    export_key(key, sizeof(key), msg->user, msg->export_id);
-    stream_key(skey, sizeof(skey), msg->gpu_class);
-    snprintf(idx, sizeof(idx), "%d", msg->part);
-    snprintf(maxlen, sizeof(maxlen), "%d", STREAM_MAXLEN);
-    snprintf(parts, sizeof(parts), "%d", msg->parts);
-    snprintf(ms, sizeof(ms), "%lld", (long long)now_ms());
-    argv[argc++] = "EVAL";
-    argv[argc++] = record_part_lua;
-    argv[argc++] = "2";
-    argv[argc++] = key;
-    argv[argc++] = skey;
-    argv[argc++] = idx;
-    argv[argc++] = part_key;
-    argv[argc++] = maxlen;
+static int entry_fields(const char **argv, int argc, const ReelRedisqMsg *msg, const char *mode,
+                        const char *part, EntryBufs *b)
+{
+    snprintf(b->parts, sizeof(b->parts), "%d", msg->parts);
+    snprintf(b->ms, sizeof(b->ms), "%lld", (long long)now_ms());
     argv[argc++] = "export_id";
     argv[argc++] = msg->export_id;
     argv[argc++] = "user";
@@ -992,20 +980,105 @@ int reel_redisq_record_part(ReelRedisq *q, const ReelRedisqMsg *msg, const char 
     argv[argc++] = "sources";
     argv[argc++] = msg->sources_json;
     argv[argc++] = "mode";
-    argv[argc++] = "assemble";
+    argv[argc++] = mode;
     argv[argc++] = "part";
-    argv[argc++] = "-1";
+    argv[argc++] = part;
     argv[argc++] = "parts";
-    argv[argc++] = parts;
+    argv[argc++] = b->parts;
     argv[argc++] = "enqueued_ms";
-    argv[argc++] = ms;
+    argv[argc++] = b->ms;
+    return argc;
+}
+
+/* EVAL of a script whose reply is an integer: that, or a negative error. */
+static int eval_int(ReelRedisq *q, int argc, const char **argv, const char *what)
+{
+    redisReply *r;
+    int ret;
+
     if (!(r = cmd_argv(q, argc, argv)))
         return REEL_ERR(ECONNRESET);
     if (r->type != REDIS_REPLY_INTEGER)
-        return reply_err(q, r, "EVAL record_part");
+        return reply_err(q, r, what);
     ret = (int)r->integer;
     freeReplyObject(r);
     return ret;
+}
+
+int reel_redisq_record_part(ReelRedisq *q, const ReelRedisqMsg *msg, const char *part_key)
+{
+    char key[512], skey[256], idx[16], maxlen[16];
+    const char *argv[32];
+    EntryBufs b;
+    int argc = 0;
+
+    if (msg->part < 0 || msg->parts < 1)
+        return set_err(q, REEL_ERR(EINVAL), "record_part: not a part task");
+    export_key(key, sizeof(key), msg->user, msg->export_id);
+    stream_key(skey, sizeof(skey), msg->gpu_class);
+    snprintf(idx, sizeof(idx), "%d", msg->part);
+    snprintf(maxlen, sizeof(maxlen), "%d", STREAM_MAXLEN);
+    argv[argc++] = "EVAL";
+    argv[argc++] = record_part_lua;
+    argv[argc++] = "2";
+    argv[argc++] = key;
+    argv[argc++] = skey;
+    argv[argc++] = idx;
+    argv[argc++] = part_key;
+    argv[argc++] = maxlen;
+    argc = entry_fields(argv, argc, msg, "assemble", "-1", &b);
+    return eval_int(q, argc, argv, "EVAL record_part");
+}
+
+/*
+ * KEYS: export hash, stream. ARGV: part index, the key the assembler found
+ * gone, the most re-renders of one part, stream MAXLEN, then the part entry's
+ * field/value pairs. Only while `part:{K}` still names the gone key (a second
+ * assembler that saw the same loss finds it changed: 0), so one loss queues one
+ * re-render. The part's own attempts start again; parts_done drops by one, so
+ * the re-rendered part's record_part adds a new assemble entry.
+ */
+static const char rerender_part_lua[] =
+    "local h = KEYS[1]\n"
+    "if redis.call('EXISTS', h) == 0 or redis.call('HEXISTS', h, 'result') == 1 then return 3 end\n"
+    "if redis.call('HGET', h, 'cancel') == '1' then return 4 end\n"
+    "if redis.call('HGET', h, 'part:' .. ARGV[1]) ~= ARGV[2] then return 0 end\n"
+    "if redis.call('HINCRBY', h, 'rerenders:part' .. ARGV[1], 1) > tonumber(ARGV[3]) then\n"
+    "  return 5\n"
+    "end\n"
+    "redis.call('HDEL', h, 'part:' .. ARGV[1], 'attempts:part' .. ARGV[1], 'assemble_id',\n"
+    "           'attempts:assemble')\n"
+    "redis.call('HINCRBY', h, 'parts_done', -1)\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))\n"
+    "return 1\n";
+
+int reel_redisq_rerender_part(ReelRedisq *q, const ReelRedisqMsg *msg, int part,
+                              const char *gone_key, int max_rerenders)
+{
+    char key[512], skey[256], idx[16], maxlen[16], most[16];
+    const char *argv[32];
+    EntryBufs b;
+    int argc = 0;
+
+    if (msg->part >= 0 || msg->parts < 1 || part < 0 || part >= msg->parts)
+        return set_err(q, REEL_ERR(EINVAL), "rerender_part: not an assemble task or no part %d",
+                       part);
+    export_key(key, sizeof(key), msg->user, msg->export_id);
+    stream_key(skey, sizeof(skey), msg->gpu_class);
+    snprintf(idx, sizeof(idx), "%d", part);
+    snprintf(maxlen, sizeof(maxlen), "%d", STREAM_MAXLEN);
+    snprintf(most, sizeof(most), "%d", max_rerenders);
+    argv[argc++] = "EVAL";
+    argv[argc++] = rerender_part_lua;
+    argv[argc++] = "2";
+    argv[argc++] = key;
+    argv[argc++] = skey;
+    argv[argc++] = idx;
+    argv[argc++] = gone_key;
+    argv[argc++] = most;
+    argv[argc++] = maxlen;
+    argc = entry_fields(argv, argc, msg, "part", idx, &b);
+    return eval_int(q, argc, argv, "EVAL rerender_part");
 }
 
 int reel_redisq_get_parts(ReelRedisq *q, const ReelRedisqMsg *msg, char ***keys)

@@ -174,6 +174,25 @@ int reel_redisq_ack(ReelRedisq *q, const ReelRedisqMsg *msg);
  */
 int reel_redisq_record_part(ReelRedisq *q, const ReelRedisqMsg *msg, const char *part_key);
 
+/** reel_redisq_rerender_part outcomes (>= 0). */
+#define REEL_REDISQ_RERENDER_STALE 0   /**< part:{K} changed (re-queued or re-recorded already) */
+#define REEL_REDISQ_RERENDER_QUEUED 1  /**< the part task is queued again; ack the assembly */
+#define REEL_REDISQ_RERENDER_SETTLED 3 /**< the export has a result already */
+#define REEL_REDISQ_RERENDER_CANCEL 4  /**< cancel was requested */
+#define REEL_REDISQ_RERENDER_LIMIT 5   /**< this part was re-rendered max_rerenders times */
+
+/**
+ * An assemble task found part `part` recorded at gone_key but gone from the
+ * store: in one atomic script, while part:{K} still names gone_key, forget it
+ * (parts_done - 1, the part's attempts and the assembly's reset) and add a
+ * part entry for it again, at most max_rerenders times per part. When that
+ * part is recorded again, record_part adds a new assemble entry as it did the
+ * first time.
+ * @return one of the outcomes above, or a negative error (nothing changed).
+ */
+int reel_redisq_rerender_part(ReelRedisq *q, const ReelRedisqMsg *msg, int part,
+                              const char *gone_key, int max_rerenders);
+
 /**
  * The recorded part keys of a parallel export, in part order: *keys is a new
  * array of msg->parts strings (caller frees each and the array).

@@ -418,8 +418,8 @@ static int acquire_model(ReelWorker *w, Side *s, const ReelJob *job, ReelUpscale
         ReelProgress p = {.phase = REEL_PHASE_LOADING_MODEL, .eta_s = -1};
         reel_upscale_close(&w->model);
         report(s, REEL_PHASE_LOADING_MODEL, s->base, &p, 1);
-        reel_export_model_options(job, w->cfg.model_dir, w->cfg.engine_threads,
-                                  w->cfg.engine_lanes, &uo);
+        reel_export_model_options(job, w->cfg.model_dir, w->cfg.engine_threads, w->cfg.engine_lanes,
+                                  &uo);
         if ((ret = reel_upscale_open(&w->model, &uo, errmsg)) < 0) {
             pthread_mutex_unlock(&w->model_lock);
             return ret;
@@ -540,17 +540,61 @@ static void task_frame(ReelRedisq *q, const ReelRedisqMsg *m, const double *wts,
     free(frame);
 }
 
-/* Assemble task: download the recorded parts into dir; paths[k] are new strings. */
+/* fetch_parts: a part is being rendered again, a later assemble entry will follow */
+#define SUPERSEDED 1
+
+/* Part k (recorded at key) is gone from the store: queue it again. SUPERSEDED,
+ * or an error (the export's when the part vanished too often). */
+static int rerender(ReelWorker *w, ReelRedisq *q, const ReelRedisqMsg *m, int k, const char *key,
+                    char *errmsg)
+{
+    int rr = reel_redisq_rerender_part(q, m, k, key, w->cfg.max_attempts);
+
+    switch (rr) {
+    case REEL_REDISQ_RERENDER_QUEUED:
+    case REEL_REDISQ_RERENDER_STALE:
+    case REEL_REDISQ_RERENDER_SETTLED:
+        reel_log(REEL_LOG_WARNING, LOG_TAG,
+                 "%s/%s: clip %d's rendered part %s is gone from the store: %s", m->user,
+                 m->export_id, k + 1, key,
+                 rr == REEL_REDISQ_RERENDER_QUEUED  ? "rendered again"
+                 : rr == REEL_REDISQ_RERENDER_STALE ? "already queued again"
+                                                    : "the export is settled");
+        return SUPERSEDED;
+    case REEL_REDISQ_RERENDER_CANCEL:
+        return REEL_ERROR_CANCELLED;
+    case REEL_REDISQ_RERENDER_LIMIT:
+        return reel_fail(errmsg, REEL_ERROR_MEDIA,
+                         "the rendered clip %d vanished from the store %d times", k + 1,
+                         w->cfg.max_attempts);
+    default:
+        return reel_fail(errmsg, rr < 0 ? rr : REEL_ERROR_INTERNAL,
+                         "clip %d's rendered part is gone and it cannot be queued again: %s", k + 1,
+                         reel_redisq_errmsg(q));
+    }
+}
+
+/*
+ * Assemble task: download the recorded parts into dir; paths[k] are new
+ * strings. A recorded part that is gone from the store is rendered again
+ * (reel_redisq_rerender_part, at most max_attempts times per part) and this
+ * assembly steps aside: SUPERSEDED. So does an assembly that finds a part not
+ * recorded: an older assemble entry, reclaimed while that re-render runs.
+ */
 static int fetch_parts(ReelWorker *w, ReelRedisq *q, Side *s, const ReelRedisqMsg *m,
                        const char *dir, char **paths, char *errmsg)
 {
     char **keys = NULL;
     int ret;
 
-    if ((ret = reel_redisq_get_parts(q, m, &keys)) < 0)
-        return reel_fail(errmsg, ret == REEL_ERR(ENOENT) ? REEL_ERROR_INVALID_JOB : ret, "%s",
-                         reel_redisq_errmsg(q));
-    for (int k = 0; k < m->parts && ret >= 0; k++) {
+    if ((ret = reel_redisq_get_parts(q, m, &keys)) == REEL_ERR(ENOENT)) {
+        reel_log(REEL_LOG_INFO, LOG_TAG, "%s/%s: assembly superseded (%s)", m->user, m->export_id,
+                 reel_redisq_errmsg(q));
+        return SUPERSEDED;
+    }
+    if (ret < 0)
+        return reel_fail(errmsg, ret, "%s", reel_redisq_errmsg(q));
+    for (int k = 0; k < m->parts && ret == 0; k++) {
         ReelProgress p = {.phase = REEL_PHASE_DOWNLOADING,
                           .clip = k + 1,
                           .total_clips = m->parts,
@@ -563,10 +607,10 @@ static int fetch_parts(ReelWorker *w, ReelRedisq *q, Side *s, const ReelRedisqMs
             break;
         }
         snprintf(paths[k], n, "%s/part_%d.nut", dir, k);
-        if ((ret = reel_store_get_file(w->cfg.store, keys[k], paths[k])) < 0)
-            /* A recorded part that vanished cannot come back by retrying. */
-            ret = reel_fail(errmsg, ret == REEL_ERR(ENOENT) ? REEL_ERROR_MEDIA : ret,
-                            "the rendered clip %d cannot be fetched (%s)", k + 1,
+        if ((ret = reel_store_get_file(w->cfg.store, keys[k], paths[k])) == REEL_ERR(ENOENT))
+            ret = rerender(w, q, m, k, keys[k], errmsg);
+        else if (ret < 0)
+            ret = reel_fail(errmsg, ret, "the rendered clip %d cannot be fetched (%s)", k + 1,
                             reel_store_errmsg(w->cfg.store));
         else if (atomic_load(&s->cancel))
             ret = REEL_ERROR_CANCELLED;
@@ -625,7 +669,7 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
     ReelJob *job = NULL;
     ReelExportOptions opt = {0};
     ReelExportStats stats = {0};
-    int attempt = 0, ret, model_locked = 0, side_running = 0, won;
+    int attempt = 0, ret, model_locked = 0, side_running = 0, won, superseded = 0;
     const char *what = m->task[0] ? m->task : "export";
 
     ret = reel_redisq_begin(q, m, consumer, w->cfg.max_attempts, &attempt, owner);
@@ -699,6 +743,11 @@ static void process(ReelWorker *w, ReelRedisq *q, const char *consumer, int slot
         ret = fetch_parts(w, q, &s, m, dir, parts, errmsg);
     else
         ret = fetch_sources(w, &s, job, m->sources_json, dir, m->part, errmsg);
+    if (ret == SUPERSEDED) {
+        superseded = 1;
+        ret = 0;
+        goto done;
+    }
     if (ret < 0)
         goto done;
     s.base = 5;
@@ -780,6 +829,11 @@ done:
                 reel_redisq_ack(q, m);
             reel_redisq_state_uninit(&st);
         }
+        free(wts);
+        return;
+    }
+    if (superseded) { /* a part is rendered again: a new assemble entry will follow */
+        reel_redisq_ack(q, m);
         free(wts);
         return;
     }

@@ -536,6 +536,83 @@ static void test_parallel_part_gives_up(void **state)
     reel_redisq_close(&q);
 }
 
+/*
+ * A recorded part gone from the store: the assembler queues that part again
+ * (one entry, however many assemblers saw the loss), the part's attempts start
+ * over, get_parts no longer finds it (an older assemble entry steps aside),
+ * the re-recorded part adds a new assemble entry; past max_rerenders: LIMIT;
+ * once settled: SETTLED.
+ */
+static void test_parallel_rerender_part(void **state)
+{
+    ReelRedisq *q = open_q();
+    ReelRedisqMsg m[2], asm1, again, asm2, none;
+    ReelRedisqResult res = {.status = "error", .error = "boom", .worker = "t"};
+    char owner[REEL_REDISQ_NAME_MAX + 16];
+    char **keys = NULL;
+    const char *gone = "pu/temp/multi_clip_rr/part_0_a1.nut";
+    int attempt;
+    (void)state;
+
+    enqueue_parallel(q, "rr", 2);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(reel_redisq_read(q, "t4", "c1", 0, &m[k]), 1);
+        assert_int_equal(reel_redisq_begin(q, &m[k], "c1", 3, &attempt, owner), REEL_REDISQ_RUN);
+        reel_redisq_ack(q, &m[k]);
+    }
+    assert_int_equal(reel_redisq_record_part(q, &m[0], gone), REEL_REDISQ_PART_RECORDED);
+    assert_int_equal(reel_redisq_record_part(q, &m[1], "pu/temp/multi_clip_rr/part_1_a1.nut"),
+                     REEL_REDISQ_PART_LAST);
+    assert_int_equal(reel_redisq_read(q, "t4", "c2", 0, &asm1), 1);
+    assert_string_equal(asm1.mode, "assemble");
+    assert_int_equal(reel_redisq_begin(q, &asm1, "c2", 3, &attempt, owner), REEL_REDISQ_RUN);
+    /* only an assemble task may ask, for a part that exists */
+    assert_true(reel_redisq_rerender_part(q, &m[0], 0, gone, 2) < 0);
+    assert_true(reel_redisq_rerender_part(q, &asm1, 2, gone, 2) < 0);
+    /* the loss of part 0: queued once; a second assembler that saw it finds it stale */
+    assert_int_equal(reel_redisq_rerender_part(q, &asm1, 0, gone, 2), REEL_REDISQ_RERENDER_QUEUED);
+    assert_int_equal(reel_redisq_rerender_part(q, &asm1, 0, gone, 2), REEL_REDISQ_RERENDER_STALE);
+    reel_redisq_ack(q, &asm1);
+    assert_int_equal(reel_redisq_get_parts(q, &asm1, &keys), REEL_ERR(ENOENT));
+    /* the part entry again, with its attempts from 1 */
+    assert_int_equal(reel_redisq_read(q, "t4", "c3", 0, &again), 1);
+    assert_string_equal(again.mode, "part");
+    assert_int_equal(again.part, 0);
+    assert_int_equal(again.parts, 2);
+    assert_string_equal(again.project_name, "Proj");
+    assert_int_equal(reel_redisq_read(q, "t4", "c3", 0, &none), 0);
+    assert_int_equal(reel_redisq_begin(q, &again, "c3", 3, &attempt, owner), REEL_REDISQ_RUN);
+    assert_int_equal(attempt, 1);
+    assert_int_equal(reel_redisq_record_part(q, &again, "pu/temp/multi_clip_rr/part_0_a2.nut"),
+                     REEL_REDISQ_PART_LAST);
+    reel_redisq_ack(q, &again);
+    /* a new assembly, which finds the new key */
+    assert_int_equal(reel_redisq_read(q, "t4", "c2", 0, &asm2), 1);
+    assert_string_equal(asm2.mode, "assemble");
+    assert_int_equal(reel_redisq_begin(q, &asm2, "c2", 3, &attempt, owner), REEL_REDISQ_RUN);
+    assert_int_equal(attempt, 1);
+    assert_int_equal(reel_redisq_get_parts(q, &asm2, &keys), 0);
+    assert_string_equal(keys[0], "pu/temp/multi_clip_rr/part_0_a2.nut");
+    for (int k = 0; k < 2; k++)
+        free(keys[k]);
+    free(keys);
+    /* gone again, and again: the second time is past a limit of 1 */
+    assert_int_equal(
+        reel_redisq_rerender_part(q, &asm2, 0, "pu/temp/multi_clip_rr/part_0_a2.nut", 1),
+        REEL_REDISQ_RERENDER_LIMIT);
+    assert_int_equal(reel_redisq_publish_result(q, "pu", "rr", &res), 1);
+    assert_int_equal(
+        reel_redisq_rerender_part(q, &asm2, 0, "pu/temp/multi_clip_rr/part_0_a2.nut", 5),
+        REEL_REDISQ_RERENDER_SETTLED);
+    reel_redisq_ack(q, &asm2);
+    for (int k = 0; k < 2; k++)
+        reel_redisq_msg_uninit(&m[k]);
+    reel_redisq_msg_uninit(&asm1);
+    reel_redisq_msg_uninit(&again);
+    reel_redisq_msg_uninit(&asm2);
+    reel_redisq_close(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_parallel_assemble_once),
         cmocka_unit_test(test_parallel_progress_and_cancel),
         cmocka_unit_test(test_parallel_part_gives_up),
+        cmocka_unit_test(test_parallel_rerender_part),
     };
     signal(SIGPIPE, SIG_IGN);
     reel_log_set_level(REEL_LOG_QUIET);

@@ -13,6 +13,7 @@
  *  - kill -9 of a worker in the middle of a part: another worker reclaims the
  *    part after the claim idle time and the export completes; one output, no
  *    temporary objects left.
+ *  - a recorded part gone from the store: rendered again, then assembled.
  *
  * usage: test_scale_parallel <node prefix> <s3rver.js> <node> <npm>; skips (77)
  * without node/npm/s3rver, unless CI=true.
@@ -684,6 +685,68 @@ static void test_kill9_mid_part(void **state)
     reel_redisq_close(&q);
 }
 
+/*
+ * A part recorded in Redis but gone from the store (here: recorded at a key
+ * never uploaded, as if an operator or a lifecycle rule had deleted it): the
+ * assembly queues that clip again, a worker renders it, a new assembly joins
+ * the reel, which matches the same job exported in one process.
+ */
+static void test_vanished_part_rendered_again(void **state)
+{
+    ReelRedisq *q = NULL;
+    char err[REEL_ERRMSG_SIZE], job[8192], ref_json[1200], ref_mp4[1200], par_mp4[1200];
+    const char *gone = "u3/temp/multi_clip_v1/part_0_gone.nut";
+    char no_sources[] = "[]";
+    ReelRedisqMsg fake = {.part = 0, .parts = 3};
+    Worker w;
+    ReelRedisqState st;
+    (void)state;
+
+    gen("pa.mp4", "testsrc2=size=160x120:rate=30", 440, 1.5);
+    gen("pb.mp4", "mandelbrot=size=160x120:rate=30", 660, 1.5);
+    gen("pc.mp4", "testsrc=size=160x120:rate=30", 880, 1.5);
+    assert_int_equal(reel_redisq_open(&q, srv.url, 5000, err), 0);
+    for (int c = 0; c < 3; c++)
+        put_source("u3", "v1", c, sources_of[c]);
+    assert_int_equal(enqueue(q, "u3", "v1", reel_job(3, 0, job, sizeof(job))), 3);
+    /* part 0 "rendered and recorded" before any worker runs; its object never existed */
+    snprintf(fake.gpu_class, sizeof(fake.gpu_class), "t4");
+    snprintf(fake.user, sizeof(fake.user), "u3");
+    snprintf(fake.export_id, sizeof(fake.export_id), "v1");
+    snprintf(fake.project_id, sizeof(fake.project_id), "v1");
+    snprintf(fake.project_name, sizeof(fake.project_name), "Test");
+    fake.job_json = job;
+    fake.sources_json = no_sources;
+    assert_int_equal(reel_redisq_record_part(q, &fake, gone), REEL_REDISQ_PART_RECORDED);
+
+    worker_start(&w, 20);
+    snprintf(ref_json, sizeof(ref_json), "%s", data("vref.json"));
+    snprintf(ref_mp4, sizeof(ref_mp4), "%s", data("vref.mp4"));
+    FILE *f = fopen(ref_json, "w");
+    assert_non_null(f);
+    fputs(reel_job(3, 1, job, sizeof(job)), f);
+    fclose(f);
+    sh("'%s' export '%s' -o '%s' --upscale off --threads 1 --progress none -q", CLIPREEL_BIN,
+       ref_json, ref_mp4);
+    wait_done(q, "u3", "v1", 240, &st);
+    if (strcmp(st.state, "complete"))
+        fail_msg("v1: %s %s", st.state, st.error);
+    /* parts 1 and 2, the assembly that found part 0 gone, part 0 again, the assembly */
+    assert_int_equal(st.attempts, 5);
+    snprintf(par_mp4, sizeof(par_mp4), "%s", data("vpar.mp4"));
+    assert_int_equal(reel_store_get_file(store, st.output_key, par_mp4), 0);
+    reel_redisq_state_uninit(&st);
+    compare_reels(par_mp4, ref_mp4);
+    /* 3 parts rendered, the final assembly (the superseded one and the fake entry's
+     * redelivery are acked, not counted) */
+    assert_int_equal(worker_stop(&w), 4);
+    assert_int_equal(count_keys("u3/working_videos/"), 2);
+    assert_int_equal(count_keys("u3/temp/"), 0);
+    check_redis_keys(6);
+    assert_int_equal(dir_entries(work_root), 0);
+    reel_redisq_close(&q);
+}
+
 int main(int argc, char **argv)
 {
     const char *d = getenv("REEL_TEST_DATA");
@@ -710,6 +773,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_three_workers_four_exports_one_parallel, kill_live),
         cmocka_unit_test_teardown(test_kill9_mid_part, kill_live),
+        cmocka_unit_test_teardown(test_vanished_part_rendered_again, kill_live),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
