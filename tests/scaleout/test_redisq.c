@@ -613,6 +613,70 @@ static void test_parallel_rerender_part(void **state)
     reel_redisq_close(&q);
 }
 
+/*
+ * Parallel mode across a Redis crash (SIGKILL, AOF on): the recorded parts
+ * and parts_done survive, the running part's entry is reclaimable, and
+ * recording the last part after the restart adds the one assemble entry.
+ */
+static void test_parallel_aof_restart(void **state)
+{
+    TestRedis aof = {0};
+    char err[REEL_ERRMSG_SIZE], owner[REEL_REDISQ_NAME_MAX + 16];
+    ReelRedisq *q = NULL;
+    ReelRedisqMsg m[3], back, asm_msg;
+    char **keys = NULL;
+    int attempt;
+    (void)state;
+
+    assert_int_equal(redis_start(&aof, 1), 0);
+    assert_int_equal(reel_redisq_open(&q, aof.url, 3000, err), 0);
+    enqueue_parallel(q, "crash", 3);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(reel_redisq_read(q, "t4", "w", 0, &m[k]), 1);
+        assert_int_equal(reel_redisq_begin(q, &m[k], "w", 3, &attempt, owner), REEL_REDISQ_RUN);
+    }
+    for (int k = 0; k < 2; k++) {
+        char key[64];
+        snprintf(key, sizeof(key), "pu/temp/multi_clip_crash/part_%d_a1.nut", k);
+        assert_int_equal(reel_redisq_record_part(q, &m[k], key), REEL_REDISQ_PART_RECORDED);
+        assert_int_equal(reel_redisq_ack(q, &m[k]), 0);
+    }
+
+    redis_stop(&aof); /* SIGKILL: no clean shutdown */
+    assert_true(reel_redisq_pending(q, "t4") < 0);
+    assert_int_equal(redis_start(&aof, 1), 0);
+
+    /* part 2's entry is still pending, parts 0 and 1 still recorded */
+    assert_int_equal(RETRY((int)reel_redisq_pending(q, "t4")), 1);
+    assert_int_equal(RETRY(reel_redisq_autoclaim(q, "t4", "w2", 0, &back)), 1);
+    assert_int_equal(back.part, 2);
+    assert_int_equal(reel_redisq_record_part(q, &m[0], "pu/temp/multi_clip_crash/part_0_a2.nut"),
+                     REEL_REDISQ_PART_DUPLICATE);
+    assert_int_equal(reel_redisq_begin(q, &back, "w2", 3, &attempt, owner), REEL_REDISQ_RUN);
+    assert_int_equal(attempt, 2);
+    assert_int_equal(reel_redisq_read(q, "t4", "w2", 0, &asm_msg), 0); /* no assembly yet */
+    assert_int_equal(reel_redisq_record_part(q, &back, "pu/temp/multi_clip_crash/part_2_a2.nut"),
+                     REEL_REDISQ_PART_LAST);
+    reel_redisq_ack(q, &back);
+    assert_int_equal(reel_redisq_read(q, "t4", "w2", 0, &asm_msg), 1);
+    assert_string_equal(asm_msg.mode, "assemble");
+    assert_int_equal(reel_redisq_get_parts(q, &asm_msg, &keys), 0);
+    assert_string_equal(keys[0], "pu/temp/multi_clip_crash/part_0_a1.nut");
+    assert_string_equal(keys[1], "pu/temp/multi_clip_crash/part_1_a1.nut");
+    assert_string_equal(keys[2], "pu/temp/multi_clip_crash/part_2_a2.nut");
+    for (int k = 0; k < 3; k++)
+        free(keys[k]);
+    free(keys);
+    reel_redisq_ack(q, &asm_msg);
+    assert_int_equal(reel_redisq_read(q, "t4", "w2", 0, &asm_msg), 0); /* only one */
+    for (int k = 0; k < 3; k++)
+        reel_redisq_msg_uninit(&m[k]);
+    reel_redisq_msg_uninit(&back);
+    reel_redisq_msg_uninit(&asm_msg);
+    reel_redisq_close(&q);
+    redis_remove(&aof);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -627,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_parallel_progress_and_cancel),
         cmocka_unit_test(test_parallel_part_gives_up),
         cmocka_unit_test(test_parallel_rerender_part),
+        cmocka_unit_test(test_parallel_aof_restart),
     };
     signal(SIGPIPE, SIG_IGN);
     reel_log_set_level(REEL_LOG_QUIET);
