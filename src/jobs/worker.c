@@ -614,6 +614,8 @@ static int fetch_parts(ReelWorker *w, ReelRedisq *q, Side *s, const ReelRedisqMs
                             reel_store_errmsg(w->cfg.store));
         else if (atomic_load(&s->cancel))
             ret = REEL_ERROR_CANCELLED;
+        else
+            ret = 0; /* the loop goes on while 0: no store's success value may end it */
     }
     for (int k = 0; k < m->parts; k++)
         free(keys[k]);
