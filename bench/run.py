@@ -14,7 +14,7 @@ Comparisons (issue 3; DESIGN section 10). "Higher" or "lower" is the good direct
                     at the frame's size, the faster of its direct and Winograd algorithms
                     (bench/conv_peak; Winograd's figure counts direct FLOPs)      >= 0.85
   bf16_speedup      fp32 time (the default: clipreel's f32 Winograd F(4x4)) / bf16 time (the
-                    default: clipreel's bf16 Winograd F(4x2)) of the same network and
+                    default: clipreel's bf16 Winograd F(4x4)) of the same network and
                     frame                                                          >= 1.8
   bf16_vs_direct    the same with Winograd off in both (CLIPREEL_CONV_ALGO=direct: oneDNN's
                     direct kernels, fp32 / bf16): what bf16 itself buys           >= 1.8
@@ -32,12 +32,15 @@ Comparisons (issue 3; DESIGN section 10). "Higher" or "lower" is the good direct
                     and encode stages still cost                                   <= 1.10
   rss_8_vs_1        peak RSS, 8 clips / 1 clip of the same length                  <= 1.25
   rss_long_vs_short peak RSS, one 60 s clip / one 6 s clip (quick: 12 s / 2 s)     <= 1.25
+  resize_vs_swscale the no-AI crop-and-scale per frame, swscale's SWS_LANCZOS time / clipreel's
+                    own scaler (src/media/resize.c, the CPU's best kernels), pipe_vs_ffmpeg's
+                    crop (bench/resize_bench; not one of issue 3's targets: ours) >= 1.0
 
 usage: bench/run.py [--quick] [--repeats N] [--out FILE] [--only NAME,...]
                     [--build-dir DIR] [--no-build] [--no-fetch]
 
 It configures and builds what it needs (cmake --build BUILD --target clipreel conv_peak
-upscale_bench), fetches the models and the upstream binary (scripts/fetch-models.sh) and
+upscale_bench resize_bench), fetches the models and the upstream binary (scripts/fetch-models.sh) and
 installs the Debian packages it needs (mesa-vulkan-drivers, time) when they are missing and
 it runs as root. Exit status: 0 when every comparison ran (whatever the ratios), 1 when one
 could not be measured, 2 on a setup failure.
@@ -75,6 +78,7 @@ TARGETS = {  # name: (direction, bound, text)
     "overlap_lanes": ("<=", 1.10, "<= 1.10"),
     "rss_8_vs_1": ("<=", 1.25, "<= 1.25"),
     "rss_long_vs_short": ("<=", 1.25, "<= 1.25"),
+    "resize_vs_swscale": (">=", 1.0, ">= 1.0"),
 }
 ORDER = list(TARGETS)
 
@@ -226,9 +230,9 @@ def ensure_build(build):
         log(f"configuring {build} (Release)")
         subprocess.run(["cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release"],
                        check=True, stdout=subprocess.DEVNULL)
-    log(f"building clipreel conv_peak upscale_bench in {build}")
+    log(f"building clipreel conv_peak upscale_bench resize_bench in {build}")
     p = subprocess.run(["cmake", "--build", build, "-j", str(os.cpu_count() or 2), "--target",
-                        "clipreel", "conv_peak", "upscale_bench"],
+                        "clipreel", "conv_peak", "upscale_bench", "resize_bench"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if p.returncode != 0:
         sys.stderr.write(p.stdout.decode(errors="replace")[-3000:])
@@ -325,6 +329,7 @@ class Bench:
         self.clipreel = os.path.join(build, "clipreel")
         self.ub = os.path.join(build, "bench", "upscale_bench")
         self.cp = os.path.join(build, "bench", "conv_peak")
+        self.rb = os.path.join(build, "bench", "resize_bench")
         # the network at the issue's frame size (quick: a quarter of it, so that the three
         # variants fit the CI budget on a busy machine); the upstream comparison at a small
         # frame in quick mode (upscayl-bin needs ~30 s for the full one on lavapipe)
@@ -508,6 +513,23 @@ class Bench:
         if self.a.want("pipe_vs_twostep"):
             self.ratios["pipe_vs_twostep"] = stats([t / o for t, o in zip(two, ours)])
 
+    def resize(self):
+        # pipe_vs_ffmpeg's crop of its source, scaled to its output
+        src, crop, out = (("640x360", "202x360", "360x640") if self.quick else
+                          ("1920x1080", "606x1080", "1080x1920"))
+        ours, sws, kernels = [], [], ""
+        for _ in range(self.reps):
+            _, o = run([self.rb, "--frames", "30" if self.quick else "60", src, crop, out])
+            m = re.search(r"clipreel (\S+) ([\d.]+) ms/frame, swscale ([\d.]+) ms/frame", o)
+            if not m:
+                raise BenchError("no timing line from resize_bench: " + o.strip()[:200])
+            kernels = m.group(1)
+            ours.append(float(m.group(2)))
+            sws.append(float(m.group(3)))
+        self.raw.update({"resize_case": f"{crop} of {src} -> {out}", "resize_kernels": kernels,
+                         "resize_clipreel_ms": ours, "resize_swscale_ms": sws})
+        self.ratios["resize_vs_swscale"] = stats([s_ / o for s_, o in zip(sws, ours)])
+
     def overlap(self):
         # a crop through the model, output exactly 4x the crop (the resize is then 1:1)
         ocw, och = (32, 56) if self.quick else (68, 120)
@@ -650,7 +672,8 @@ def main():
     wait = a.wait_quiet if a.wait_quiet >= 0 else (0 if a.quick else 120)
     groups = [(("net_vs_conv", "bf16_speedup", "bf16_vs_direct"), b.network), (("vs_upstream",), b.vs_upstream),
               (("startup_ms",), b.startup), (("pipe_vs_ffmpeg", "pipe_vs_twostep"), b.pipeline),
-              (("overlap", "overlap_lanes"), b.overlap), (("rss_8_vs_1", "rss_long_vs_short"), b.rss)]
+              (("overlap", "overlap_lanes"), b.overlap), (("rss_8_vs_1", "rss_long_vs_short"), b.rss),
+              (("resize_vs_swscale",), b.resize)]
     try:
         for names, fn in groups:
             if not any(a.want(n) for n in names):
