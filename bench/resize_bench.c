@@ -67,26 +67,23 @@ int main(int argc, char **argv)
     int x = ((sw - cw) / 2) & ~1;
     const uint8_t *crop[3] = {src[0] + x, src[1] + x / 2, src[2] + x / 2};
     ReelResize rs;
-    memset(&rs, 0, sizeof(rs));
-    if (reel_resize_set(&rs, AV_PIX_FMT_YUV420P, x, 0, cw, ch, ow, oh) < 0) {
-        fprintf(stderr, "clipreel's scaler does not take %dx%d -> %dx%d\n", cw, ch, ow, oh);
-        return 1;
-    }
+    reel_resize_init(&rs);
     if (c_only)
         rs.use_simd = REEL_RESIZE_C;
     if (avx2 && rs.use_simd > REEL_RESIZE_AVX2)
         rs.use_simd = REEL_RESIZE_AVX2;
+    if (reel_resize_set(&rs, AV_PIX_FMT_YUV420P, x, 0, cw, ch, ow, oh) < 0) {
+        fprintf(stderr, "clipreel's scaler does not take %dx%d -> %dx%d\n", cw, ch, ow, oh);
+        return 1;
+    }
     struct SwsContext *c = sws_getContext(cw, ch, AV_PIX_FMT_YUV420P, ow, oh, AV_PIX_FMT_YUV420P,
                                           SWS_LANCZOS | SWS_ACCURATE_RND, NULL, NULL, NULL);
     double best_ours = 1e9, best_sws = 1e9;
     for (int r = 0; r < 3; r++) {
         double t0 = now();
         for (int i = 0; i < frames; i++) {
-            if (zoom) {
-                int level = rs.use_simd; /* set() picks the CPU's best again */
+            if (zoom)
                 reel_resize_set(&rs, AV_PIX_FMT_YUV420P, x, 0, cw - 2 * i, ch - 2 * i, ow, oh);
-                rs.use_simd = level;
-            }
             reel_resize_run(&rs, (const uint8_t *const *)src, ss, dst, ds);
         }
         double t1 = now();

@@ -108,11 +108,11 @@ typedef struct Export {
      * compositor then takes them strictly in decode order, each worker waiting
      * for its frame's turn (next_seq, under lock). */
     int nworkers;
-    int64_t decoded_seq;  /* decode stage only: frames handed out so far */
-    pthread_cond_t turn;  /* with lock: next_seq moved on, or err set */
+    int64_t decoded_seq; /* decode stage only: frames handed out so far */
+    pthread_cond_t turn; /* with lock: next_seq moved on, or err set */
     int64_t next_seq;
-    AVFrame *held[1024];  /* compositor (the turn's holder only): dissolve's held frames */
-    int64_t emitted;      /* compositor: reel frames emitted */
+    AVFrame *held[1024]; /* compositor (the turn's holder only): dissolve's held frames */
+    int64_t emitted;     /* compositor: reel frames emitted */
 
     ReelQueue decoded, composed;
     AVBufferPool *out_pool; /* output frames (yuv420p): no allocation per frame */
@@ -240,7 +240,8 @@ static void progress(Export *ex, ReelPhase phase, int clip, int force)
     else if (phase == REEL_PHASE_FINALIZING)
         pct = 97.0;
     else
-        pct = 2.0 + 93.0 * (double)ex->clip_frames_done / (double)(ex->clip_frames_total ? ex->clip_frames_total : 1);
+        pct = 2.0 + 93.0 * (double)ex->clip_frames_done /
+                        (double)(ex->clip_frames_total ? ex->clip_frames_total : 1);
     if (pct < ex->percent)
         pct = ex->percent;
     ex->percent = pct;
@@ -253,9 +254,10 @@ static void progress(Export *ex, ReelPhase phase, int clip, int force)
     p.percent = pct;
     double el = t - ex->t_start;
     p.fps = el > 0 ? ex->reel_frames_done / el : 0.0;
-    p.eta_s = ex->clip_frames_done > 0 && phase == REEL_PHASE_PROCESSING
-                  ? el * (double)(ex->clip_frames_total - ex->clip_frames_done) / ex->clip_frames_done
-                  : -1.0;
+    p.eta_s =
+        ex->clip_frames_done > 0 && phase == REEL_PHASE_PROCESSING
+            ? el * (double)(ex->clip_frames_total - ex->clip_frames_done) / ex->clip_frames_done
+            : -1.0;
     p.message = reel_phase_name(phase);
     if (ex->opt->progress)
         ex->opt->progress(ex->opt->progress_opaque, &p);
@@ -335,8 +337,7 @@ static int decode_clip(Export *ex, int k)
     if (clip->trim_start > 0.0) {
         int64_t ts = (int64_t)floor((clip->trim_start + d.t0) / d.tb);
         if (av_seek_frame(d.fmt, d.stream, ts, AVSEEK_FLAG_BACKWARD) < 0)
-            reel_log(REEL_LOG_WARNING, "export", "%s: seek failed, decoding from the start",
-                     what);
+            reel_log(REEL_LOG_WARNING, "export", "%s: seek failed, decoding from the start", what);
         avcodec_flush_buffers(d.dec);
     }
     cur = decoder_next(&d, &tcur);
@@ -423,7 +424,8 @@ typedef struct Transform {
     struct SwsContext *to_rgb, *resize, *to_yuv, *yuv_scale;
     int src_w, src_h, src_fmt, src_cs, src_range;
     int ys_w, ys_h, ys_fmt, ys_xodd, ys_yodd; /* what yuv_scale was made for */
-    ReelResize lanczos; /* the YUV path's own scaler (media/resize.h) */
+    ReelResize lanczos;                       /* the YUV path's own scaler (media/resize.h) */
+    int own_scaler;                           /* it is used (own_scaler()) */
     uint8_t *rgb, *rot, *up, *scaled;
     size_t rgb_size, rot_size, up_size, scaled_size;
 } Transform;
@@ -504,16 +506,15 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r
     if (!tr->to_rgb || reg->width != tr->src_w || reg->height != tr->src_h ||
         f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range) {
         sws_freeContext(tr->to_rgb);
-        tr->to_rgb = sws_getContext(reg->width, reg->height, f->format, reg->width, reg->height,
-                                    AV_PIX_FMT_RGB24,
-                                    SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT |
-                                        SWS_FULL_CHR_H_INP,
-                                    NULL, NULL, NULL);
+        tr->to_rgb = sws_getContext(
+            reg->width, reg->height, f->format, reg->width, reg->height, AV_PIX_FMT_RGB24,
+            SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP, NULL, NULL,
+            NULL);
         if (!tr->to_rgb)
             return ex_fail(ex, REEL_ERROR_MEDIA, "unsupported source pixel format %s",
                            av_get_pix_fmt_name(f->format));
-        sws_setColorspaceDetails(tr->to_rgb, sws_getCoefficients(cs), full,
-                                 sws_getCoefficients(cs), 1, 0, 1 << 16, 1 << 16);
+        sws_setColorspaceDetails(tr->to_rgb, sws_getCoefficients(cs), full, sws_getCoefficients(cs),
+                                 1, 0, 1 << 16, 1 << 16);
         tr->src_w = reg->width, tr->src_h = reg->height, tr->src_fmt = f->format;
         tr->src_cs = cs, tr->src_range = full;
         if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0)
@@ -536,8 +537,8 @@ static ReelRect region_of(const AVFrame *f, const ReelRect *r)
     ReelRect whole = {0, 0, f->width, f->height};
     const int margin = 4;
 
-    if (!desc || (desc->flags & (AV_PIX_FMT_FLAG_PAL | AV_PIX_FMT_FLAG_BITSTREAM |
-                                 AV_PIX_FMT_FLAG_HWACCEL)))
+    if (!desc ||
+        (desc->flags & (AV_PIX_FMT_FLAG_PAL | AV_PIX_FMT_FLAG_BITSTREAM | AV_PIX_FMT_FLAG_HWACCEL)))
         return whole;
     int ax = 1 << desc->log2_chroma_w, ay = 1 << desc->log2_chroma_h;
     int w = (r->width + 2 * margin + 2 * ax - 1) / ax * ax;
@@ -585,17 +586,16 @@ static AVFrame *new_out_frame(Export *ex)
 
 /* RGB path: Lanczos-3 of a w x h RGB24 region (stride bytes) to the output
  * size, then to the output frame (BT.709 limited yuv420p). */
-static AVFrame *rgb_to_out(Export *ex, Transform *tr, const uint8_t *src, int w, int h,
-                           int stride)
+static AVFrame *rgb_to_out(Export *ex, Transform *tr, const uint8_t *src, int w, int h, int stride)
 {
     AVFrame *out;
 
     if (w != ex->out_w || h != ex->out_h) { /* Lanczos at scale 1 is the identity */
         if (grow(&tr->scaled, &tr->scaled_size, (size_t)ex->out_w * ex->out_h * 3 + 64) < 0)
             return NULL;
-        tr->resize = sws_getCachedContext(tr->resize, w, h, AV_PIX_FMT_RGB24, ex->out_w,
-                                          ex->out_h, AV_PIX_FMT_RGB24,
-                                          SWS_LANCZOS | SWS_ACCURATE_RND, NULL, NULL, NULL);
+        tr->resize = sws_getCachedContext(tr->resize, w, h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
+                                          AV_PIX_FMT_RGB24, SWS_LANCZOS | SWS_ACCURATE_RND, NULL,
+                                          NULL, NULL);
         if (!tr->resize)
             return NULL;
         const uint8_t *s[4] = {src};
@@ -607,9 +607,9 @@ static AVFrame *rgb_to_out(Export *ex, Transform *tr, const uint8_t *src, int w,
         stride = ex->out_w * 3;
     }
     if (!tr->to_yuv) {
-        tr->to_yuv = sws_getContext(ex->out_w, ex->out_h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
-                                    AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND, NULL,
-                                    NULL, NULL);
+        tr->to_yuv =
+            sws_getContext(ex->out_w, ex->out_h, AV_PIX_FMT_RGB24, ex->out_w, ex->out_h,
+                           AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL, NULL);
         if (!tr->to_yuv)
             return NULL;
         sws_setColorspaceDetails(tr->to_yuv, sws_getCoefficients(SWS_CS_ITU709), 1,
@@ -631,8 +631,8 @@ static int yuv_direct(const AVFrame *f)
 {
     const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
     return d && d->nb_components >= 3 && d->log2_chroma_w <= 1 && d->log2_chroma_h <= 1 &&
-           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL |
-                         AV_PIX_FMT_FLAG_BITSTREAM | AV_PIX_FMT_FLAG_HWACCEL)) &&
+           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL | AV_PIX_FMT_FLAG_BITSTREAM |
+                         AV_PIX_FMT_FLAG_HWACCEL)) &&
            sws_cs_of(f->colorspace) == SWS_CS_ITU709 && f->color_range != AVCOL_RANGE_JPEG &&
            f->format != AV_PIX_FMT_YUVJ420P && f->format != AV_PIX_FMT_YUVJ422P &&
            f->format != AV_PIX_FMT_YUVJ444P;
@@ -671,9 +671,9 @@ static AVFrame *yuv_to_out(Export *ex, Transform *tr, const AVFrame *f, const Re
         }
         return out;
     }
-    int ret = own_scaler() ? reel_resize_set(&tr->lanczos, f->format, r->x, r->y, r->width,
-                                             r->height, ex->out_w, ex->out_h)
-                           : AVERROR(ENOSYS);
+    int ret = tr->own_scaler ? reel_resize_set(&tr->lanczos, f->format, r->x, r->y, r->width,
+                                               r->height, ex->out_w, ex->out_h)
+                             : AVERROR(ENOSYS);
     if (ret == 0) {
         reel_resize_run(&tr->lanczos, (const uint8_t *const *)f->data, f->linesize, out->data,
                         out->linesize);
@@ -805,7 +805,8 @@ static void scale_frame(AVFrame *f, double w)
 {
     int iw = (int)lrint(w * 65536.0);
     for (int p = 0; p < 3; p++) {
-        int base = p ? 128 : 16, h = p ? f->height / 2 : f->height, wd = p ? f->width / 2 : f->width;
+        int base = p ? 128 : 16, h = p ? f->height / 2 : f->height,
+            wd = p ? f->width / 2 : f->width;
         int add = base * (65536 - iw) + 32768;
         for (int y = 0; y < h; y++) {
             uint8_t *q = f->data[p] + (size_t)y * f->linesize[p];
@@ -819,7 +820,8 @@ static void scale_frame(AVFrame *f, double w)
 static void blend_into(AVFrame *a, double wa, const AVFrame *b, double wb)
 {
     for (int p = 0; p < 3; p++) {
-        int base = p ? 128 : 16, h = p ? a->height / 2 : a->height, wd = p ? a->width / 2 : a->width;
+        int base = p ? 128 : 16, h = p ? a->height / 2 : a->height,
+            wd = p ? a->width / 2 : a->width;
         for (int y = 0; y < h; y++) {
             uint8_t *q = a->data[p] + (size_t)y * a->linesize[p];
             const uint8_t *o = b->data[p] + (size_t)y * b->linesize[p];
@@ -960,6 +962,8 @@ static void *transform_thread(void *arg)
     void *p;
 
     memset(&tr, 0, sizeof(tr));
+    reel_resize_init(&tr.lanczos);
+    tr.own_scaler = own_scaler();
     while (reel_queue_pop(&ex->decoded, &p) == 0) {
         DecItem *it = p;
         AVFrame *out = NULL;
@@ -1015,7 +1019,7 @@ typedef struct Muxer {
     AVFrame *aframe;
     ReelAudioReel *audio;
     float *left, *right; /* MODE_PART: planar samples before interleaving for PCM */
-    int64_t audio_done; /* samples encoded */
+    int64_t audio_done;  /* samples encoded */
     int header_written;
 } Muxer;
 
@@ -1200,8 +1204,8 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
     if (o->chapters) {
         for (int k = 0; k < ex->job->nb_clips; k++) {
             AVChapter *ch = av_mallocz(sizeof(*ch));
-            AVChapter **arr = av_realloc_array(m->oc->chapters, m->oc->nb_chapters + 1,
-                                               sizeof(*arr));
+            AVChapter **arr =
+                av_realloc_array(m->oc->chapters, m->oc->nb_chapters + 1, sizeof(*arr));
             if (!ch || !arr) {
                 av_free(ch);
                 return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
@@ -1210,8 +1214,8 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
             ch->id = k;
             ch->time_base = (AVRational){o->fps_den, o->fps_num};
             ch->start = ex->layout.clips[k].start;
-            ch->end = k + 1 < ex->job->nb_clips ? ex->layout.clips[k + 1].start
-                                                : ex->layout.nb_frames;
+            ch->end =
+                k + 1 < ex->job->nb_clips ? ex->layout.clips[k + 1].start : ex->layout.nb_frames;
             av_dict_set(&ch->metadata, "title", ex->job->clips[k].title, 0);
             m->oc->chapters[m->oc->nb_chapters++] = ch;
         }
@@ -1307,8 +1311,8 @@ static int write_vtt(Export *ex, const char *path, char *errmsg)
     fprintf(f, "WEBVTT\n");
     for (int k = 0; k < ex->job->nb_clips; k++) {
         char a[32], b[32];
-        int64_t end = k + 1 < ex->job->nb_clips ? ex->layout.clips[k + 1].start
-                                                : ex->layout.nb_frames;
+        int64_t end =
+            k + 1 < ex->job->nb_clips ? ex->layout.clips[k + 1].start : ex->layout.nb_frames;
         vtt_time(a, sizeof(a), ex->layout.clips[k].start / ex->fps);
         vtt_time(b, sizeof(b), end / ex->fps);
         /* a cue's text must not contain "-->" or blank lines: titles are one line */
@@ -1366,8 +1370,10 @@ static int probe_all(Export *ex, char *errmsg)
     for (int k = 0; k < ex->layout.nb_clips; k++) {
         ex->clip_frames_total += ex->layout.clips[k].nb_frames;
         if (ex->layout.clips[k].d_out > 1024)
-            return reel_fail(errmsg, REEL_ERROR_LIMIT, "transition.duration: %lld frames is more "
-                             "than the 1024 the compositor holds", (long long)ex->layout.clips[k].d_out);
+            return reel_fail(errmsg, REEL_ERROR_LIMIT,
+                             "transition.duration: %lld frames is more "
+                             "than the 1024 the compositor holds",
+                             (long long)ex->layout.clips[k].d_out);
     }
     return 0;
 }
@@ -1402,7 +1408,8 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
         memset(stats, 0, sizeof(*stats));
     if (!opt || !opt->output_path)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "export: no output path");
-    if (strlen(opt->output_path) > 4000 || (opt->chapters_path && strlen(opt->chapters_path) > 4000))
+    if (strlen(opt->output_path) > 4000 ||
+        (opt->chapters_path && strlen(opt->chapters_path) > 4000))
         return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "export: output path too long");
     ex.job = job;
     ex.mode = mode;
@@ -1583,8 +1590,8 @@ static void reel_size(const ReelJob *job, int *w, int *h)
     }
 }
 
-int reel_export_part(ReelJob *job, int index, const ReelExportOptions *opt,
-                     ReelExportStats *stats, char *errmsg)
+int reel_export_part(ReelJob *job, int index, const ReelExportOptions *opt, ReelExportStats *stats,
+                     char *errmsg)
 {
     char local_err[REEL_ERRMSG_SIZE];
     ReelJob *part = NULL;
@@ -1624,8 +1631,7 @@ static int part_frames(const char *path, int k, int64_t *frames, char *errmsg)
     *frames = e ? strtoll(e->value, NULL, 10) : 0;
     avformat_close_input(&fmt);
     if (*frames <= 0)
-        return reel_fail(errmsg, REEL_ERROR_MEDIA, "parts[%d]: %s is not a clipreel part", k,
-                         path);
+        return reel_fail(errmsg, REEL_ERROR_MEDIA, "parts[%d]: %s is not a clipreel part", k, path);
     return 0;
 }
 

@@ -115,7 +115,7 @@ static int axis_quads(ReelResizeAxis *a)
  * inputs add their weight to the edge sample. AVERROR(ENOSYS) when an output
  * would need more than REEL_RESIZE_MAX_TAPS inputs.
  */
-static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double step)
+static int axis_build(ReelResizeAxis *a, int level, int n_in, int n_out, double off, double step)
 {
     double scale = step > 1.0 ? step : 1.0, support = 3.0 * scale;
     double w[REEL_RESIZE_MAX_TAPS];
@@ -180,7 +180,10 @@ static int axis_build(ReelResizeAxis *a, int n_in, int n_out, double off, double
         c[big] = (int16_t)(c[big] + ONE - qsum); /* each row sums to exactly one */
         a->start[i] = start;
     }
-    if (axis_groups(a) < 0 || axis_quads(a) < 0)
+    /* the horizontal tables of the kernels that will run: AVX-512's, and AVX2's where
+     * AVX2 runs (or stands in for AVX-512 on a group wider than 32 bytes) */
+    if ((level == REEL_RESIZE_AVX512 && axis_groups(a) < 0) ||
+        (level >= REEL_RESIZE_AVX2 && !a->simd && axis_quads(a) < 0))
         goto nomem;
     return 0;
 nomem:
@@ -189,12 +192,12 @@ nomem:
 }
 
 /* axis_build, unless the axis already has these tables */
-static int axis_set(ReelResizeAxis *a, int n_in, int n_out, double off, double step)
+static int axis_set(ReelResizeAxis *a, int level, int n_in, int n_out, double off, double step)
 {
     if (a->coef && a->n_in == n_in && a->n_out == n_out && a->off == off && a->step == step)
         return 0;
     axis_free(a);
-    return axis_build(a, n_in, n_out, off, step);
+    return axis_build(a, level, n_in, n_out, off, step);
 }
 
 int reel_resize_simd_supported(void)
@@ -210,8 +213,16 @@ int reel_resize_simd_supported(void)
     return REEL_RESIZE_C;
 }
 
+void reel_resize_init(ReelResize *rs)
+{
+    memset(rs, 0, sizeof(*rs));
+    rs->use_simd = reel_resize_simd_supported();
+}
+
 void reel_resize_free(ReelResize *rs)
 {
+    int level = rs->use_simd;
+
     for (int p = 0; p < 3; p++) {
         axis_free(&rs->plane[p].h);
         axis_free(&rs->plane[p].v);
@@ -219,6 +230,7 @@ void reel_resize_free(ReelResize *rs)
         free(rs->plane[p].acc);
     }
     memset(rs, 0, sizeof(*rs));
+    rs->use_simd = level;
 }
 
 int reel_resize_set(ReelResize *rs, int fmt, int x, int y, int w, int h, int out_w, int out_h)
@@ -248,9 +260,9 @@ int reel_resize_set(ReelResize *rs, int fmt, int x, int y, int w, int h, int out
         int nw = out_w >> dx, nh = out_h >> dx, rstride = (nw + 31) & ~31;
         /* in this plane's samples: the crop starts at x / 2^sx and spans w / 2^sx; an
          * axis is rebuilt only when that changed (a pan keeps the luma tables) */
-        if ((ret = axis_set(&pl->h, x1 - x0, nw, (double)x / (1 << sx) - x0,
+        if ((ret = axis_set(&pl->h, rs->use_simd, x1 - x0, nw, (double)x / (1 << sx) - x0,
                             (double)w / (1 << sx) / nw)) < 0 ||
-            (ret = axis_set(&pl->v, y1 - y0, nh, (double)y / (1 << sy) - y0,
+            (ret = axis_set(&pl->v, rs->use_simd, y1 - y0, nh, (double)y / (1 << sy) - y0,
                             (double)h / (1 << sy) / nh)) < 0)
             goto fail;
         pl->x0 = x0, pl->y0 = y0;
@@ -266,7 +278,6 @@ int reel_resize_set(ReelResize *rs, int fmt, int x, int y, int w, int h, int out
             }
         }
     }
-    rs->use_simd = reel_resize_simd_supported();
     return 0;
 fail:
     reel_resize_free(rs);

@@ -53,13 +53,16 @@ typedef struct ReelResizePlane {
     int32_t *acc;  /* rstride: the C vertical kernel's sums */
 } ReelResizePlane;
 
-/* kernel sets, best last; reel_resize_set picks the CPU's best, tests may lower it */
+/* kernel sets, best last; reel_resize_init picks the CPU's best, tests may lower it */
 enum { REEL_RESIZE_C, REEL_RESIZE_AVX2, REEL_RESIZE_AVX512 };
 
 typedef struct ReelResize {
     ReelResizePlane plane[3];
-    int use_simd; /* REEL_RESIZE_C, _AVX2 or _AVX512 */
+    int use_simd; /* REEL_RESIZE_C, _AVX2 or _AVX512: set before the first reel_resize_set */
 } ReelResize;
+
+/** An empty scaler on the CPU's best kernels (reel_resize_simd_supported). */
+void reel_resize_init(ReelResize *rs);
 
 /**
  * Prepares rs for a crop (x, y, w, h) of a frame of pixel format fmt (an
@@ -75,6 +78,7 @@ int reel_resize_set(ReelResize *rs, int fmt, int x, int y, int w, int h, int out
 void reel_resize_run(ReelResize *rs, const uint8_t *const src[3], const int src_stride[3],
                      uint8_t *const dst[3], const int dst_stride[3]);
 
+/** Frees the tables (the kernel choice stays: the scaler can be set again). */
 void reel_resize_free(ReelResize *rs);
 
 /* kernels, for the tests: one row each */

@@ -188,12 +188,12 @@ static int fmt_of(int cw, int ch)
 static void scale(const Frame *f, int x, int y, int w, int h, int ow, int oh, int simd, Out *o)
 {
     ReelResize rs;
-    memset(&rs, 0, sizeof(rs));
+    reel_resize_init(&rs);
+    rs.use_simd = simd;
     int ret = reel_resize_set(&rs, fmt_of(f->cw, f->ch), x, y, w, h, ow, oh);
     CHECK(ret == 0, "reel_resize_set(%dx%d+%d+%d -> %dx%d) = %d", w, h, x, y, ow, oh, ret);
     if (ret)
         return;
-    rs.use_simd = simd;
     reel_resize_run(&rs, (const uint8_t *const *)f->p, f->stride, o->p, o->stride);
     reel_resize_free(&rs);
 }
@@ -268,7 +268,7 @@ static void check_moving_crop(void)
     Out a, b;
     int bad = 0;
 
-    memset(&kept, 0, sizeof(kept));
+    reel_resize_init(&kept);
     frame_make(&f, 128, 112, 1, 1, 1);
     out_make(&a, 90, 120);
     out_make(&b, 90, 120);
@@ -373,7 +373,7 @@ int main(void)
     check_moving_crop();
 
     /* what it leaves to swscale */
-    memset(&rs, 0, sizeof(rs));
+    reel_resize_init(&rs);
     CHECK(reel_resize_set(&rs, AV_PIX_FMT_YUV420P, 0, 0, 200, 100, 100, 50) == AVERROR(ENOSYS),
           "a 2:1 reduction must be left to swscale");
     CHECK(reel_resize_set(&rs, AV_PIX_FMT_YUV444P, 0, 0, 100, 100, 100, 100) == AVERROR(ENOSYS),
