@@ -22,6 +22,7 @@
 #include <openssl/sha.h>
 
 #include "core/error.h"
+#include "upscale/upscale.h"
 
 typedef enum OptType {
     OPT_INT,     /**< int in [lo, hi] */
@@ -74,7 +75,8 @@ static const Opt opts[] = {
      " requests (default 160)"},
     {"engine_threads", "--engine-threads", "CLIPREEL_ENGINE_THREADS", OPT_INT, F(engine_threads), 0,
      1024, "threads per export (default 0 = all cores)"},
-    {"engine_lanes", "--engine-lanes", "CLIPREEL_ENGINE_LANES", OPT_INT, F(engine_lanes), 0, 64,
+    {"engine_lanes", "--engine-lanes", "CLIPREEL_ENGINE_LANES", OPT_INT, F(engine_lanes), 0,
+     REEL_UPSCALE_MAX_LANES,
      "model lanes per export: frames upscaled side by side, each lane holding its own copy of"
      " the model's buffers (default 0 = one per thread, at most 4; 1 = least memory)"},
     {"limits.max_upload", "--max-upload", "CLIPREEL_MAX_UPLOAD", OPT_SIZE, F(max_upload), 1,
