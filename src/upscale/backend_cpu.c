@@ -19,7 +19,10 @@
  *      step per remaining layer, in file order; a PReLU that alone reads a
  *      convolution's output joins that convolution's step and runs in place
  *      on its output (oneDNN 2.6 has no fast convolution with a prelu
- *      post-op: asking for one gets the reference kernel).
+ *      post-op: asking for one gets the reference kernel); a Concat read
+ *      only by a convolution clipreel's Winograd runs is dropped, that
+ *      convolution reading the Concat's inputs where they lie (x4plus's
+ *      dense blocks copy nothing).
  *   2. formats: walking the steps in order, every step picks the primitive
  *      (descriptor) it will run and the descriptors it needs for its inputs;
  *      an input whose blob has another descriptor gets a conversion step (one
@@ -171,7 +174,7 @@ typedef struct CpuState {
     int nscratch, capscratch;
     void *own_scratch; /* shared by the steps on clipreel's Winograd, one share per thread */
     size_t own_scratch_bytes;
-    int nconvert, nwino, nown; /* for the log */
+    int nconvert, nwino, nown, nfolded; /* for the log */
 } CpuState;
 
 /* ------------------------------------------------------------------------ */
@@ -472,6 +475,46 @@ static CpuStep *new_step(CpuState *s, char *errmsg)
     return st;
 }
 
+/*
+ * A Concat whose only reader is a convolution clipreel's Winograd runs is not
+ * made: that convolution takes the Concat's inputs as its own and reads them
+ * where they lie (reel_wino_run_cat), so a dense block (x4plus's RRDB) copies
+ * nothing. Each input must be a whole number of 16-channel groups.
+ */
+static void fold_concats(CpuState *s)
+{
+    for (int i = 0; i < s->nsteps; i++) {
+        CpuStep *cat = &s->steps[i], *reader = NULL;
+        int nreaders = 0, chans = 0, groups_ok = 1;
+
+        if (cat->kind != REEL_NN_CONCAT || cat->nsrc > REEL_WINO_MAX_SRC ||
+            cat->dst == s->alias[s->g->output])
+            continue;
+        for (int k = 0; k < cat->nsrc; k++) {
+            groups_ok &= s->shapes[cat->src[k]].c % 16 == 0;
+            chans += s->shapes[cat->src[k]].c;
+        }
+        for (int j = i + 1; j < s->nsteps; j++)
+            for (int k = 0; k < s->steps[j].nsrc; k++)
+                if (s->steps[j].src[k] == cat->dst) {
+                    nreaders++;
+                    reader = &s->steps[j];
+                }
+        if (!groups_ok || nreaders != 1 || reader->kind != REEL_NN_CONV ||
+            !own_capable(s, reader) || chans != reader->l->p.conv.in_c)
+            continue;
+        free(reader->src);
+        reader->src = cat->src;
+        reader->nsrc = cat->nsrc;
+        reel_log(REEL_LOG_DEBUG, "upscale", "%s: reads the %d inputs of %s in place",
+                 reader->l->name, cat->nsrc, cat->l->name);
+        memmove(cat, cat + 1, (size_t)(s->nsteps - 1 - i) * sizeof(*cat));
+        s->nsteps--;
+        s->nfolded++;
+        i--;
+    }
+}
+
 /* Build the step list: aliases, PReLU fusion, one step per executed layer. */
 static int build_steps(CpuState *s, char *errmsg)
 {
@@ -541,6 +584,7 @@ static int build_steps(CpuState *s, char *errmsg)
             }
         }
     }
+    fold_concats(s);
     /* who reads what: the formats pass writes for the readers it knows are coming */
     s->loop_reader[s->alias[g->output]] = 1;
     for (int i = 0; i < s->nsteps; i++) {
@@ -750,7 +794,12 @@ static int plan_conv(CpuState *s, int *pos, char *errmsg)
         reel_log(REEL_LOG_DEBUG, "upscale", "%s: clipreel Winograd %s F(%dx%d, 3x3)%s", st->l->name,
                  s->bf16 ? "bf16" : "f32", s->bf16 ? s->own_rows : 4, s->bf16 ? s->own_cols : 4,
                  st->prelu || cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
-        return need_src(s, pos, 0, &src_md, errmsg);
+        /* one input, or the inputs of a Concat folded into it (fold_concats) */
+        for (int k = 0; ret >= 0 && k < s->steps[*pos].nsrc; k++) {
+            src_md = nhwc_of(s, s->steps[*pos].src[k], dt);
+            ret = need_src(s, pos, k, &src_md, errmsg); /* may move the steps */
+        }
+        return ret;
     }
     tag_desc(&any_src, &s->shapes[b], dt, dnnl_format_tag_any);
     tag_desc(&any_dst, &s->shapes[d], ddt, dnnl_format_tag_any);
@@ -1581,10 +1630,10 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
             total += s->buf_bytes[i];
         reel_log(REEL_LOG_DEBUG, "upscale",
                  "cpu backend: %dx%d input, %s, %d threads, %d steps (%d Winograd "
-                 "convolutions by oneDNN, %d by clipreel, %d conversions), %d buffers, %zu MB "
-                 "activations",
+                 "convolutions by oneDNN, %d by clipreel, %d conversions, %d concats read in "
+                 "place), %d buffers, %zu MB activations",
                  in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino, s->nown,
-                 s->nconvert, s->nbufs, total >> 20);
+                 s->nconvert, s->nfolded, s->nbufs, total >> 20);
     }
     *state = s;
     return 0;
@@ -1619,8 +1668,18 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
         }
         switch (st->kind) {
         case REEL_NN_CONV: /* clipreel's Winograd */
-            reel_wino_run(st->own_conv, buf_of(s, st->src[0]), buf_of(s, st->dst), s->own_scratch);
+        {
+            const void *src[REEL_WINO_MAX_SRC];
+            int chans[REEL_WINO_MAX_SRC];
+
+            for (int k = 0; k < st->nsrc; k++) {
+                src[k] = buf_of(s, st->src[k]);
+                chans[k] = s->shapes[st->src[k]].c;
+            }
+            reel_wino_run_cat(st->own_conv, src, chans, st->nsrc, buf_of(s, st->dst),
+                              s->own_scratch);
             break;
+        }
         case REEL_NN_PIXEL_SHUFFLE:
             run_pixel_shuffle(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os,
                               l->p.shuffle.factor, l->p.shuffle.mode);

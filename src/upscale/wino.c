@@ -48,6 +48,9 @@
  *      activation (x < 0 -> x * slope), stored as bf16 or f32; the output
  *      lines two tiles ahead are prefetched for writing; tiles past the
  *      edges are computed on zeros and dropped.
+ * The input may be several NHWC tensors read in place (run_cat: a Concat's
+ * inputs, each a whole number of 16-channel groups); the input pass finds
+ * each group in its own tensor, so nothing else changes.
  * Threads take jobs dynamically (OpenMP, the runtime oneDNN uses). Each
  * output is computed by one job whatever the thread count, so the bits do not
  * depend on it.
@@ -347,41 +350,47 @@ static inline void store_bf16(uint16_t *p, __m512 v)
 /* ------------------------------------------------------------------------ */
 /* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
 
-ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const void *src, int row, int tx0, void *v,
-                              __m512 *ring, const int my, const int mx, const int bf16)
+ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoSrc *src, int row, int tx0,
+                              void *v, __m512 *ring, const int my, const int mx, const int bf16)
 {
     /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
     const int ty = my + 2, tx = mx + 2, in_c = c->in_c, ng = in_c / 16, w = c->w, nb = c->nb;
+    const int nsrc = src->nsrc;
     const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
-    const char *rows[MAX_T]; /* the tile row's input rows, NULL outside the map */
+    ptrdiff_t rows[MAX_T]; /* the tile row's input rows (first pixel), -1 outside the map */
     int y0 = row * my - 1, x0 = tx0 * mx - 1;
 
     for (int i = 0; i < ty; i++)
-        rows[i] = y0 + i >= 0 && y0 + i < c->h
-                      ? (const char *)src + (size_t)(y0 + i) * w * in_c * elem
-                      : NULL;
+        rows[i] = y0 + i >= 0 && y0 + i < c->h ? (ptrdiff_t)(y0 + i) * w : -1;
     for (int t = 0; t < nb; t++) {
         /* the columns this tile adds to the ring: all for the first, then mx */
         for (int cx = t ? t * mx + tx - mx : 0; cx < t * mx + tx; cx++) {
             int ix = x0 + cx, in = ix >= 0 && ix < w;
             __m512 *col = ring + (size_t)(cx & (RING - 1)) * ng * ty;
 
-            for (int g = 0; g < ng; g++) {
-                size_t at = ((size_t)ix * in_c + g * 16) * elem;
-                __m512 d[MAX_T];
+            /* group g of the input channels: group gk of source k */
+            for (int k = 0, g = 0; k < nsrc; k++) {
+                const int sc = src->chans[k];
+                const char *base = src->base[k];
 
-                for (int i = 0; i < ty; i++) {
-                    if (!in || !rows[i])
-                        d[i] = _mm512_setzero_ps();
-                    else if (bf16)
-                        d[i] = load_bf16((const uint16_t *)(rows[i] + at));
+                for (int gk = 0; gk < sc / 16; gk++, g++) {
+                    __m512 d[MAX_T];
+
+                    for (int i = 0; i < ty; i++) {
+                        size_t at = ((size_t)(rows[i] + ix) * sc + (size_t)gk * 16) * elem;
+
+                        if (!in || rows[i] < 0)
+                            d[i] = _mm512_setzero_ps();
+                        else if (bf16)
+                            d[i] = load_bf16((const uint16_t *)(base + at));
+                        else
+                            d[i] = _mm512_loadu_ps((const float *)(base + at));
+                    }
+                    if (my == 4)
+                        bt6(d, col + g * ty);
                     else
-                        d[i] = _mm512_loadu_ps((const float *)(rows[i] + at));
+                        bt4(d, col + g * ty);
                 }
-                if (my == 4)
-                    bt6(d, col + g * ty);
-                else
-                    bt4(d, col + g * ty);
             }
         }
         for (int g = 0; g < ng; g++) {
@@ -477,7 +486,7 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
 
 /* The three kernels: the passes specialised for their tile and type. */
 #define DEFINE_JOB(name, my, mx, bf16)                                                             \
-    static void name(const ReelWinoConv *c, const void *src, void *dst, int row, int tx0,          \
+    static void name(const ReelWinoConv *c, const ReelWinoSrc *src, void *dst, int row, int tx0,   \
                      char *scratch)                                                                \
     {                                                                                              \
         void *v = scratch;                                                                         \
@@ -503,7 +512,7 @@ static ReelWinoJob pick_job(const ReelWinoConv *c)
     return c->my == 2 ? job_bf16_2x2 : c->mx == 4 ? job_bf16_4x4 : job_bf16_4x2;
 }
 
-void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch)
+static void run(const ReelWinoConv *c, const ReelWinoSrc *src, void *dst, void *scratch)
 {
     int njobs = c->th * c->nblk;
 
@@ -515,4 +524,23 @@ void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scra
         for (int j = 0; j < njobs; j++)
             c->job(c, src, dst, j / c->nblk, j % c->nblk * c->nb, mine);
     }
+}
+
+void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch)
+{
+    ReelWinoSrc one = {.nsrc = 1, .base = {src}, .chans = {c->in_c}};
+
+    run(c, &one, dst, scratch);
+}
+
+void reel_wino_run_cat(const ReelWinoConv *c, const void *const *src, const int *chans, int nsrc,
+                       void *dst, void *scratch)
+{
+    ReelWinoSrc cat = {.nsrc = nsrc};
+
+    for (int k = 0; k < nsrc; k++) {
+        cat.base[k] = src[k];
+        cat.chans[k] = chans[k];
+    }
+    run(c, &cat, dst, scratch);
 }

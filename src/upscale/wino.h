@@ -80,6 +80,18 @@ size_t reel_wino_scratch(const ReelWinoConv *c);
 /** One forward pass: src -> dst, types as the spec says. */
 void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch);
 
+#define REEL_WINO_MAX_SRC 8 /* tensors one run_cat() reads */
+
+/**
+ * One forward pass whose input is the channel concatenation of nsrc tensors
+ * (a dense block's Concat, never copied): src[k] is an NHWC map of chans[k]
+ * channels (a multiple of 16, its pixel stride), in the order the weights'
+ * input channels take them; the counts sum to in_c. 1 <= nsrc <=
+ * REEL_WINO_MAX_SRC. Computes the same bits as run() on the concatenation.
+ */
+void reel_wino_run_cat(const ReelWinoConv *c, const void *const *src, const int *chans, int nsrc,
+                       void *dst, void *scratch);
+
 /** Free and set *c to NULL; NULL-safe. */
 void reel_wino_free(ReelWinoConv **c);
 

@@ -12,8 +12,15 @@
 #define JB 6    /* tiles per register block of the products */
 #define MAX_T 6 /* input tile side, at most (F(4, 3)) */
 
-typedef void (*ReelWinoJob)(const ReelWinoConv *c, const void *src, void *dst, int row, int tx0,
-                            char *scratch);
+/* the input of one run: its channels' 16-wide groups, each in one source tensor */
+typedef struct ReelWinoSrc {
+    int nsrc;
+    const char *base[REEL_WINO_MAX_SRC]; /* NHWC, chans[k] channels per pixel */
+    int chans[REEL_WINO_MAX_SRC];
+} ReelWinoSrc;
+
+typedef void (*ReelWinoJob)(const ReelWinoConv *c, const ReelWinoSrc *src, void *dst, int row,
+                            int tx0, char *scratch);
 
 struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;

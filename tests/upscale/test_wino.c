@@ -84,6 +84,54 @@ static void *run(const ReelWinoSpec *sp, const void *src, int threads, size_t ou
     return dst;
 }
 
+/*
+ * The same layer with its input given as a Concat's inputs read in place
+ * (reel_wino_run_cat): the channels cut into NHWC tensors of 16, 32, 16, ...
+ * channels, each its own buffer. NULL on failure (reported).
+ */
+static void *run_split(const ReelWinoSpec *sp, const void *src, size_t out_bytes, int *nsrc)
+{
+    size_t npix = (size_t)sp->h * sp->w, elem = sp->kind == REEL_WINO_BF16 ? 2 : 4;
+    ReelWinoSpec s = *sp;
+    ReelWinoConv *c = NULL;
+    char err[REEL_ERRMSG_SIZE];
+    void *part[REEL_WINO_MAX_SRC] = {NULL}, *dst = malloc(out_bytes), *scratch = NULL;
+    int chans[REEL_WINO_MAX_SRC], n = 0, ok = dst != NULL;
+
+    for (int off = 0; ok && off < sp->in_c; off += chans[n++]) {
+        int want = n % 2 ? 32 : 16, left = sp->in_c - off;
+
+        chans[n] = n == REEL_WINO_MAX_SRC - 1 || want > left ? left : want;
+        if (!(part[n] = malloc(npix * chans[n] * elem))) {
+            ok = 0;
+            break;
+        }
+        for (size_t p = 0; p < npix; p++)
+            memcpy((char *)part[n] + p * chans[n] * elem,
+                   (const char *)src + (p * sp->in_c + off) * elem, chans[n] * elem);
+    }
+    s.threads = 2;
+    if (ok && (reel_wino_create(&c, &s, err) < 0 ||
+               !(scratch = aligned_alloc(64, reel_wino_scratch(c))))) {
+        fprintf(stderr, "create: %s\n", c ? "out of memory" : err);
+        ok = 0;
+    }
+    if (ok) {
+        memset(dst, 0xff, out_bytes);
+        reel_wino_run_cat(c, (const void *const *)part, chans, n, dst, scratch);
+    }
+    for (int k = 0; k < REEL_WINO_MAX_SRC; k++)
+        free(part[k]);
+    reel_wino_free(&c);
+    free(scratch);
+    if (!ok) {
+        free(dst);
+        return NULL;
+    }
+    *nsrc = n;
+    return dst;
+}
+
 /* One layer: 0 pass, 1 fail. */
 static int check(const Case *k)
 {
@@ -94,7 +142,7 @@ static int check(const Case *k)
     float *slope = malloc((size_t)k->out_c * sizeof(float));
     float *in = malloc(npix * k->in_c * sizeof(float));
     uint16_t *in_b = malloc(npix * k->in_c * sizeof(uint16_t));
-    void *one = NULL, *two = NULL;
+    void *one = NULL, *two = NULL, *cat = NULL;
     double sig[2] = {0, 0}, noise[2] = {0, 0}, snr[2] = {0, 0};
     int bad = 1;
 
@@ -133,6 +181,19 @@ static int check(const Case *k)
         fprintf(stderr, "FAIL %dx%d %d->%d: 1 and 2 threads differ\n", k->w, k->h, k->in_c,
                 k->out_c);
         goto done;
+    }
+    if (k->in_c >= 32) {
+        int nsrc = 0;
+
+        if (!(cat = run_split(&sp, src, out_bytes, &nsrc)))
+            goto done;
+        if (memcmp(one, cat, out_bytes)) {
+            fprintf(stderr,
+                    "FAIL %dx%d %d->%d: its input as %d tensors read in place differs "
+                    "from the concatenation\n",
+                    k->w, k->h, k->in_c, k->out_c, nsrc);
+            goto done;
+        }
     }
     for (int y = 0; y < k->h; y++) {
         for (int x = 0; x < k->w; x++) {
@@ -189,6 +250,7 @@ done:
     free(in_b);
     free(one);
     free(two);
+    free(cat);
     return bad;
 }
 
