@@ -22,7 +22,8 @@
  *      post-op: asking for one gets the reference kernel); a Concat read
  *      only by a convolution clipreel's Winograd runs is dropped, that
  *      convolution reading the Concat's inputs where they lie (x4plus's
- *      dense blocks copy nothing).
+ *      dense blocks copy nothing), and so is an Eltwise sum such a
+ *      convolution alone feeds: its output pass adds the other tensor.
  *   2. formats: walking the steps in order, every step picks the primitive
  *      (descriptor) it will run and the descriptors it needs for its inputs;
  *      an input whose blob has another descriptor gets a conversion step (one
@@ -132,6 +133,8 @@ typedef struct CpuStep {
     int wino;                 /* conv: Winograd */
     int own;                  /* conv: clipreel's Winograd kernel (wino.c, no oneDNN call) */
     ReelWinoConv *own_conv;   /* its transformed weights, made in pass 4 */
+    int nres;                 /* own: residual sums fused (the last nres of src) */
+    float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
     DnnlCall call[MAX_CALLS]; /* oneDNN primitives of this step, run in order */
     int ncalls;
     dnnl_memory_t *mems; /* memory objects the calls use (owned) */
@@ -174,7 +177,7 @@ typedef struct CpuState {
     int nscratch, capscratch;
     void *own_scratch; /* shared by the steps on clipreel's Winograd, one share per thread */
     size_t own_scratch_bytes;
-    int nconvert, nwino, nown, nfolded; /* for the log */
+    int nconvert, nwino, nown, nfolded, nfused; /* for the log */
 } CpuState;
 
 /* ------------------------------------------------------------------------ */
@@ -475,10 +478,18 @@ static CpuStep *new_step(CpuState *s, char *errmsg)
     return st;
 }
 
+/* Remove step i (pass 1, before any primitive exists). */
+static void drop_step(CpuState *s, int i)
+{
+    free(s->steps[i].src);
+    memmove(&s->steps[i], &s->steps[i + 1], (size_t)(s->nsteps - 1 - i) * sizeof(*s->steps));
+    s->nsteps--;
+}
+
 /*
  * A Concat whose only reader is a convolution clipreel's Winograd runs is not
  * made: that convolution takes the Concat's inputs as its own and reads them
- * where they lie (reel_wino_run_cat), so a dense block (x4plus's RRDB) copies
+ * where they lie (reel_wino_run_io), so a dense block (x4plus's RRDB) copies
  * nothing. Each input must be a whole number of 16-channel groups.
  */
 static void fold_concats(CpuState *s)
@@ -506,13 +517,78 @@ static void fold_concats(CpuState *s)
         free(reader->src);
         reader->src = cat->src;
         reader->nsrc = cat->nsrc;
+        cat->src = NULL;
         reel_log(REEL_LOG_DEBUG, "upscale", "%s: reads the %d inputs of %s in place",
                  reader->l->name, cat->nsrc, cat->l->name);
-        memmove(cat, cat + 1, (size_t)(s->nsteps - 1 - i) * sizeof(*cat));
-        s->nsteps--;
+        drop_step(s, i--);
         s->nfolded++;
-        i--;
     }
+}
+
+/* Index of the step that writes blob b (pass 1: every blob but a Split's has one), or -1. */
+static int producer_of(const CpuState *s, int b)
+{
+    for (int i = 0; i < s->nsteps; i++)
+        if (s->steps[i].dst == b)
+            return i;
+    return -1;
+}
+
+/* Steps reading blob b. */
+static int readers_of(const CpuState *s, int b)
+{
+    int n = 0;
+
+    for (int i = 0; i < s->nsteps; i++)
+        for (int k = 0; k < s->steps[i].nsrc; k++)
+            n += s->steps[i].src[k] == b;
+    return n;
+}
+
+/*
+ * An Eltwise sum of two tensors, one written by a convolution clipreel's
+ * Winograd runs and read by nothing else, the other ready before that
+ * convolution runs, becomes part of the convolution: its output pass adds the
+ * other tensor (y = a * y + b * other, in f32 before the one rounding). Up to
+ * REEL_WINO_MAX_RES in a row: x4plus's dense-block sum and the RRDB's sum
+ * behind it both fold into the block's last convolution.
+ */
+static int fold_sums(CpuState *s, char *errmsg)
+{
+    for (int i = 0; i < s->nsteps; i++) {
+        CpuStep *sum = &s->steps[i];
+        const ReelNnLayer *l = sum->l;
+
+        if (sum->kind != REEL_NN_ELTWISE || l->p.eltwise.op != REEL_NN_ELT_SUM || sum->nsrc != 2)
+            continue;
+        for (int p = 0; p < 2; p++) {
+            int b = sum->src[p], other = sum->src[1 - p], ci = producer_of(s, b);
+            int oi = producer_of(s, other);
+            const ReelNnShape *os = &s->shapes[other], *ds = &s->shapes[sum->dst];
+            CpuStep *cv = ci >= 0 ? &s->steps[ci] : NULL;
+            int *src;
+
+            if (!cv || cv->kind != REEL_NN_CONV || !own_capable(s, cv) ||
+                cv->nres == REEL_WINO_MAX_RES || b == other || b == s->alias[s->g->output] ||
+                readers_of(s, b) != 1 || oi < 0 || oi >= ci || os->c != ds->c || os->h != ds->h ||
+                os->w != ds->w)
+                continue;
+            if (!(src = realloc(cv->src, ((size_t)cv->nsrc + 1) * sizeof(int))))
+                return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+            cv->src = src;
+            cv->src[cv->nsrc++] = other;
+            cv->res_self[cv->nres] = l->p.eltwise.coef ? l->p.eltwise.coef[p] : 1.f;
+            cv->res_coef[cv->nres] = l->p.eltwise.coef ? l->p.eltwise.coef[1 - p] : 1.f;
+            cv->nres++;
+            cv->dst = sum->dst;
+            reel_log(REEL_LOG_DEBUG, "upscale", "%s: %s fused into its output", cv->l->name,
+                     l->name);
+            drop_step(s, i--);
+            s->nfused++;
+            break;
+        }
+    }
+    return 0;
 }
 
 /* Build the step list: aliases, PReLU fusion, one step per executed layer. */
@@ -585,6 +661,8 @@ static int build_steps(CpuState *s, char *errmsg)
         }
     }
     fold_concats(s);
+    if ((ret = fold_sums(s, errmsg)) < 0)
+        goto done;
     /* who reads what: the formats pass writes for the readers it knows are coming */
     s->loop_reader[s->alias[g->output]] = 1;
     for (int i = 0; i < s->nsteps; i++) {
@@ -794,9 +872,14 @@ static int plan_conv(CpuState *s, int *pos, char *errmsg)
         reel_log(REEL_LOG_DEBUG, "upscale", "%s: clipreel Winograd %s F(%dx%d, 3x3)%s", st->l->name,
                  s->bf16 ? "bf16" : "f32", s->bf16 ? s->own_rows : 4, s->bf16 ? s->own_cols : 4,
                  st->prelu || cv->act != REEL_NN_ACT_NONE ? " (activation fused)" : "");
-        /* one input, or the inputs of a Concat folded into it (fold_concats) */
+        /*
+         * one input, or the inputs of a Concat folded into it (fold_concats); then the
+         * residuals (fold_sums), in the output's type
+         */
         for (int k = 0; ret >= 0 && k < s->steps[*pos].nsrc; k++) {
-            src_md = nhwc_of(s, s->steps[*pos].src[k], dt);
+            const CpuStep *cs = &s->steps[*pos];
+
+            src_md = nhwc_of(s, cs->src[k], k < cs->nsrc - cs->nres ? dt : ddt);
             ret = need_src(s, pos, k, &src_md, errmsg); /* may move the steps */
         }
         return ret;
@@ -1252,6 +1335,11 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
     };
     int ret;
 
+    spec.nres = st->nres;
+    for (int r = 0; r < st->nres; r++) {
+        spec.res_self[r] = st->res_self[r];
+        spec.res_coef[r] = st->res_coef[r];
+    }
     if (st->prelu) {
         spec.slope = st->prelu->p.prelu.slope;
         spec.nslope = st->prelu->p.prelu.n;
@@ -1631,9 +1719,9 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
         reel_log(REEL_LOG_DEBUG, "upscale",
                  "cpu backend: %dx%d input, %s, %d threads, %d steps (%d Winograd "
                  "convolutions by oneDNN, %d by clipreel, %d conversions, %d concats read in "
-                 "place), %d buffers, %zu MB activations",
+                 "place, %d sums fused), %d buffers, %zu MB activations",
                  in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino, s->nown,
-                 s->nconvert, s->nfolded, s->nbufs, total >> 20);
+                 s->nconvert, s->nfolded, s->nfused, s->nbufs, total >> 20);
     }
     *state = s;
     return 0;
@@ -1669,15 +1757,17 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
         switch (st->kind) {
         case REEL_NN_CONV: /* clipreel's Winograd */
         {
-            const void *src[REEL_WINO_MAX_SRC];
-            int chans[REEL_WINO_MAX_SRC];
+            ReelWinoIo io = {.nsrc = st->nsrc - st->nres, .dst = buf_of(s, st->dst)};
 
             for (int k = 0; k < st->nsrc; k++) {
-                src[k] = buf_of(s, st->src[k]);
-                chans[k] = s->shapes[st->src[k]].c;
+                if (k < io.nsrc) {
+                    io.src[k] = buf_of(s, st->src[k]);
+                    io.chans[k] = s->shapes[st->src[k]].c;
+                } else {
+                    io.res[k - io.nsrc] = buf_of(s, st->src[k]);
+                }
             }
-            reel_wino_run_cat(st->own_conv, src, chans, st->nsrc, buf_of(s, st->dst),
-                              s->own_scratch);
+            reel_wino_run_io(st->own_conv, &io, s->own_scratch);
             break;
         }
         case REEL_NN_PIXEL_SHUFFLE:

@@ -48,9 +48,11 @@
  *      activation (x < 0 -> x * slope), stored as bf16 or f32; the output
  *      lines two tiles ahead are prefetched for writing; tiles past the
  *      edges are computed on zeros and dropped.
- * The input may be several NHWC tensors read in place (run_cat: a Concat's
+ * The input may be several NHWC tensors read in place (run_io: a Concat's
  * inputs, each a whole number of 16-channel groups); the input pass finds
- * each group in its own tensor, so nothing else changes.
+ * each group in its own tensor, so nothing else changes. The output pass can
+ * add residuals after the activation (y = a * y + b * r, up to two in turn:
+ * x4plus's dense-block and RRDB sums), in f32 before the one rounding.
  * Threads take jobs dynamically (OpenMP, the runtime oneDNN uses). Each
  * output is computed by one job whatever the thread count, so the bits do not
  * depend on it.
@@ -213,7 +215,8 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
 
     *out = NULL;
     if (!reel_wino_fits(sp->in_c, sp->out_c) || (bf16 && !tile_ok) || sp->h < 1 || sp->w < 1 ||
-        sp->threads < 1 || (sp->slope && sp->nslope != 1 && sp->nslope != sp->out_c))
+        sp->threads < 1 || (sp->slope && sp->nslope != 1 && sp->nslope != sp->out_c) ||
+        sp->nres < 0 || sp->nres > REEL_WINO_MAX_RES)
         return reel_fail(errmsg, REEL_ERROR_INTERNAL,
                          "Winograd: unsupported layer (%d -> %d channels, %dx%d)", sp->in_c,
                          sp->out_c, sp->w, sp->h);
@@ -231,6 +234,11 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     c->h = sp->h;
     c->w = sp->w;
     c->threads = sp->threads;
+    c->nres = sp->nres;
+    for (int r = 0; r < sp->nres; r++) {
+        c->res_self[r] = sp->res_self[r];
+        c->res_coef[r] = sp->res_coef[r];
+    }
     c->th = (sp->h + c->my - 1) / c->my;
     {
         /*
@@ -350,7 +358,7 @@ static inline void store_bf16(uint16_t *p, __m512 v)
 /* ------------------------------------------------------------------------ */
 /* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
 
-ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoSrc *src, int row, int tx0,
+ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *src, int row, int tx0,
                               void *v, __m512 *ring, const int my, const int mx, const int bf16)
 {
     /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
@@ -371,7 +379,7 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoSrc *src, int
             /* group g of the input channels: group gk of source k */
             for (int k = 0, g = 0; k < nsrc; k++) {
                 const int sc = src->chans[k];
-                const char *base = src->base[k];
+                const char *base = src->src[k];
 
                 for (int gk = 0; gk < sc / 16; gk++, g++) {
                     __m512 d[MAX_T];
@@ -416,11 +424,18 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoSrc *src, int
     }
 }
 
-ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, int tx0, void *dst,
-                               const int my, const int mx)
+ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, int tx0,
+                               const ReelWinoIo *io, const int my, const int mx)
 {
     const int tx = mx + 2, nxi = (my + 2) * tx, oc = c->out_c, h = c->h, w = c->w;
-    const int out_f32 = c->out_f32, nb = c->nb;
+    const int out_f32 = c->out_f32, nb = c->nb, nres = c->nres;
+    void *dst = io->dst;
+    __m512 res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
+
+    for (int q = 0; q < nres; q++) {
+        res_self[q] = _mm512_set1_ps(c->res_self[q]);
+        res_coef[q] = _mm512_set1_ps(c->res_coef[q]);
+    }
     const float *bias_c = c->bias, *slope_c = c->slope;
     const size_t px_bytes = (size_t)oc * (out_f32 ? sizeof(float) : sizeof(uint16_t));
 
@@ -474,6 +489,12 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
 
                         y = _mm512_mask_mul_ps(y, neg, y, _mm512_loadu_ps(slope_c + k));
                     }
+                    for (int q = 0; q < nres; q++) {
+                        __m512 rv = out_f32 ? _mm512_loadu_ps((const float *)io->res[q] + at)
+                                            : load_bf16((const uint16_t *)io->res[q] + at);
+
+                        y = _mm512_fmadd_ps(res_self[q], y, _mm512_mul_ps(res_coef[q], rv));
+                    }
                     if (out_f32)
                         _mm512_storeu_ps((float *)dst + at, y);
                     else
@@ -486,19 +507,18 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
 
 /* The three kernels: the passes specialised for their tile and type. */
 #define DEFINE_JOB(name, my, mx, bf16)                                                             \
-    static void name(const ReelWinoConv *c, const ReelWinoSrc *src, void *dst, int row, int tx0,   \
-                     char *scratch)                                                                \
+    static void name(const ReelWinoConv *c, const ReelWinoIo *io, int row, int tx0, char *scratch) \
     {                                                                                              \
         void *v = scratch;                                                                         \
         float *m = (float *)(scratch + c->v_bytes);                                                \
         __m512 *ring = (__m512 *)(scratch + c->v_bytes + c->m_bytes);                              \
                                                                                                    \
-        input_pass(c, src, row, tx0, v, ring, my, mx, bf16);                                       \
+        input_pass(c, io, row, tx0, v, ring, my, mx, bf16);                                        \
         if (bf16)                                                                                  \
             reel_wino_products_bf16(c, v, m);                                                      \
         else                                                                                       \
             reel_wino_products_f32(c, v, m);                                                       \
-        output_pass(c, m, row, tx0, dst, my, mx);                                                  \
+        output_pass(c, m, row, tx0, io, my, mx);                                                   \
     }
 DEFINE_JOB(job_bf16_4x4, 4, 4, 1)
 DEFINE_JOB(job_bf16_4x2, 4, 2, 1)
@@ -512,7 +532,7 @@ static ReelWinoJob pick_job(const ReelWinoConv *c)
     return c->my == 2 ? job_bf16_2x2 : c->mx == 4 ? job_bf16_4x4 : job_bf16_4x2;
 }
 
-static void run(const ReelWinoConv *c, const ReelWinoSrc *src, void *dst, void *scratch)
+void reel_wino_run_io(const ReelWinoConv *c, const ReelWinoIo *io, void *scratch)
 {
     int njobs = c->th * c->nblk;
 
@@ -522,25 +542,13 @@ static void run(const ReelWinoConv *c, const ReelWinoSrc *src, void *dst, void *
 
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++)
-            c->job(c, src, dst, j / c->nblk, j % c->nblk * c->nb, mine);
+            c->job(c, io, j / c->nblk, j % c->nblk * c->nb, mine);
     }
 }
 
 void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch)
 {
-    ReelWinoSrc one = {.nsrc = 1, .base = {src}, .chans = {c->in_c}};
+    ReelWinoIo io = {.nsrc = 1, .src = {src}, .chans = {c->in_c}, .dst = dst};
 
-    run(c, &one, dst, scratch);
-}
-
-void reel_wino_run_cat(const ReelWinoConv *c, const void *const *src, const int *chans, int nsrc,
-                       void *dst, void *scratch)
-{
-    ReelWinoSrc cat = {.nsrc = nsrc};
-
-    for (int k = 0; k < nsrc; k++) {
-        cat.base[k] = src[k];
-        cat.chans[k] = chans[k];
-    }
-    run(c, &cat, dst, scratch);
+    reel_wino_run_io(c, &io, scratch);
 }

@@ -26,6 +26,9 @@
 
 typedef struct ReelWinoConv ReelWinoConv;
 
+#define REEL_WINO_MAX_SRC 8 /* tensors one run reads as its input */
+#define REEL_WINO_MAX_RES 2 /* residual sums fused behind the activation */
+
 typedef enum ReelWinoKind {
     REEL_WINO_BF16, /* bf16 products, f32 transforms; bf16 input */
     REEL_WINO_F32,  /* all f32; f32 input and output */
@@ -44,6 +47,13 @@ typedef struct ReelWinoSpec {
     int tile_rows;       /* bf16 kind: outputs per tile, rows x columns: 4 x 4 (0 x 0: the */
     int tile_cols;       /* default, fastest), 4 x 2 or 2 x 2 (more exact); f32: always 4 x 4 */
     int threads;         /* OpenMP threads that run it (>= 1) */
+    /*
+     * residual sums after the activation, in order (an Eltwise sum that alone
+     * reads the output): y = res_self[r] * y + res_coef[r] * res[r], the
+     * tensors given to run_io(); nres <= REEL_WINO_MAX_RES
+     */
+    int nres;
+    float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
 } ReelWinoSpec;
 
 /*
@@ -80,17 +90,24 @@ size_t reel_wino_scratch(const ReelWinoConv *c);
 /** One forward pass: src -> dst, types as the spec says. */
 void reel_wino_run(const ReelWinoConv *c, const void *src, void *dst, void *scratch);
 
-#define REEL_WINO_MAX_SRC 8 /* tensors one run_cat() reads */
-
 /**
- * One forward pass whose input is the channel concatenation of nsrc tensors
- * (a dense block's Concat, never copied): src[k] is an NHWC map of chans[k]
- * channels (a multiple of 16, its pixel stride), in the order the weights'
- * input channels take them; the counts sum to in_c. 1 <= nsrc <=
- * REEL_WINO_MAX_SRC. Computes the same bits as run() on the concatenation.
+ * What one run reads and writes, for layers whose input is a Concat read in
+ * place or whose output takes residual sums. The input is the channel
+ * concatenation of nsrc tensors: src[k] is an NHWC map of chans[k] channels
+ * (a multiple of 16, its pixel stride), in the order the weights' input
+ * channels take them; the counts sum to in_c. res[r] (spec.nres of them) are
+ * NHWC maps of out_c channels in the output's type.
  */
-void reel_wino_run_cat(const ReelWinoConv *c, const void *const *src, const int *chans, int nsrc,
-                       void *dst, void *scratch);
+typedef struct ReelWinoIo {
+    int nsrc;
+    const void *src[REEL_WINO_MAX_SRC];
+    int chans[REEL_WINO_MAX_SRC];
+    const void *res[REEL_WINO_MAX_RES];
+    void *dst;
+} ReelWinoIo;
+
+/** One forward pass as io says. Computes the same bits as run() on the concatenation. */
+void reel_wino_run_io(const ReelWinoConv *c, const ReelWinoIo *io, void *scratch);
 
 /** Free and set *c to NULL; NULL-safe. */
 void reel_wino_free(ReelWinoConv **c);

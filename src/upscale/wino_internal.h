@@ -12,15 +12,8 @@
 #define JB 6    /* tiles per register block of the products */
 #define MAX_T 6 /* input tile side, at most (F(4, 3)) */
 
-/* the input of one run: its channels' 16-wide groups, each in one source tensor */
-typedef struct ReelWinoSrc {
-    int nsrc;
-    const char *base[REEL_WINO_MAX_SRC]; /* NHWC, chans[k] channels per pixel */
-    int chans[REEL_WINO_MAX_SRC];
-} ReelWinoSrc;
-
-typedef void (*ReelWinoJob)(const ReelWinoConv *c, const ReelWinoSrc *src, void *dst, int row,
-                            int tx0, char *scratch);
+typedef void (*ReelWinoJob)(const ReelWinoConv *c, const ReelWinoIo *io, int row, int tx0,
+                            char *scratch);
 
 struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;
@@ -31,6 +24,8 @@ struct ReelWinoConv {
     struct WinoShared *shared; /* u's owner, shared by the layers of every lane (wino.c) */
     float *bias;               /* out_c */
     float *slope;              /* out_c, or NULL */
+    int nres;                  /* residual sums (spec) */
+    float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
     size_t v_bytes, m_bytes, per_thread; /* scratch: V, M, then the input pass's ring */
     ReelWinoJob job;                     /* the passes specialised for this tile and type */
 };

@@ -34,7 +34,12 @@
 typedef struct Case {
     int bf16, h, w, in_c, out_c, rows, cols, out_f32, slopes; /* slopes: 0 none, 1 one, 2 each */
     double min_snr;
+    int nres; /* residual sums after the activation (0 when not given) */
 } Case;
+
+/* the residual sums' coefficients: y = self * y + coef * r, in turn */
+static const float res_self[REEL_WINO_MAX_RES] = {0.2f, 0.5f};
+static const float res_coef[REEL_WINO_MAX_RES] = {1.f, 0.75f};
 
 static uint32_t rng = 12345;
 
@@ -62,12 +67,14 @@ static uint16_t to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-static void *run(const ReelWinoSpec *sp, const void *src, int threads, size_t out_bytes)
+static void *run(const ReelWinoSpec *sp, const void *src, const void *const *res, int threads,
+                 size_t out_bytes)
 {
     ReelWinoSpec s = *sp;
     ReelWinoConv *c = NULL;
     char err[REEL_ERRMSG_SIZE];
     void *dst = malloc(out_bytes), *scratch = NULL;
+    ReelWinoIo io = {.nsrc = 1, .src = {src}, .chans = {sp->in_c}, .dst = dst};
 
     s.threads = threads;
     if (!dst || reel_wino_create(&c, &s, err) < 0 ||
@@ -78,7 +85,12 @@ static void *run(const ReelWinoSpec *sp, const void *src, int threads, size_t ou
         return NULL;
     }
     memset(dst, 0xff, out_bytes); /* NaN/garbage wherever the kernel forgets to write */
-    reel_wino_run(c, src, dst, scratch);
+    for (int r = 0; r < sp->nres; r++)
+        io.res[r] = res[r];
+    if (sp->nres)
+        reel_wino_run_io(c, &io, scratch);
+    else
+        reel_wino_run(c, src, dst, scratch);
     reel_wino_free(&c);
     free(scratch);
     return dst;
@@ -86,30 +98,36 @@ static void *run(const ReelWinoSpec *sp, const void *src, int threads, size_t ou
 
 /*
  * The same layer with its input given as a Concat's inputs read in place
- * (reel_wino_run_cat): the channels cut into NHWC tensors of 16, 32, 16, ...
+ * (reel_wino_run_io): the channels cut into NHWC tensors of 16, 32, 16, ...
  * channels, each its own buffer. NULL on failure (reported).
  */
-static void *run_split(const ReelWinoSpec *sp, const void *src, size_t out_bytes, int *nsrc)
+static void *run_split(const ReelWinoSpec *sp, const void *src, const void *const *res,
+                       size_t out_bytes, int *nsrc)
 {
     size_t npix = (size_t)sp->h * sp->w, elem = sp->kind == REEL_WINO_BF16 ? 2 : 4;
     ReelWinoSpec s = *sp;
     ReelWinoConv *c = NULL;
     char err[REEL_ERRMSG_SIZE];
     void *part[REEL_WINO_MAX_SRC] = {NULL}, *dst = malloc(out_bytes), *scratch = NULL;
-    int chans[REEL_WINO_MAX_SRC], n = 0, ok = dst != NULL;
+    int n = 0, ok = dst != NULL;
+    ReelWinoIo io = {.dst = dst};
 
-    for (int off = 0; ok && off < sp->in_c; off += chans[n++]) {
+    for (int off = 0; ok && off < sp->in_c; off += io.chans[n++]) {
         int want = n % 2 ? 32 : 16, left = sp->in_c - off;
 
-        chans[n] = n == REEL_WINO_MAX_SRC - 1 || want > left ? left : want;
-        if (!(part[n] = malloc(npix * chans[n] * elem))) {
+        io.chans[n] = n == REEL_WINO_MAX_SRC - 1 || want > left ? left : want;
+        if (!(part[n] = malloc(npix * io.chans[n] * elem))) {
             ok = 0;
             break;
         }
         for (size_t p = 0; p < npix; p++)
-            memcpy((char *)part[n] + p * chans[n] * elem,
-                   (const char *)src + (p * sp->in_c + off) * elem, chans[n] * elem);
+            memcpy((char *)part[n] + p * io.chans[n] * elem,
+                   (const char *)src + (p * sp->in_c + off) * elem, io.chans[n] * elem);
+        io.src[n] = part[n];
     }
+    io.nsrc = n;
+    for (int r = 0; r < sp->nres; r++)
+        io.res[r] = res[r];
     s.threads = 2;
     if (ok && (reel_wino_create(&c, &s, err) < 0 ||
                !(scratch = aligned_alloc(64, reel_wino_scratch(c))))) {
@@ -118,7 +136,7 @@ static void *run_split(const ReelWinoSpec *sp, const void *src, size_t out_bytes
     }
     if (ok) {
         memset(dst, 0xff, out_bytes);
-        reel_wino_run_cat(c, (const void *const *)part, chans, n, dst, scratch);
+        reel_wino_run_io(c, &io, scratch);
     }
     for (int k = 0; k < REEL_WINO_MAX_SRC; k++)
         free(part[k]);
@@ -143,6 +161,8 @@ static int check(const Case *k)
     float *in = malloc(npix * k->in_c * sizeof(float));
     uint16_t *in_b = malloc(npix * k->in_c * sizeof(uint16_t));
     void *one = NULL, *two = NULL, *cat = NULL;
+    float *res[REEL_WINO_MAX_RES] = {NULL};   /* what the kernel reads, as f32 */
+    void *res_in[REEL_WINO_MAX_RES] = {NULL}; /* the same in the output's type */
     double sig[2] = {0, 0}, noise[2] = {0, 0}, snr[2] = {0, 0};
     int bad = 1;
 
@@ -162,6 +182,23 @@ static int check(const Case *k)
         bias[o] = (frand() - 0.5f) * 0.2f;
         slope[o] = frand() * 0.3f;
     }
+    for (int r = 0; r < k->nres; r++) {
+        size_t n = npix * k->out_c;
+
+        if (!(res[r] = malloc(n * sizeof(float))) ||
+            !(res_in[r] = malloc(n * (out_f32 ? sizeof(float) : sizeof(uint16_t)))))
+            goto done;
+        for (size_t i = 0; i < n; i++) {
+            float v = frand() * 2.f - 1.f;
+
+            if (out_f32) {
+                res[r][i] = ((float *)res_in[r])[i] = v;
+            } else {
+                ((uint16_t *)res_in[r])[i] = to_bf16(v);
+                res[r][i] = from_bf16(((uint16_t *)res_in[r])[i]);
+            }
+        }
+    }
     const void *src = k->bf16 ? (const void *)in_b : (const void *)in;
     ReelWinoSpec sp = {.kind = k->bf16 ? REEL_WINO_BF16 : REEL_WINO_F32,
                        .in_c = k->in_c,
@@ -174,8 +211,12 @@ static int check(const Case *k)
                        .h = k->h,
                        .w = k->w,
                        .tile_rows = k->rows,
-                       .tile_cols = k->cols};
-    if (!(one = run(&sp, src, 1, out_bytes)) || !(two = run(&sp, src, 2, out_bytes)))
+                       .tile_cols = k->cols,
+                       .nres = k->nres,
+                       .res_self = {res_self[0], res_self[1]},
+                       .res_coef = {res_coef[0], res_coef[1]}};
+    const void *const *rp = (const void *const *)res_in;
+    if (!(one = run(&sp, src, rp, 1, out_bytes)) || !(two = run(&sp, src, rp, 2, out_bytes)))
         goto done;
     if (memcmp(one, two, out_bytes)) {
         fprintf(stderr, "FAIL %dx%d %d->%d: 1 and 2 threads differ\n", k->w, k->h, k->in_c,
@@ -185,7 +226,7 @@ static int check(const Case *k)
     if (k->in_c >= 32) {
         int nsrc = 0;
 
-        if (!(cat = run_split(&sp, src, out_bytes, &nsrc)))
+        if (!(cat = run_split(&sp, src, rp, out_bytes, &nsrc)))
             goto done;
         if (memcmp(one, cat, out_bytes)) {
             fprintf(stderr,
@@ -216,6 +257,8 @@ static int check(const Case *k)
                 }
                 if (k->slopes && ref < 0)
                     ref *= slope[k->slopes == 1 ? 0 : o];
+                for (int r = 0; r < k->nres; r++)
+                    ref = res_self[r] * ref + (double)res_coef[r] * res[r][at];
                 got = out_f32 ? ((const float *)one)[at] : from_bf16(((const uint16_t *)one)[at]);
                 if (!isfinite(got)) {
                     fprintf(stderr, "FAIL %dx%d %d->%d: (%d,%d) channel %d not written\n", k->w,
@@ -235,13 +278,14 @@ static int check(const Case *k)
         if (snr[b] < k->min_snr)
             bad = 1;
     }
-    printf("%s %s %dx%d %d->%d F(%dx%d) %s out, %s: interior %.1f dB, border %.1f dB (min %.0f)\n",
+    printf("%s %s %dx%d %d->%d F(%dx%d) %s out, %s, %d residuals: interior %.1f dB, border %.1f "
+           "dB (min %.0f)\n",
            bad ? "FAIL" : "ok  ", k->bf16 ? "bf16" : "f32 ", k->w, k->h, k->in_c, k->out_c,
            k->bf16 ? k->rows : 4, k->bf16 ? k->cols : 4, out_f32 ? "f32" : "bf16",
            k->slopes == 0   ? "no activation"
            : k->slopes == 1 ? "one slope"
                             : "PReLU",
-           sig[0] ? snr[0] : 0.0, sig[1] ? snr[1] : 0.0, k->min_snr);
+           k->nres, sig[0] ? snr[0] : 0.0, sig[1] ? snr[1] : 0.0, k->min_snr);
 done:
     free(weight);
     free(bias);
@@ -251,6 +295,10 @@ done:
     free(one);
     free(two);
     free(cat);
+    for (int r = 0; r < REEL_WINO_MAX_RES; r++) {
+        free(res[r]);
+        free(res_in[r]);
+    }
     return bad;
 }
 
@@ -310,8 +358,8 @@ static int check_shared(void)
     if (reel_wino_create(&b, &sb, err) < 0)
         goto fail_create;
     held[1] = reel_wino_weights_bytes() - base;
-    if (!(out_shared = run(&sb, in, 1, (size_t)17 * 11 * OUT * sizeof(float))) ||
-        !(out_alone = run(&sw2, in, 1, (size_t)17 * 11 * OUT * sizeof(float))))
+    if (!(out_shared = run(&sb, in, NULL, 1, (size_t)17 * 11 * OUT * sizeof(float))) ||
+        !(out_alone = run(&sw2, in, NULL, 1, (size_t)17 * 11 * OUT * sizeof(float))))
         goto done;
     if (reel_wino_create(&other, &sw2, err) < 0)
         goto fail_create;
@@ -377,29 +425,35 @@ int main(void)
 {
     static const Case cases[] = {
         /* bf16 h  w  in  out rows cols f32 slopes snr */
-        {1, 29, 83, 64, 64, 4, 4, 0, 2, 29.0}, /* 2 jobs per tile row, partial tiles both ways */
-        {1, 29, 53, 64, 64, 4, 2, 0, 2, 38.0},
-        {1, 29, 53, 64, 64, 2, 2, 0, 2, 45.0},
-        {1, 17, 40, 64, 48, 4, 4, 1, 0, 29.0}, /* the last layer of x4fast: 48 channels, f32 out */
-        {1, 17, 40, 64, 48, 4, 2, 1, 0, 38.0},
-        {1, 17, 40, 32, 48, 2, 2, 1, 0, 45.0},
-        {1, 9, 75, 96, 32, 4, 4, 0, 1, 29.0}, /* x4plus-like: 96 -> 32, leaky */
-        {1, 9, 75, 96, 32, 4, 2, 0, 1, 38.0},
-        {1, 6, 7, 16, 16, 4, 4, 1, 1, 29.0},
-        {1, 6, 7, 16, 16, 4, 2, 1, 1, 38.0},
-        {1, 1, 1, 16, 16, 4, 4, 1, 2, 29.0}, /* one pixel: all border */
-        {1, 1, 1, 16, 16, 4, 2, 1, 2, 38.0},
-        {1, 1, 37, 32, 16, 4, 4, 0, 2, 29.0}, /* one row */
-        {1, 1, 37, 32, 16, 2, 2, 0, 2, 45.0},
-        {1, 38, 1, 16, 32, 4, 4, 1, 2, 29.0}, /* one column */
-        {1, 38, 1, 16, 32, 4, 2, 1, 2, 38.0},
-        {0, 29, 107, 64, 64, 0, 0, 1, 2, 90.0}, /* f32 F(4x4): 3 jobs per tile row */
-        {0, 17, 40, 64, 48, 0, 0, 1, 0, 90.0},
-        {0, 9, 75, 96, 32, 0, 0, 1, 1, 90.0},
-        {0, 6, 7, 16, 16, 0, 0, 1, 1, 90.0},
-        {0, 1, 1, 16, 16, 0, 0, 1, 2, 90.0},
-        {0, 1, 37, 32, 16, 0, 0, 1, 2, 90.0},
-        {0, 38, 1, 16, 32, 0, 0, 1, 2, 90.0},
+        {1, 29, 83, 64, 64, 4, 4, 0, 2, 29.0, 0}, /* 2 jobs per tile row, partial tiles both ways */
+        {1, 29, 53, 64, 64, 4, 2, 0, 2, 38.0, 0},
+        {1, 29, 53, 64, 64, 2, 2, 0, 2, 45.0, 0},
+        {1, 17, 40, 64, 48, 4, 4, 1, 0, 29.0,
+         0}, /* the last layer of x4fast: 48 channels, f32 out */
+        {1, 17, 40, 64, 48, 4, 2, 1, 0, 38.0, 0},
+        {1, 17, 40, 32, 48, 2, 2, 1, 0, 45.0, 0},
+        {1, 9, 75, 96, 32, 4, 4, 0, 1, 29.0, 0}, /* x4plus-like: 96 -> 32, leaky */
+        {1, 9, 75, 96, 32, 4, 2, 0, 1, 38.0, 0},
+        {1, 6, 7, 16, 16, 4, 4, 1, 1, 29.0, 0},
+        {1, 6, 7, 16, 16, 4, 2, 1, 1, 38.0, 0},
+        {1, 1, 1, 16, 16, 4, 4, 1, 2, 29.0, 0}, /* one pixel: all border */
+        {1, 1, 1, 16, 16, 4, 2, 1, 2, 38.0, 0},
+        {1, 1, 37, 32, 16, 4, 4, 0, 2, 29.0, 0}, /* one row */
+        {1, 1, 37, 32, 16, 2, 2, 0, 2, 45.0, 0},
+        {1, 38, 1, 16, 32, 4, 4, 1, 2, 29.0, 0}, /* one column */
+        {1, 38, 1, 16, 32, 4, 2, 1, 2, 38.0, 0},
+        {0, 29, 107, 64, 64, 0, 0, 1, 2, 90.0, 0}, /* f32 F(4x4): 3 jobs per tile row */
+        {0, 17, 40, 64, 48, 0, 0, 1, 0, 90.0, 0},
+        {0, 9, 75, 96, 32, 0, 0, 1, 1, 90.0, 0},
+        {0, 6, 7, 16, 16, 0, 0, 1, 1, 90.0, 0},
+        {0, 1, 1, 16, 16, 0, 0, 1, 2, 90.0, 0},
+        {0, 1, 37, 32, 16, 0, 0, 1, 2, 90.0, 0},
+        {0, 38, 1, 16, 32, 0, 0, 1, 2, 90.0, 0},
+        /* residual sums fused (x4plus's dense-block and RRDB sums) */
+        {1, 29, 83, 64, 64, 4, 4, 0, 0, 29.0, 2}, /* bf16 out: the residuals read as bf16 */
+        {1, 17, 40, 96, 64, 4, 2, 1, 1, 38.0, 1},
+        {0, 29, 107, 64, 64, 0, 0, 1, 0, 90.0, 2},
+        {0, 9, 75, 192, 64, 0, 0, 1, 1, 90.0, 1},
     };
     int failed = 0, ran = 0, bf16 = reel_wino_supported(REEL_WINO_BF16);
 
