@@ -85,7 +85,7 @@ static void share_threads(const ReelUpscaleBackend *b, const ReelUpscaleOptions 
     if (opt->lanes >= 0 && opt->lanes <= 1)
         return;
     threads = opt->threads ? opt->threads : b->default_threads();
-    *lanes = opt->lanes > 0                        ? opt->lanes
+    *lanes = opt->lanes > 0                      ? opt->lanes
              : threads < REEL_UPSCALE_AUTO_LANES ? threads
                                                  : REEL_UPSCALE_AUTO_LANES;
     *threads_per_lane = threads / *lanes > 1 ? threads / *lanes : 1;
@@ -131,8 +131,8 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
         return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: threads=%d must be >= 0",
                          opt->threads);
     if (opt->lanes > REEL_UPSCALE_MAX_LANES)
-        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: lanes=%d is more than %d",
-                         opt->lanes, REEL_UPSCALE_MAX_LANES);
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: lanes=%d is more than %d", opt->lanes,
+                         REEL_UPSCALE_MAX_LANES);
     if (opt->precision != REEL_UPSCALE_FP32 && opt->precision != REEL_UPSCALE_BF16)
         return reel_fail(errmsg, REEL_ERR(EINVAL), "upscale: unknown precision %d",
                          (int)opt->precision);
@@ -166,8 +166,7 @@ int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *e
     reel_log(REEL_LOG_INFO, "upscale",
              "loaded %s: %d layers, %zu weights, x%d, %s backend, %s, %d lane%s", param,
              up->graph->nlayers, up->graph->weight_floats, up->graph->scale, up->backend->name,
-             reel_upscale_precision_name(up->cfg.precision), up->nlanes,
-             up->nlanes > 1 ? "s" : "");
+             reel_upscale_precision_name(up->cfg.precision), up->nlanes, up->nlanes > 1 ? "s" : "");
     *out = up;
     return 0;
 
@@ -285,33 +284,46 @@ static void load_tile(Lane *ln, const uint8_t *rgb, int w, int h, ptrdiff_t stri
     }
 }
 
-static uint8_t to_byte(float v)
+/* [0, 1] -> 0..255, rounded; below 0 or NaN -> 0, above 1 -> 255 (branch-free: it vectorises) */
+static inline uint8_t to_byte(float v)
 {
     float f = v * 255.f + 0.5f;
 
-    if (!(f > 0.f)) /* also NaN */
-        return 0;
-    if (f >= 255.f)
-        return 255;
-    return (uint8_t)f;
+    f = f > 0.f ? f : 0.f; /* NaN fails the test */
+    f = f < 255.f ? f : 255.f;
+    return (uint8_t)(int)f;
 }
+
+#define STORE_CHUNK 256
 
 /* Crop the tile's own rows x cols (frame pixels) out of the network output. */
 static void store_tile(const Lane *ln, int s, uint8_t *out, ptrdiff_t out_stride, int x0, int y0,
                        int rows, int cols)
 {
-    int ow = (ln->tile_w + 2 * CONTEXT) * s, oh = (ln->tile_h + 2 * CONTEXT) * s;
+    int ow = (ln->tile_w + 2 * CONTEXT) * s, oh = (ln->tile_h + 2 * CONTEXT) * s, n = cols * s;
     size_t plane = (size_t)oh * ow;
     const float *r = ln->out, *g = r + plane, *b = g + plane;
 
     for (int y = 0; y < rows * s; y++) {
-        uint8_t *dst = out + (ptrdiff_t)(y0 * s + y) * out_stride + (ptrdiff_t)x0 * s * 3;
+        uint8_t *restrict dst = out + (ptrdiff_t)(y0 * s + y) * out_stride + (ptrdiff_t)x0 * s * 3;
         size_t i = (size_t)(CONTEXT * s + y) * ow + CONTEXT * s;
+        const float *restrict rr = r + i, *restrict gg = g + i, *restrict bb = b + i;
 
-        for (int x = 0; x < cols * s; x++, i++, dst += 3) {
-            dst[0] = to_byte(r[i]);
-            dst[1] = to_byte(g[i]);
-            dst[2] = to_byte(b[i]);
+        /* in chunks: each plane's bytes first (vectorised), then interleaved */
+        for (int x = 0; x < n; x += STORE_CHUNK) {
+            int m = n - x < STORE_CHUNK ? n - x : STORE_CHUNK;
+            uint8_t cr[STORE_CHUNK], cg[STORE_CHUNK], cb[STORE_CHUNK];
+
+            for (int j = 0; j < m; j++) {
+                cr[j] = to_byte(rr[x + j]);
+                cg[j] = to_byte(gg[x + j]);
+                cb[j] = to_byte(bb[x + j]);
+            }
+            for (int j = 0; j < m; j++) {
+                dst[3 * (x + j)] = cr[j];
+                dst[3 * (x + j) + 1] = cg[j];
+                dst[3 * (x + j) + 2] = cb[j];
+            }
         }
     }
 }
