@@ -33,8 +33,10 @@
  * the golden references against 92).
  *
  * Work is a grid of jobs: one row of tiles, in blocks of nb tiles (a multiple
- * of the products' 6-tile register block). A job runs in one thread with its
- * own scratch, in three passes that stay in L1/L2:
+ * of the products' 6-tile register block); a job computes only the register
+ * blocks that reach into the map (rounding to 6 made a row of 73 tiles five
+ * jobs of 18, the last holding one). A job runs in one thread with its own
+ * scratch, in three passes that stay in L1/L2:
  *   1. input transform: each input column of the block is transformed
  *      vertically once (B_v' on m + 2 rows) into a ring of eight columns (a
  *      tile reads n + 2, its neighbour shares two), then each tile
@@ -244,7 +246,8 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
         /*
          * at most 18 tiles per job (of 6, 12, 18, 24, 36 the fastest for both kinds on
          * the 64 -> 64 layer), a tile row split into equal jobs: a narrow map does not
-         * compute a mostly empty last block (22 tiles: 2 x 12, not 18 + 4 padded to 18)
+         * compute a mostly empty last block (22 tiles: 2 x 12, not 18 + 4 padded to 18);
+         * what rounding to whole register blocks leaves past the edge, the job skips
          */
         int tw = (sp->w + c->mx - 1) / c->mx;
 
@@ -359,7 +362,8 @@ static inline void store_bf16(uint16_t *p, __m512 v)
 /* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
 
 ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *src, int row, int tx0,
-                              void *v, __m512 *ring, const int my, const int mx, const int bf16)
+                              int nt, void *v, __m512 *ring, const int my, const int mx,
+                              const int bf16)
 {
     /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
     const int ty = my + 2, tx = mx + 2, in_c = c->in_c, ng = in_c / 16, w = c->w, nb = c->nb;
@@ -370,7 +374,7 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *src, int 
 
     for (int i = 0; i < ty; i++)
         rows[i] = y0 + i >= 0 && y0 + i < c->h ? (ptrdiff_t)(y0 + i) * w : -1;
-    for (int t = 0; t < nb; t++) {
+    for (int t = 0; t < nt; t++) {
         /* the columns this tile adds to the ring: all for the first, then mx */
         for (int cx = t ? t * mx + tx - mx : 0; cx < t * mx + tx; cx++) {
             int ix = x0 + cx, in = ix >= 0 && ix < w;
@@ -513,11 +517,17 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
         float *m = (float *)(scratch + c->v_bytes);                                                \
         __m512 *ring = (__m512 *)(scratch + c->v_bytes + c->m_bytes);                              \
                                                                                                    \
-        input_pass(c, io, row, tx0, v, ring, my, mx, bf16);                                        \
+        /* the job's tiles that touch the map, in whole register blocks (the row's last job */     \
+        /* may hold few: 73 tiles in jobs of 18 leave 1) */                                        \
+        int left = (c->w + mx - 1) / mx - tx0;                                                     \
+        int nt = (left < c->nb ? left : c->nb) + JB - 1;                                           \
+                                                                                                   \
+        nt -= nt % JB;                                                                             \
+        input_pass(c, io, row, tx0, nt, v, ring, my, mx, bf16);                                    \
         if (bf16)                                                                                  \
-            reel_wino_products_bf16(c, v, m);                                                      \
+            reel_wino_products_bf16(c, v, m, nt);                                                  \
         else                                                                                       \
-            reel_wino_products_f32(c, v, m);                                                       \
+            reel_wino_products_f32(c, v, m, nt);                                                   \
         output_pass(c, m, row, tx0, io, my, mx);                                                   \
     }
 DEFINE_JOB(job_bf16_4x4, 4, 4, 1)

@@ -70,7 +70,7 @@ ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx
             _mm512_storeu_ps(mx + ((size_t)(jb + j) * oc + k0 + kb * 16) * nxi, acc[kb][j]);
 }
 
-ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, const int bf16)
+ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, int nt, const int bf16)
 {
     const int in_c = c->in_c, out_c = c->out_c, nxi = c->nxi, nb = c->nb;
     size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float), uxi = (size_t)in_c * out_c * elem;
@@ -80,7 +80,7 @@ ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, cons
         const char *vx = (const char *)v + (size_t)xi * nb * in_c * elem;
         float *mx = m + (size_t)xi * 16;
 
-        for (int jb = 0; jb < nb; jb += JB) {
+        for (int jb = 0; jb < nt; jb += JB) {
             for (int k0 = 0; k0 < out_c; k0 += 64) {
                 switch ((out_c - k0) / 16) {
                 case 1:
@@ -101,12 +101,12 @@ ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, cons
     }
 }
 
-void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m)
+void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m, int nt)
 {
-    products(c, v, m, 1);
+    products(c, v, m, nt, 1);
 }
 
-void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m)
+void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m, int nt)
 {
-    products(c, v, m, 0);
+    products(c, v, m, nt, 0);
 }

@@ -32,9 +32,10 @@ struct ReelWinoConv {
 
 /*
  * M[tile][out_c / 16][xi][16] = U[xi] V[xi] for every position xi and the
- * job's nb tiles: V is [xi][tile][in_c] (bf16 or f32), U c->u.
+ * job's first nt tiles (a multiple of JB, at most nb): V is [xi][tile][in_c]
+ * (bf16 or f32; nb tiles per position), U c->u.
  */
-void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m);
-void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m);
+void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m, int nt);
+void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m, int nt);
 
 #endif
