@@ -41,10 +41,12 @@ typedef struct ReelUpscaleBackend {
 
     /**
      * Prepare to run g on in_h x in_w inputs as cfg says. g is borrowed and
-     * must outlive the state. On success *state is the new state; on error it
-     * is NULL, the return is negative (REEL_ERROR_BACKEND, REEL_ERROR_MODEL
-     * for a graph the backend cannot express, REEL_ERR(ENOMEM)) and errmsg
-     * says why.
+     * must outlive the state. *state on entry is NULL or a state this backend
+     * made for the same g and cfg (a new tile size): it is freed in any case,
+     * and its memory may be taken over by the new one. On success *state is
+     * the new state; on error it is NULL, the return is negative
+     * (REEL_ERROR_BACKEND, REEL_ERROR_MODEL for a graph the backend cannot
+     * express, REEL_ERR(ENOMEM)) and errmsg says why.
      */
     int (*create)(void **state, const ReelNnGraph *g, int in_h, int in_w,
                   const ReelBackendConfig *cfg, char *errmsg);

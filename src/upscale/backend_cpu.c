@@ -178,6 +178,16 @@ typedef struct CpuState {
     void *own_scratch; /* shared by the steps on clipreel's Winograd, one share per thread */
     size_t own_scratch_bytes;
     int nconvert, nwino, nown, nfolded, nfused; /* for the log */
+    /*
+     * capacities of bufs[], scratch and own_scratch (at least their sizes), and the
+     * blocks a previous state left to this one while create() runs (take_block)
+     */
+    size_t *buf_cap, scratch_cap, own_scratch_cap;
+    struct Spare {
+        void *p;
+        size_t cap;
+    } * spare;
+    int nspare;
 } CpuState;
 
 /* ------------------------------------------------------------------------ */
@@ -299,6 +309,44 @@ static int grow(void **arr, int *cap, int need, size_t elem)
     *arr = p;
     *cap = ncap;
     return 0;
+}
+
+/*
+ * A block of at least `need` bytes (64-byte aligned) and its capacity: the
+ * smallest block the previous state left that fits, else a new one with an
+ * eighth more room (a zooming crop changes the tile every frame: its buffers
+ * are then taken over, not freed and faulted in again). NULL when out of memory.
+ */
+static void *take_block(CpuState *s, size_t need, size_t *cap)
+{
+    int best = -1;
+    void *p;
+
+    need = (need + 63) & ~(size_t)63;
+    for (int i = 0; i < s->nspare; i++)
+        if (s->spare[i].p && s->spare[i].cap >= need &&
+            (best < 0 || s->spare[i].cap < s->spare[best].cap))
+            best = i;
+    if (best >= 0) {
+        p = s->spare[best].p;
+        *cap = s->spare[best].cap;
+        s->spare[best].p = NULL;
+        return p;
+    }
+    *cap = ((need + need / 8) + 63) & ~(size_t)63;
+    if (!(p = aligned_alloc(64, *cap ? *cap : 64)))
+        *cap = 0;
+    return p;
+}
+
+/* Free what no step took of the previous state's blocks. */
+static void drop_spare(CpuState *s)
+{
+    for (int i = 0; i < s->nspare; i++)
+        free(s->spare[i].p);
+    free(s->spare);
+    s->spare = NULL;
+    s->nspare = 0;
 }
 
 static const char *impl_of(const_dnnl_primitive_desc_t pd)
@@ -1231,17 +1279,16 @@ static int plan_buffers(CpuState *s, char *errmsg)
                 free_list[nfree++] = s->blob_buf[b];
         }
     }
-    if (!(s->bufs = calloc((size_t)s->nbufs, sizeof(*s->bufs)))) {
+    if (!(s->bufs = calloc((size_t)s->nbufs, sizeof(*s->bufs))) ||
+        !(s->buf_cap = calloc((size_t)s->nbufs, sizeof(*s->buf_cap)))) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
         goto done;
     }
     for (int i = 0; i < s->nbufs; i++) {
-        size_t bytes = (s->buf_bytes[i] + 63) & ~(size_t)63;
-
-        if (!(s->bufs[i] = aligned_alloc(64, bytes ? bytes : 64))) {
+        if (!(s->bufs[i] = take_block(s, s->buf_bytes[i], &s->buf_cap[i]))) {
             ret = reel_fail(errmsg, REEL_ERR(ENOMEM),
                             "cpu backend: out of memory (%zu MB buffer for a %dx%d tile)",
-                            bytes >> 20, s->in_w, s->in_h);
+                            s->buf_bytes[i] >> 20, s->in_w, s->in_h);
             goto done;
         }
     }
@@ -1598,10 +1645,12 @@ static void cpu_free(void **state)
         dnnl_memory_destroy(s->in_mem);
     if (s->out_mem)
         dnnl_memory_destroy(s->out_mem);
-    for (int i = 0; i < s->nbufs; i++)
+    for (int i = 0; s->bufs && i < s->nbufs; i++)
         free(s->bufs[i]);
     free(s->bufs);
     free(s->buf_bytes);
+    free(s->buf_cap);
+    drop_spare(s);
     free(s->scratch);
     free(s->own_scratch);
     free(s->scratch_mems);
@@ -1632,16 +1681,45 @@ static int cpu_supports(ReelUpscalePrecision p)
                dnnl_cpu_isa_avx512_core_bf16;
 }
 
+/*
+ * The previous state's buffers and scratch become s's spare blocks (take_block
+ * hands them out again); the rest of it is freed.
+ */
+static int take_over(CpuState *s, CpuState *old, char *errmsg)
+{
+    int n = old->nbufs + 2, ret = 0;
+
+    if (!(s->spare = calloc((size_t)n, sizeof(*s->spare)))) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+        goto done;
+    }
+    for (int i = 0; old->bufs && old->buf_cap && i < old->nbufs; i++) {
+        s->spare[s->nspare++] = (struct Spare){old->bufs[i], old->buf_cap[i]};
+        old->bufs[i] = NULL;
+    }
+    s->spare[s->nspare++] = (struct Spare){old->scratch, old->scratch_cap};
+    s->spare[s->nspare++] = (struct Spare){old->own_scratch, old->own_scratch_cap};
+    old->scratch = old->own_scratch = NULL;
+done:
+    cpu_free((void **)&old);
+    return ret;
+}
+
 static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                       const ReelBackendConfig *cfg, char *errmsg)
 {
     CpuState *s;
     const char *algo = getenv("CLIPREEL_CONV_ALGO"), *tile = getenv("CLIPREEL_BF16_TILE");
+    CpuState *old = *state;
     int ret = 0, cap;
 
     *state = NULL;
-    if (!(s = calloc(1, sizeof(*s))))
+    if (!(s = calloc(1, sizeof(*s)))) {
+        cpu_free((void **)&old);
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+    }
+    if (old && (ret = take_over(s, old, errmsg)) < 0)
+        goto fail;
     s->g = g;
     s->threads = cfg->threads > 0 ? cfg->threads : machine_threads();
     s->bf16 = cfg->precision == REEL_UPSCALE_BF16;
@@ -1694,16 +1772,14 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
             goto fail;
     }
     if (s->own_scratch_bytes &&
-        !(s->own_scratch = aligned_alloc(64, (s->own_scratch_bytes + 63) & ~(size_t)63))) {
+        !(s->own_scratch = take_block(s, s->own_scratch_bytes, &s->own_scratch_cap))) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
         goto fail;
     }
     if ((ret = make_export(s, errmsg)) < 0)
         goto fail;
     if (s->scratch_bytes) {
-        size_t bytes = (s->scratch_bytes + 63) & ~(size_t)63;
-
-        if (!(s->scratch = aligned_alloc(64, bytes))) {
+        if (!(s->scratch = take_block(s, s->scratch_bytes, &s->scratch_cap))) {
             ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
             goto fail;
         }
@@ -1723,6 +1799,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                  in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino, s->nown,
                  s->nconvert, s->nfolded, s->nfused, s->nbufs, total >> 20);
     }
+    drop_spare(s);
     *state = s;
     return 0;
 

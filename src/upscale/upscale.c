@@ -40,9 +40,10 @@
 
 /* What one frame in flight needs: used by one thread at a time. */
 typedef struct Lane {
-    void *state;        /* backend state for tile_h x tile_w */
-    int tile_h, tile_w; /* current tile (frame pixels, without context) */
-    float *in, *out;    /* planar network input / output of one tile */
+    void *state;            /* backend state for tile_h x tile_w */
+    int tile_h, tile_w;     /* current tile (frame pixels, without context) */
+    float *in, *out;        /* planar network input / output of one tile */
+    size_t in_cap, out_cap; /* their capacities, in floats */
     char errmsg[REEL_ERRMSG_SIZE];
 } Lane;
 
@@ -233,6 +234,22 @@ void reel_upscale_close(ReelUpscaler **pup)
     *pup = NULL;
 }
 
+/* *buf holds at least n floats; its capacity is *cap. */
+static int grow_floats(float **buf, size_t *cap, size_t n)
+{
+    float *p;
+
+    if (*cap >= n)
+        return 0;
+    n += n / 8;
+    if (!(p = malloc(n * sizeof(float))))
+        return REEL_ERR(ENOMEM);
+    free(*buf);
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
 /* (Re)build a lane's backend state for tiles of th x tw frame pixels. */
 static int prepare(const ReelUpscaler *up, Lane *ln, int th, int tw)
 {
@@ -241,14 +258,16 @@ static int prepare(const ReelUpscaler *up, Lane *ln, int th, int tw)
 
     if (ln->state && ln->tile_h == th && ln->tile_w == tw)
         return 0;
-    up->backend->free(&ln->state);
-    free(ln->in);
-    free(ln->out);
-    ln->in = malloc(nin * sizeof(float));
-    ln->out = malloc(nin * s * s * sizeof(float));
-    if (!ln->in || !ln->out)
-        return reel_fail(ln->errmsg, REEL_ERR(ENOMEM), "upscale: out of memory for a %dx%d tile",
-                         tw, th);
+    /*
+     * a new tile size (a zooming crop: every frame): the buffers grow with an eighth more
+     * room and are kept, the backend takes over its previous state's memory, so the pages
+     * are not given back and faulted in again each frame
+     */
+    if ((ret = grow_floats(&ln->in, &ln->in_cap, nin)) < 0 ||
+        (ret = grow_floats(&ln->out, &ln->out_cap, nin * s * s)) < 0) {
+        up->backend->free(&ln->state);
+        return reel_fail(ln->errmsg, ret, "upscale: out of memory for a %dx%d tile", tw, th);
+    }
     if ((ret = up->backend->create(&ln->state, up->graph, in_h, in_w, &up->cfg, ln->errmsg)) < 0)
         return ret;
     ln->tile_h = th;
