@@ -361,13 +361,12 @@ static inline void store_bf16(uint16_t *p, __m512 v)
 /* ------------------------------------------------------------------------ */
 /* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
 
-ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *src, int row, int tx0,
-                              int nt, void *v, __m512 *ring, const int my, const int mx,
-                              const int bf16)
+ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int row, int tx0, int nt,
+                              void *v, __m512 *ring, const int my, const int mx, const int bf16)
 {
     /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
     const int ty = my + 2, tx = mx + 2, in_c = c->in_c, ng = in_c / 16, w = c->w, nb = c->nb;
-    const int nsrc = src->nsrc;
+    const int nsrc = io->nsrc;
     const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
     ptrdiff_t rows[MAX_T]; /* the tile row's input rows (first pixel), -1 outside the map */
     int y0 = row * my - 1, x0 = tx0 * mx - 1;
@@ -382,8 +381,8 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *src, int 
 
             /* group g of the input channels: group gk of source k */
             for (int k = 0, g = 0; k < nsrc; k++) {
-                const int sc = src->chans[k];
-                const char *base = src->src[k];
+                const int sc = io->chans[k];
+                const char *base = io->src[k];
 
                 for (int gk = 0; gk < sc / 16; gk++, g++) {
                     __m512 d[MAX_T];
