@@ -39,6 +39,9 @@ Comparisons (issue 3; DESIGN section 10). "Higher" or "lower" is the good direct
   resize_vs_swscale the no-AI crop-and-scale per frame, swscale's SWS_LANCZOS time / clipreel's
                     own scaler (src/media/resize.c, the CPU's best kernels), pipe_vs_ffmpeg's
                     crop (bench/resize_bench; not one of issue 3's targets: ours) >= 1.0
+  x4plus_vs_onednn  RealESRGAN_x4plus per frame (216x120; quick 72x40), fp32, default tiles:
+                    on oneDNN's kernels (CLIPREEL_CONV_ALGO=onednn) / on clipreel's Winograd,
+                    its concats read in place and residual sums fused (ours)       >= 1.0
 
 usage: bench/run.py [--quick] [--repeats N] [--out FILE] [--only NAME,...]
                     [--build-dir DIR] [--no-build] [--no-fetch]
@@ -84,6 +87,7 @@ TARGETS = {  # name: (direction, bound, text)
     "rss_8_vs_1": ("<=", 1.25, "<= 1.25"),
     "rss_long_vs_short": ("<=", 1.25, "<= 1.25"),
     "resize_vs_swscale": (">=", 1.0, ">= 1.0"),
+    "x4plus_vs_onednn": (">=", 1.0, ">= 1.0"),
 }
 ORDER = list(TARGETS)
 
@@ -346,8 +350,8 @@ class Bench:
         return os.path.join(self.work, name)
 
     def upscale_bench(self, h, w, runs, tile=-1, precision="fp32", threads=0, env=None,
-                      lanes=1):
-        cmd = [self.ub, "--model", "x4fast", "--size", f"{h}x{w}", "--runs", str(runs), "--tile",
+                      lanes=1, model="x4fast"):
+        cmd = [self.ub, "--model", model, "--size", f"{h}x{w}", "--runs", str(runs), "--tile",
                str(tile), "--precision", precision, "--models", MODELS]
         if threads:
             cmd += ["--threads", str(threads)]
@@ -597,6 +601,21 @@ class Bench:
                          "overlap_portrait_lanes": [e / u for e, u in zip(exp, lanes)]})
         self.ratios["overlap_portrait"] = stats([e / u for e, u in zip(exp, alone)])
 
+    def x4plus(self):
+        # RealESRGAN_x4plus (RRDB: dense blocks of 32-channel convolutions, concats and
+        # residual sums) on clipreel's kernels, its concats read in place and its sums fused,
+        # against the same network on oneDNN's kernels and primitives, in its default tiles
+        h, w = (40, 72) if self.quick else (120, 216)
+        onednn = dict(os.environ, CLIPREEL_CONV_ALGO="onednn")
+        ours, dnnl = [], []
+        for _ in range(self.reps):
+            ours.append(statistics.median(
+                self.upscale_bench(h, w, 2, tile=0, model="x4plus")["run_s"]))
+            dnnl.append(statistics.median(
+                self.upscale_bench(h, w, 2, tile=0, model="x4plus", env=onednn)["run_s"]))
+        self.raw.update({"x4plus_frame": f"{w}x{h}", "x4plus_s": ours, "x4plus_onednn_s": dnnl})
+        self.ratios["x4plus_vs_onednn"] = stats([d / o for d, o in zip(dnnl, ours)])
+
     def rss(self):
         if not os.path.exists("/usr/bin/time"):
             raise BenchError("/usr/bin/time missing (apt-get install time)")
@@ -709,7 +728,7 @@ def main():
               (("startup_ms",), b.startup), (("pipe_vs_ffmpeg", "pipe_vs_twostep"), b.pipeline),
               (("overlap", "overlap_lanes"), b.overlap), (("overlap_portrait",), b.overlap_portrait),
               (("rss_8_vs_1", "rss_long_vs_short"), b.rss),
-              (("resize_vs_swscale",), b.resize)]
+              (("resize_vs_swscale",), b.resize), (("x4plus_vs_onednn",), b.x4plus)]
     try:
         for names, fn in groups:
             if not any(a.want(n) for n in names):
