@@ -24,14 +24,19 @@
  *        |                       holds the last D frames of clip k until clip
  *        |                       k+1's first D arrive and blends.
  *        v
- *   encode thread (caller's)     libx264 (or the lossless part encoder), and
- *                                the audio timeline (audio.h) encoded to AAC
- *                                up to each video frame's end, interleaved
- *                                into ONE mp4; trailer (+faststart), rename.
+ *   encode thread (caller's)     libx264 (or the lossless part encoder); the
+ *                                audio packets up to each video frame's end,
+ *                                interleaved into ONE mp4; trailer
+ *                                (+faststart), rename.
+ *
+ *   audio thread                 the audio timeline (audio.h) encoded to AAC
+ *      ReelQueue audio_pkts      (PCM for a part) ahead of the video, at most
+ *      (AVPacket, AUDIO_AHEAD)   AUDIO_AHEAD packets; an empty packet ends.
  *
  * Ownership: a DecItem owns its frame reference until the transform stage
  * frees it; an output frame belongs to the queue until popped, then to the popper.
- * Memory is bounded by the two queues (8 frames each), the dissolve hold
+ * Memory is bounded by the two frame queues (8 frames each), the audio
+ * packet queue (~1 MB of AAC, 8 MB of a part's PCM), the dissolve hold
  * (D output frames) and one source frame per stage: nothing grows with the
  * number or the length of the clips.
  *
@@ -71,6 +76,7 @@
 #define QUEUE_FRAMES 8
 #define PROGRESS_INTERVAL_S 0.1
 #define AUDIO_FRAME 1024
+#define AUDIO_AHEAD 1024 /* encoded audio packets queued ahead of the video (~21 s) */
 
 typedef struct DecItem {
     AVFrame *frame; /* NULL marks the end of the reel */
@@ -115,6 +121,7 @@ typedef struct Export {
     int64_t emitted;     /* compositor: reel frames emitted */
 
     ReelQueue decoded, composed;
+    ReelQueue audio_pkts;   /* the audio stage's encoded packets, in order; an empty one ends */
     AVBufferPool *out_pool; /* output frames (yuv420p): no allocation per frame */
     int ls_y, ls_c;         /* their luma and chroma line sizes */
 
@@ -204,6 +211,7 @@ static int ex_fail(Export *ex, int err, const char *fmt, ...)
     pthread_mutex_unlock(&ex->lock);
     reel_queue_abort(&ex->decoded);
     reel_queue_abort(&ex->composed);
+    reel_queue_abort(&ex->audio_pkts);
     return err;
 }
 
@@ -395,6 +403,12 @@ static void free_av_frame(void *p)
 {
     AVFrame *f = p;
     av_frame_free(&f);
+}
+
+static void free_packet(void *p)
+{
+    AVPacket *pkt = p;
+    av_packet_free(&pkt);
 }
 
 static void *decode_thread(void *arg)
@@ -1019,7 +1033,10 @@ typedef struct Muxer {
     AVFrame *aframe;
     ReelAudioReel *audio;
     float *left, *right; /* MODE_PART: planar samples before interleaving for PCM */
-    int64_t audio_done;  /* samples encoded */
+    int64_t audio_done;  /* samples encoded (the audio stage's) */
+    AVPacket *apkt;      /* the audio stage's own (pkt is the encode thread's) */
+    AVPacket *held;      /* the audio packet next in line, not yet due */
+    int audio_ended;     /* the audio stage's end was seen */
     int header_written;
 } Muxer;
 
@@ -1038,20 +1055,64 @@ static int write_packets(Export *ex, Muxer *m, AVCodecContext *enc, AVStream *st
     return ret == AVERROR(EAGAIN) || ret == AVERROR_EOF ? 0 : ret;
 }
 
-/* Encode reel audio up to sample `until` (or to the end when until < 0). */
-static int encode_audio(Export *ex, Muxer *m, int64_t until)
+/*
+ * The audio stage: the reel's audio timeline (audio.h) read and encoded in a
+ * thread of its own, ahead of the video by at most the packet queue
+ * (AUDIO_AHEAD packets, ~21 s), so its CPU time (the AAC encoder takes ~6 % of
+ * a no-AI export) fills the moments the video stages wait (at the start, while
+ * libx264's lookahead works alone, a core idles for ~0.2 s) instead of
+ * stalling the video encoder's thread. The encode thread muxes the packets as
+ * the video reaches them: the same packets in the same order, so the same
+ * file as when it encoded them itself. (A queue of 96 packets, ~2 s, was full
+ * before that idle moment came and left it idle.)
+ */
+typedef struct AudioStage {
+    Export *ex;
+    Muxer *m;
+    pthread_t tid;
+} AudioStage;
+
+/* Move the encoder's ready packets to the queue. */
+static int queue_audio_packets(Export *ex, Muxer *m)
 {
     int ret;
-    if (!m->audio)
-        return 0;
-    while (until < 0 || m->audio_done < until) {
-        if ((ret = av_frame_make_writable(m->aframe)) < 0)
-            return ex_fail(ex, ret, "out of memory");
+
+    while ((ret = avcodec_receive_packet(m->aenc, m->apkt)) == 0) {
+        AVPacket *p = av_packet_alloc();
+
+        if (!p)
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+        av_packet_move_ref(p, m->apkt);
+        if ((ret = reel_queue_push(&ex->audio_pkts, p)) < 0) {
+            av_packet_free(&p);
+            return ret; /* aborted: the failure is recorded */
+        }
+    }
+    return ret == AVERROR(EAGAIN) || ret == AVERROR_EOF ? 0
+                                                        : ex_fail(ex, ret, "audio encoder failed");
+}
+
+static void *audio_thread(void *arg)
+{
+    AudioStage *as = arg;
+    Export *ex = as->ex;
+    Muxer *m = as->m;
+    AVPacket *end;
+    int ret = 0, got = AUDIO_FRAME;
+
+    while (got == AUDIO_FRAME) {
+        if (cancelled(ex))
+            return NULL;
+        if ((ret = av_frame_make_writable(m->aframe)) < 0) {
+            ex_fail(ex, ret, "out of memory");
+            return NULL;
+        }
         float *l = m->left ? m->left : (float *)m->aframe->data[0];
         float *r = m->right ? m->right : (float *)m->aframe->data[1];
-        int got = reel_audio_read(m->audio, l, r, AUDIO_FRAME);
-        if (got < 0)
-            return ex_fail(ex, got, "audio: %s", reel_audio_errmsg(m->audio));
+        if ((got = reel_audio_read(m->audio, l, r, AUDIO_FRAME)) < 0) {
+            ex_fail(ex, got, "audio: %s", reel_audio_errmsg(m->audio));
+            return NULL;
+        }
         if (got == 0)
             break;
         if (m->left) { /* packed float PCM */
@@ -1064,12 +1125,57 @@ static int encode_audio(Export *ex, Muxer *m, int64_t until)
         m->aframe->nb_samples = got;
         m->aframe->pts = m->audio_done;
         m->audio_done += got;
-        if ((ret = avcodec_send_frame(m->aenc, m->aframe)) < 0)
-            return ex_fail(ex, ret, "audio encoder failed");
-        if ((ret = write_packets(ex, m, m->aenc, m->ast)) < 0)
-            return ret;
-        if (got < AUDIO_FRAME)
+        if ((ret = avcodec_send_frame(m->aenc, m->aframe)) < 0) {
+            ex_fail(ex, ret, "audio encoder failed");
+            return NULL;
+        }
+        if (queue_audio_packets(ex, m) < 0)
+            return NULL;
+    }
+    if ((ret = avcodec_send_frame(m->aenc, NULL)) < 0) {
+        ex_fail(ex, ret, "audio encoder flush failed");
+        return NULL;
+    }
+    if (queue_audio_packets(ex, m) < 0)
+        return NULL;
+    if (!(end = av_packet_alloc())) { /* an empty packet: the end */
+        ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+        return NULL;
+    }
+    if (reel_queue_push(&ex->audio_pkts, end) < 0)
+        av_packet_free(&end);
+    return NULL;
+}
+
+/* Mux the audio packets that start before sample `until` (all of them when until < 0). */
+static int mux_audio(Export *ex, Muxer *m, int64_t until)
+{
+    int ret;
+
+    while (m->audio && !m->audio_ended) {
+        if (!m->held) {
+            void *p;
+
+            if ((ret = reel_queue_pop(&ex->audio_pkts, &p)) < 0)
+                return ex->err ? ex->err : ret;
+            m->held = p;
+        }
+        if (!m->held->data) {
+            m->audio_ended = 1;
+            av_packet_free(&m->held);
             break;
+        }
+        if (until >= 0 && m->held->pts >= until)
+            break;
+        av_packet_rescale_ts(m->held, m->aenc->time_base, m->ast->time_base);
+        m->held->stream_index = m->ast->index;
+        ret = av_interleaved_write_frame(m->oc, m->held);
+        av_packet_free(&m->held);
+        if (ret < 0) {
+            char b[128];
+            return ex_fail(ex, ret, "writing the output failed: %s",
+                           reel_strerror(ret, b, sizeof(b)));
+        }
     }
     return 0;
 }
@@ -1188,7 +1294,7 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
             return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
         avcodec_parameters_from_context(m->ast->codecpar, m->aenc);
         m->ast->time_base = m->aenc->time_base;
-        if (!(m->aframe = av_frame_alloc()))
+        if (!(m->aframe = av_frame_alloc()) || !(m->apkt = av_packet_alloc()))
             return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
         m->aframe->format = m->aenc->sample_fmt;
         m->aframe->sample_rate = REEL_AUDIO_RATE;
@@ -1246,6 +1352,8 @@ static void close_muxer(Muxer *m)
     avcodec_free_context(&m->venc);
     avcodec_free_context(&m->aenc);
     av_packet_free(&m->pkt);
+    av_packet_free(&m->held);
+    av_packet_free(&m->apkt);
     av_frame_free(&m->aframe);
     free(m->left);
     free(m->right);
@@ -1271,7 +1379,7 @@ static int encode_all(Export *ex, Muxer *m)
         if (ret < 0)
             return ret;
         reel_frames_to_samples(ex->fps, 0, idx + 1, &a0, &a1);
-        if ((ret = encode_audio(ex, m, a1)) < 0)
+        if ((ret = mux_audio(ex, m, a1)) < 0)
             return ret;
         pthread_mutex_lock(&ex->lock);
         ex->reel_frames_done = idx + 1;
@@ -1284,14 +1392,7 @@ static int encode_all(Export *ex, Muxer *m)
     if ((ret = avcodec_send_frame(m->venc, NULL)) < 0 ||
         (ret = write_packets(ex, m, m->venc, m->vst)) < 0)
         return ret < 0 ? ex_fail(ex, ret, "video encoder flush failed") : ret;
-    if (m->audio) {
-        if ((ret = encode_audio(ex, m, -1)) < 0)
-            return ret;
-        if ((ret = avcodec_send_frame(m->aenc, NULL)) < 0 ||
-            (ret = write_packets(ex, m, m->aenc, m->ast)) < 0)
-            return ret < 0 ? ex_fail(ex, ret, "audio encoder flush failed") : ret;
-    }
-    return 0;
+    return mux_audio(ex, m, -1);
 }
 
 /* ---- chapters file ---------------------------------------------------------- */
@@ -1395,7 +1496,8 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     Muxer mux;
     pthread_t dec_tid;
     Worker workers[REEL_UPSCALE_MAX_LANES];
-    int dec_started = 0, tr_started = 0, upscaled_clips = 0, ret;
+    AudioStage audio = {.ex = &ex, .m = &mux};
+    int dec_started = 0, tr_started = 0, audio_started = 0, upscaled_clips = 0, ret;
     char tmp_mp4[4200], tmp_vtt[4200], vtt[4096];
     char local_err[REEL_ERRMSG_SIZE];
 
@@ -1428,7 +1530,8 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     snprintf(tmp_vtt, sizeof(tmp_vtt), "%s.%d-%d.part", vtt, (int)getpid(), id);
 
     if ((ret = reel_queue_init(&ex.decoded, QUEUE_FRAMES, free_dec_item)) < 0 ||
-        (ret = reel_queue_init(&ex.composed, QUEUE_FRAMES, free_av_frame)) < 0) {
+        (ret = reel_queue_init(&ex.composed, QUEUE_FRAMES, free_av_frame)) < 0 ||
+        (ret = reel_queue_init(&ex.audio_pkts, AUDIO_AHEAD, free_packet)) < 0) {
         reel_fail(errmsg, ret, "out of memory");
         goto end;
     }
@@ -1469,6 +1572,13 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
         goto fail_stages;
 
     progress(&ex, REEL_PHASE_PROCESSING, 1, 1);
+    if (mux.audio) {
+        if (pthread_create(&audio.tid, NULL, audio_thread, &audio) != 0) {
+            ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
+            goto fail_stages;
+        }
+        audio_started = 1;
+    }
     if (pthread_create(&dec_tid, NULL, decode_thread, &ex) != 0) {
         ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
         goto fail_stages;
@@ -1490,7 +1600,10 @@ fail_stages:
     if (ret < 0 || ex.err) {
         reel_queue_abort(&ex.decoded);
         reel_queue_abort(&ex.composed);
+        reel_queue_abort(&ex.audio_pkts);
     }
+    if (audio_started)
+        pthread_join(audio.tid, NULL);
     if (dec_started)
         pthread_join(dec_tid, NULL);
     for (int i = 0; i < tr_started; i++)
@@ -1561,6 +1674,7 @@ end:
         reel_upscale_close(&ex.up);
     reel_queue_uninit(&ex.decoded);
     reel_queue_uninit(&ex.composed);
+    reel_queue_uninit(&ex.audio_pkts);
     av_buffer_pool_uninit(&ex.out_pool); /* freed when the last frame is */
     reel_layout_uninit(&ex.layout);
     free(ex.src);
