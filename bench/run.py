@@ -539,6 +539,26 @@ class Bench:
                          "resize_clipreel_ms": ours, "resize_swscale_ms": sws})
         self.ratios["resize_vs_swscale"] = stats([s_ / o for s_, o in zip(sws, ours)])
 
+    def export_vs_alone(self, job, out, h, w, runs_alone, runs_lanes):
+        """Per repeat: the AI export's time per frame, the upscaler alone on one frame at a
+        time (every thread) and on the export's lanes side by side, and the first frame's
+        extra (kernels built). Model load and that first frame are start-up, not per frame."""
+        # one lane per core, <= 4 (os.cpu_count() counts SMT siblings, which the export does
+        # not: equal here)
+        n_lanes = min(os.cpu_count() or 1, 4)
+        exp, alone, lanes, prep = [], [], [], []
+        for _ in range(self.reps):
+            t, o = run([self.clipreel, "export", job, "-o", out, "--progress", "none"])
+            times, n = summary_times(o), frames_of(o)
+            r = self.upscale_bench(h, w, runs_alone, tile=0)
+            rl = (self.upscale_bench(h, w, runs_lanes, tile=0, lanes=n_lanes)
+                  if n_lanes > 1 else None)
+            exp.append((t - times.get("loading_model", 0.0) - r["prepare_s"]) / n)
+            alone.append(statistics.median(r["run_s"]))
+            lanes.append(rl["s_per_frame"] if rl else alone[-1])  # one lane: the same figure
+            prep.append(r["prepare_s"])
+        return exp, alone, lanes, prep
+
     def overlap(self):
         # a crop through the model, output exactly 4x the crop (the resize is then 1:1)
         ocw, och = (32, 56) if self.quick else (68, 120)
@@ -547,22 +567,9 @@ class Bench:
         gen_source(osrc, 320, 240, 30, secs)
         job = self.w("ai.json")
         export_job(job, [osrc], (100, 60, ocw, och), (ocw * 4, och * 4), "always")
-        exp, alone, lanes, prep = [], [], [], []
-        for _ in range(self.reps):
-            t, out = run([self.clipreel, "export", job, "-o", self.w("ai.mp4"), "--progress",
-                          "none"])
-            times, n = summary_times(out), frames_of(out)
-            r = self.upscale_bench(och, ocw, 10 if self.quick else 8, tile=0)
-            # the same frames side by side, on the lanes the export uses (one per core, <= 4;
-            # os.cpu_count() counts SMT siblings, which the export does not: equal here)
-            n_lanes = min(os.cpu_count() or 1, 4)
-            rl = (self.upscale_bench(och, ocw, 5 if self.quick else 4, tile=0, lanes=n_lanes)
-                  if n_lanes > 1 else None)
-            # the model load and the first frame's kernel build are start-up, not per frame
-            exp.append((t - times.get("loading_model", 0.0) - r["prepare_s"]) / n)
-            alone.append(statistics.median(r["run_s"]))
-            lanes.append(rl["s_per_frame"] if rl else alone[-1])  # one lane: the same figure
-            prep.append(r["prepare_s"])
+        exp, alone, lanes, prep = self.export_vs_alone(job, self.w("ai.mp4"), och, ocw,
+                                                       10 if self.quick else 8,
+                                                       5 if self.quick else 4)
         self.raw.update({"overlap_crop": f"{ocw}x{och}", "export_ai_s_per_frame": exp,
                          "upscale_alone_s_per_frame": alone,
                          "upscale_alone_lanes_s_per_frame": lanes, "upscale_prepare_s": prep})
@@ -583,17 +590,7 @@ class Bench:
         gen_source(src, 1920, 1080, 30, 2)
         job = self.w("ai_portrait.json")
         export_job(job, [src], (824, 300, cw, ch), (cw * 4, ch * 4), "always")
-        n_lanes = min(os.cpu_count() or 1, 4)
-        exp, alone, lanes = [], [], []
-        for _ in range(self.reps):
-            t, out = run([self.clipreel, "export", job, "-o", self.w("ai_portrait.mp4"),
-                          "--progress", "none"])
-            times, n = summary_times(out), frames_of(out)
-            r = self.upscale_bench(ch, cw, 3, tile=0)
-            rl = self.upscale_bench(ch, cw, 2, tile=0, lanes=n_lanes) if n_lanes > 1 else None
-            exp.append((t - times.get("loading_model", 0.0) - r["prepare_s"]) / n)
-            alone.append(statistics.median(r["run_s"]))
-            lanes.append(rl["s_per_frame"] if rl else alone[-1])
+        exp, alone, lanes, _ = self.export_vs_alone(job, self.w("ai_portrait.mp4"), ch, cw, 3, 2)
         self.raw.update({"overlap_portrait_crop": f"{cw}x{ch} of 1920x1080 -> {cw * 4}x{ch * 4}",
                          "export_ai_portrait_s_per_frame": exp,
                          "upscale_alone_portrait_s_per_frame": alone,
