@@ -1040,18 +1040,26 @@ typedef struct Muxer {
     int header_written;
 } Muxer;
 
+/* Mux one packet of enc's stream (taking its data). */
+static int mux_packet(Export *ex, Muxer *m, AVPacket *pkt, AVCodecContext *enc, AVStream *st)
+{
+    int ret;
+
+    av_packet_rescale_ts(pkt, enc->time_base, st->time_base);
+    pkt->stream_index = st->index;
+    if ((ret = av_interleaved_write_frame(m->oc, pkt)) < 0) {
+        char b[128];
+        return ex_fail(ex, ret, "writing the output failed: %s", reel_strerror(ret, b, sizeof(b)));
+    }
+    return 0;
+}
+
 static int write_packets(Export *ex, Muxer *m, AVCodecContext *enc, AVStream *st)
 {
     int ret;
-    while ((ret = avcodec_receive_packet(enc, m->pkt)) == 0) {
-        av_packet_rescale_ts(m->pkt, enc->time_base, st->time_base);
-        m->pkt->stream_index = st->index;
-        if ((ret = av_interleaved_write_frame(m->oc, m->pkt)) < 0) {
-            char b[128];
-            return ex_fail(ex, ret, "writing the output failed: %s",
-                           reel_strerror(ret, b, sizeof(b)));
-        }
-    }
+    while ((ret = avcodec_receive_packet(enc, m->pkt)) == 0)
+        if ((ret = mux_packet(ex, m, m->pkt, enc, st)) < 0)
+            return ret;
     return ret == AVERROR(EAGAIN) || ret == AVERROR_EOF ? 0 : ret;
 }
 
@@ -1157,7 +1165,7 @@ static int mux_audio(Export *ex, Muxer *m, int64_t until)
             void *p;
 
             if ((ret = reel_queue_pop(&ex->audio_pkts, &p)) < 0)
-                return ex->err ? ex->err : ret;
+                return ret; /* aborted: the failure is recorded (export_job reads it) */
             m->held = p;
         }
         if (!m->held->data) {
@@ -1167,15 +1175,10 @@ static int mux_audio(Export *ex, Muxer *m, int64_t until)
         }
         if (until >= 0 && m->held->pts >= until)
             break;
-        av_packet_rescale_ts(m->held, m->aenc->time_base, m->ast->time_base);
-        m->held->stream_index = m->ast->index;
-        ret = av_interleaved_write_frame(m->oc, m->held);
+        ret = mux_packet(ex, m, m->held, m->aenc, m->ast);
         av_packet_free(&m->held);
-        if (ret < 0) {
-            char b[128];
-            return ex_fail(ex, ret, "writing the output failed: %s",
-                           reel_strerror(ret, b, sizeof(b)));
-        }
+        if (ret < 0)
+            return ret;
     }
     return 0;
 }
