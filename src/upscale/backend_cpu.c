@@ -534,6 +534,30 @@ static void drop_step(CpuState *s, int i)
     s->nsteps--;
 }
 
+/* Index of the step that writes blob b (pass 1: every blob but a Split's has one), or -1. */
+static int producer_of(const CpuState *s, int b)
+{
+    for (int i = 0; i < s->nsteps; i++)
+        if (s->steps[i].dst == b)
+            return i;
+    return -1;
+}
+
+/* Index of the one step that reads blob b, or -1 when none or several do. */
+static int only_reader(const CpuState *s, int b)
+{
+    int found = -1;
+
+    for (int i = 0; i < s->nsteps; i++)
+        for (int k = 0; k < s->steps[i].nsrc; k++)
+            if (s->steps[i].src[k] == b) {
+                if (found >= 0)
+                    return -1;
+                found = i;
+            }
+    return found;
+}
+
 /*
  * A Concat whose only reader is a convolution clipreel's Winograd runs is not
  * made: that convolution takes the Concat's inputs as its own and reads them
@@ -543,8 +567,8 @@ static void drop_step(CpuState *s, int i)
 static void fold_concats(CpuState *s)
 {
     for (int i = 0; i < s->nsteps; i++) {
-        CpuStep *cat = &s->steps[i], *reader = NULL;
-        int nreaders = 0, chans = 0, groups_ok = 1;
+        CpuStep *cat = &s->steps[i], *reader;
+        int r, chans = 0, groups_ok = 1;
 
         if (cat->kind != REEL_NN_CONCAT || cat->nsrc > REEL_WINO_MAX_SRC ||
             cat->dst == s->alias[s->g->output])
@@ -553,14 +577,11 @@ static void fold_concats(CpuState *s)
             groups_ok &= s->shapes[cat->src[k]].c % 16 == 0;
             chans += s->shapes[cat->src[k]].c;
         }
-        for (int j = i + 1; j < s->nsteps; j++)
-            for (int k = 0; k < s->steps[j].nsrc; k++)
-                if (s->steps[j].src[k] == cat->dst) {
-                    nreaders++;
-                    reader = &s->steps[j];
-                }
-        if (!groups_ok || nreaders != 1 || reader->kind != REEL_NN_CONV ||
-            !own_capable(s, reader) || chans != reader->l->p.conv.in_c)
+        if (!groups_ok || (r = only_reader(s, cat->dst)) < 0)
+            continue;
+        reader = &s->steps[r];
+        if (reader->kind != REEL_NN_CONV || !own_capable(s, reader) ||
+            chans != reader->l->p.conv.in_c)
             continue;
         free(reader->src);
         reader->src = cat->src;
@@ -571,26 +592,6 @@ static void fold_concats(CpuState *s)
         drop_step(s, i--);
         s->nfolded++;
     }
-}
-
-/* Index of the step that writes blob b (pass 1: every blob but a Split's has one), or -1. */
-static int producer_of(const CpuState *s, int b)
-{
-    for (int i = 0; i < s->nsteps; i++)
-        if (s->steps[i].dst == b)
-            return i;
-    return -1;
-}
-
-/* Steps reading blob b. */
-static int readers_of(const CpuState *s, int b)
-{
-    int n = 0;
-
-    for (int i = 0; i < s->nsteps; i++)
-        for (int k = 0; k < s->steps[i].nsrc; k++)
-            n += s->steps[i].src[k] == b;
-    return n;
 }
 
 /*
@@ -618,7 +619,7 @@ static int fold_sums(CpuState *s, char *errmsg)
 
             if (!cv || cv->kind != REEL_NN_CONV || !own_capable(s, cv) ||
                 cv->nres == REEL_WINO_MAX_RES || b == other || b == s->alias[s->g->output] ||
-                readers_of(s, b) != 1 || oi < 0 || oi >= ci || os->c != ds->c || os->h != ds->h ||
+                only_reader(s, b) != i || oi < 0 || oi >= ci || os->c != ds->c || os->h != ds->h ||
                 os->w != ds->w)
                 continue;
             if (!(src = realloc(cv->src, ((size_t)cv->nsrc + 1) * sizeof(int))))
