@@ -31,6 +31,16 @@ typedef struct ReelBackendConfig {
     ReelUpscalePrecision precision; /* one that supports() accepted */
 } ReelBackendConfig;
 
+/** What create() made of a graph: for the log, and for tests that the plan holds. */
+typedef struct ReelBackendPlan {
+    int steps;          /* steps one run() executes */
+    int own_convs;      /* convolutions on clipreel's own kernels (wino.c) */
+    int onednn_wino;    /* convolutions on oneDNN's Winograd */
+    int conversions;    /* layout conversions between steps */
+    int concats_folded; /* Concats not made: their reader takes their inputs */
+    int sums_fused;     /* Eltwise sums done in a convolution's output pass */
+} ReelBackendPlan;
+
 typedef struct ReelUpscaleBackend {
     const char *name; /* as in ReelUpscaleOptions.backend */
 
@@ -57,6 +67,9 @@ typedef struct ReelUpscaleBackend {
      * is unspecified and the state stays usable.
      */
     int (*run)(void *state, const float *in, float *out, char *errmsg);
+
+    /** Describe a state create() made (optional: NULL when a backend has no plan to tell). */
+    void (*describe)(const void *state, ReelBackendPlan *plan);
 
     /** Free the state and set *state to NULL; NULL-safe. */
     void (*free)(void **state);

@@ -177,7 +177,7 @@ typedef struct CpuState {
     int nscratch, capscratch;
     void *own_scratch; /* shared by the steps on clipreel's Winograd, one share per thread */
     size_t own_scratch_bytes;
-    int nconvert, nwino, nown, nfolded, nfused; /* for the log */
+    int nconvert, nwino, nown, nfolded, nfused; /* for the log and describe() */
     /*
      * capacities of bufs[], scratch and own_scratch (at least their sizes), and the
      * blocks a previous state left to this one while create() runs (take_block)
@@ -1874,12 +1874,25 @@ fail:
     return ret;
 }
 
+static void cpu_describe(const void *state, ReelBackendPlan *plan)
+{
+    const CpuState *s = state;
+
+    *plan = (ReelBackendPlan){.steps = s->nsteps,
+                              .own_convs = s->nown,
+                              .onednn_wino = s->nwino,
+                              .conversions = s->nconvert,
+                              .concats_folded = s->nfolded,
+                              .sums_fused = s->nfused};
+}
+
 const ReelUpscaleBackend reel_upscale_backend_cpu = {
     .name = "cpu",
     .default_threads = machine_threads,
     .supports = cpu_supports,
     .create = cpu_create,
     .run = cpu_run,
+    .describe = cpu_describe,
     .free = cpu_free,
 };
 
