@@ -58,6 +58,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -509,14 +510,24 @@ class Bench:
         for _, fn in sides:
             fn()
         times = {name: [] for name, _ in sides}
+        cpu = {name: [] for name, _ in sides}
         for i in range(self.reps):
             for name, fn in sides[i % 3:] + sides[:i % 3]:
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 times[name].append(fn())
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                # CPU time of the contender's processes: the same work, or better scheduled?
+                cpu[name].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         ours, ff, two = times["ours"], times["ff"], times["two"]
         shutil.rmtree(frames, ignore_errors=True)
         self.raw.update({"pipeline_source": f"{sw}x{sh} {secs} s 30 fps BT.709, crop {cw}x{ch} -> "
                          f"{ow}x{oh}", "pipeline_clipreel_s": ours, "pipeline_ffmpeg_s": ff,
-                         "pipeline_twostep_s": two})
+                         "pipeline_twostep_s": two, "pipeline_clipreel_cpu_s": cpu["ours"],
+                         "pipeline_ffmpeg_cpu_s": cpu["ff"], "pipeline_twostep_cpu_s": cpu["two"]})
+        med = {name: statistics.median(v) for name, v in cpu.items()}
+        self.notes.append("pipe rows, CPU time of each contender's processes (median): clipreel "
+                          "%.2f s, ffmpeg CLI %.2f s, two-step %.2f s" %
+                          (med["ours"], med["ff"], med["two"]))
         if self.a.want("pipe_vs_ffmpeg"):
             self.ratios["pipe_vs_ffmpeg"] = stats([f / o for f, o in zip(ff, ours)])
         if self.a.want("pipe_vs_twostep"):
