@@ -460,6 +460,12 @@ class Bench:
         for _ in range(max(self.reps, 5)):
             t, _ = run([self.ub, "--load-only", "--model", "x4fast", "--models", MODELS])
             ts.append(t * 1000)
+        # the product binary's own start: every library clipreel links, loaded (no model)
+        cs = [run([self.clipreel, "--version"])[0] * 1000 for _ in range(max(self.reps, 5))]
+        self.raw["clipreel_start_ms"] = cs
+        self.notes.append("startup: the clipreel binary itself starts in %.1f ms (median of "
+                          "`clipreel --version`, every library it links loaded); the row's "
+                          "process loads only the upscaler's" % statistics.median(cs))
         r = self.upscale_bench(self.H, self.W, 3)
         self.raw["startup_ms"] = ts
         # what the first frame of a new size costs on top (kernels built, weights reordered)

@@ -54,9 +54,6 @@
 #include <string.h>
 
 #include <libavcodec/avcodec.h>
-#include <libavfilter/avfilter.h>
-#include <libavfilter/buffersink.h>
-#include <libavfilter/buffersrc.h>
 #include <libavformat/avformat.h>
 #include <libavutil/channel_layout.h>
 #include <libavutil/opt.h>
@@ -65,6 +62,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "media/avfilter_lazy.h"
 
 #define LOG_COMPONENT "audio"
 
@@ -611,6 +609,7 @@ static int source_read(AudioSource *s, float *l, float *r, int n)
 /* ---- Tempo: an atempo chain for one segment ------------------------------ */
 
 typedef struct Tempo {
+    const ReelAvfilter *avf; /* libavfilter, loaded by the first chain (avfilter_lazy.h) */
     AVFilterGraph *graph;
     AVFilterContext *src, *sink;
     AVFrame *out;   /* current output frame of the sink */
@@ -623,7 +622,8 @@ typedef struct Tempo {
 
 static void tempo_close(Tempo *t)
 {
-    avfilter_graph_free(&t->graph);
+    if (t->graph)
+        t->avf->graph_free(&t->graph);
     av_frame_free(&t->out);
     memset(t, 0, sizeof(*t));
 }
@@ -655,15 +655,18 @@ static int tempo_open(Tempo *t, double speed)
     double stages[8];
     int nb = tempo_stages(speed, stages), ret;
     AVFilterContext *prev, *fmt;
+    const ReelAvfilter *avf;
     char name[32];
 
     memset(t, 0, sizeof(*t));
-    if (!(t->graph = avfilter_graph_alloc()) || !(t->out = av_frame_alloc())) {
+    if (!(avf = t->avf = reel_avfilter()))
+        return AVERROR_FILTER_NOT_FOUND;
+    if (!(t->graph = avf->graph_alloc()) || !(t->out = av_frame_alloc())) {
         ret = REEL_ERR(ENOMEM);
         goto fail;
     }
     t->graph->nb_threads = 1;
-    if (!(t->src = avfilter_graph_alloc_filter(t->graph, avfilter_get_by_name("abuffer"), "in"))) {
+    if (!(t->src = avf->graph_alloc_filter(t->graph, avf->get_by_name("abuffer"), "in"))) {
         ret = REEL_ERR(ENOMEM);
         goto fail;
     }
@@ -673,36 +676,35 @@ static int tempo_open(Tempo *t, double speed)
         (ret = av_opt_set_q(t->src, "time_base", (AVRational){1, REEL_AUDIO_RATE},
                             AV_OPT_SEARCH_CHILDREN)) < 0 ||
         (ret = av_opt_set(t->src, "channel_layout", "stereo", AV_OPT_SEARCH_CHILDREN)) < 0 ||
-        (ret = avfilter_init_str(t->src, NULL)) < 0)
+        (ret = avf->init_str(t->src, NULL)) < 0)
         goto fail;
     prev = t->src;
     for (int i = 0; i < nb; i++) {
         AVFilterContext *f;
         snprintf(name, sizeof(name), "tempo%d", i);
-        if (!(f = avfilter_graph_alloc_filter(t->graph, avfilter_get_by_name("atempo"), name))) {
+        if (!(f = avf->graph_alloc_filter(t->graph, avf->get_by_name("atempo"), name))) {
             ret = REEL_ERR(ENOMEM);
             goto fail;
         }
         /* set as a double: no locale-dependent number text */
         if ((ret = av_opt_set_double(f, "tempo", stages[i], AV_OPT_SEARCH_CHILDREN)) < 0 ||
-            (ret = avfilter_init_str(f, NULL)) < 0 || (ret = avfilter_link(prev, 0, f, 0)) < 0)
+            (ret = avf->init_str(f, NULL)) < 0 || (ret = avf->link(prev, 0, f, 0)) < 0)
             goto fail;
         prev = f;
     }
     /* pin the output format so the sink hands back exactly what we fed */
-    if (!(fmt = avfilter_graph_alloc_filter(t->graph, avfilter_get_by_name("aformat"), "fmt"))) {
+    if (!(fmt = avf->graph_alloc_filter(t->graph, avf->get_by_name("aformat"), "fmt"))) {
         ret = REEL_ERR(ENOMEM);
         goto fail;
     }
     if ((ret = av_opt_set(fmt, "sample_fmts", "fltp", AV_OPT_SEARCH_CHILDREN)) < 0 ||
         (ret = av_opt_set(fmt, "sample_rates", "48000", AV_OPT_SEARCH_CHILDREN)) < 0 ||
         (ret = av_opt_set(fmt, "channel_layouts", "stereo", AV_OPT_SEARCH_CHILDREN)) < 0 ||
-        (ret = avfilter_init_str(fmt, NULL)) < 0 || (ret = avfilter_link(prev, 0, fmt, 0)) < 0)
+        (ret = avf->init_str(fmt, NULL)) < 0 || (ret = avf->link(prev, 0, fmt, 0)) < 0)
         goto fail;
-    if ((ret = avfilter_graph_create_filter(&t->sink, avfilter_get_by_name("abuffersink"), "out",
-                                            NULL, NULL, t->graph)) < 0 ||
-        (ret = avfilter_link(fmt, 0, t->sink, 0)) < 0 ||
-        (ret = avfilter_graph_config(t->graph, NULL)) < 0)
+    if ((ret = avf->graph_create_filter(&t->sink, avf->get_by_name("abuffersink"), "out", NULL,
+                                        NULL, t->graph)) < 0 ||
+        (ret = avf->link(fmt, 0, t->sink, 0)) < 0 || (ret = avf->graph_config(t->graph, NULL)) < 0)
         goto fail;
     return 0;
 
@@ -729,7 +731,7 @@ static int tempo_feed(Tempo *t, AudioSource *src, int n)
         (ret = source_read(src, (float *)f->data[0], (float *)f->data[1], n)) < 0)
         goto end;
     t->in_pts += n;
-    ret = av_buffersrc_add_frame_flags(t->src, f, 0);
+    ret = t->avf->buffersrc_add_frame_flags(t->src, f, 0);
 end:
     av_frame_free(&f);
     return ret;
@@ -763,7 +765,7 @@ static int tempo_pull(Tempo *t, AudioSource *src, int64_t *in_left, float *l, fl
         }
         av_frame_unref(t->out);
         t->out_off = 0;
-        ret = av_buffersink_get_frame(t->sink, t->out);
+        ret = t->avf->buffersink_get_frame(t->sink, t->out);
         if (ret >= 0)
             continue;
         if (ret == AVERROR_EOF) {
@@ -783,7 +785,7 @@ static int tempo_pull(Tempo *t, AudioSource *src, int64_t *in_left, float *l, fl
                 return ret;
             t->extra += m;
         } else if (!t->eof_sent) {
-            if ((ret = av_buffersrc_add_frame_flags(t->src, NULL, 0)) < 0)
+            if ((ret = t->avf->buffersrc_add_frame_flags(t->src, NULL, 0)) < 0)
                 return ret;
             t->eof_sent = 1;
         } else {
