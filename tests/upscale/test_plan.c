@@ -27,6 +27,8 @@
 #include "upscale/ncnn_model.h"
 #include "upscale/wino.h"
 
+#include "../check.h"
+
 #define SKIP 77
 
 typedef struct Model {
@@ -38,18 +40,6 @@ static const Model models[] = {
     {"x4fast", 33, 0, 0},
     {"x4plus", 349, 276, 92},
 };
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 /* What the graph holds that the planner can fold: counted from the layers, not the plan. */
 static void count_graph(const ReelNnGraph *g, int *convs3, int *concats, int *sums)
