@@ -102,6 +102,10 @@ class BenchError(Exception):
     pass
 
 
+class Skipped(BenchError):
+    """A comparison this mode does not run by design (not a failure: the exit status stays 0)."""
+
+
 def run(cmd, env=None, cwd=None):
     """Run cmd to completion; return (wall seconds, stdout). Raises BenchError on failure."""
     t0 = time.monotonic()
@@ -600,7 +604,7 @@ class Bench:
         # 1080x1920 output each way, so the model's frame (0.6 s here) dominates as it does
         # in real reels; overlap's 68x120 crop is the worst case (0.05 s of model per frame)
         if self.quick:
-            raise BenchError("full mode only (0.6 s of model per frame)")
+            raise Skipped("full mode only (0.6 s of model per frame)")
         cw, ch = 270, 480
         # 2 s: x264 holds its lookahead (~30 frames) until the end, a fixed cost to amortise
         src = self.w("src709_2s.mp4")
@@ -677,7 +681,7 @@ def print_table(results):
         if s is None and results["only"] and k not in results["only"]:
             continue
         if s is None:
-            why = results["errors"].get(k, "not run")
+            why = results["errors"].get(k) or results["skipped"].get(k, "not run")
             print(f"{k:<19}{'-':>9}{'-':>9}{'-':>9}   {TARGETS[k][2]:<10} {why.splitlines()[0]}")
             continue
         fmt = "{:>9.1f}" if k == "startup_ms" else "{:>9.3f}"
@@ -732,6 +736,7 @@ def main():
     results = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "quick": a.quick, "machine": machine_info(), "load_before": os.getloadavg()[0],
                "only": sorted(only), "raw": {}, "ratios": {}, "notes": [], "errors": {},
+               "skipped": {},
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(libgomp default)")}
     work = tempfile.mkdtemp(prefix="clipreel-bench-")
     b = Bench(a, build, work, results)
@@ -754,6 +759,11 @@ def main():
             foreign = Foreign()
             try:
                 fn()
+            except Skipped as e:
+                for n in names:
+                    if a.want(n):
+                        results["skipped"][n] = str(e)
+                log(f"{', '.join(names)}: {e}")
             except (BenchError, OSError, subprocess.CalledProcessError) as e:
                 for n in names:
                     if a.want(n) and n not in results["ratios"]:
