@@ -133,6 +133,7 @@ typedef struct CpuStep {
     int wino;                 /* conv: Winograd */
     int own;                  /* conv: clipreel's Winograd kernel (wino.c, no oneDNN call) */
     ReelWinoConv *own_conv;   /* its transformed weights, made in pass 4 */
+    ReelWinoIo own_io;        /* own: the buffers each run reads and writes (pass 4) */
     int nres;                 /* own: residual sums fused (the last nres of src) */
     float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
     DnnlCall call[MAX_CALLS]; /* oneDNN primitives of this step, run in order */
@@ -1397,6 +1398,16 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
     }
     if ((ret = reel_wino_create(&st->own_conv, &spec, errmsg)) < 0)
         return ret;
+    /* the inputs (a folded Concat's several), then the residuals; the buffers are fixed now */
+    st->own_io = (ReelWinoIo){.nsrc = st->nsrc - st->nres, .dst = buf_of(s, st->dst)};
+    for (int k = 0; k < st->nsrc; k++) {
+        if (k < st->own_io.nsrc) {
+            st->own_io.src[k] = buf_of(s, st->src[k]);
+            st->own_io.chans[k] = s->shapes[st->src[k]].c;
+        } else {
+            st->own_io.res[k - st->own_io.nsrc] = buf_of(s, st->src[k]);
+        }
+    }
     if (reel_wino_scratch(st->own_conv) > s->own_scratch_bytes)
         s->own_scratch_bytes = reel_wino_scratch(st->own_conv);
     return 0;
@@ -1834,20 +1845,8 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
         }
         switch (st->kind) {
         case REEL_NN_CONV: /* clipreel's Winograd */
-        {
-            ReelWinoIo io = {.nsrc = st->nsrc - st->nres, .dst = buf_of(s, st->dst)};
-
-            for (int k = 0; k < st->nsrc; k++) {
-                if (k < io.nsrc) {
-                    io.src[k] = buf_of(s, st->src[k]);
-                    io.chans[k] = s->shapes[st->src[k]].c;
-                } else {
-                    io.res[k - io.nsrc] = buf_of(s, st->src[k]);
-                }
-            }
-            reel_wino_run_io(st->own_conv, &io, s->own_scratch);
+            reel_wino_run_io(st->own_conv, &st->own_io, s->own_scratch);
             break;
-        }
         case REEL_NN_PIXEL_SHUFFLE:
             run_pixel_shuffle(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os,
                               l->p.shuffle.factor, l->p.shuffle.mode);
