@@ -1717,6 +1717,18 @@ done:
     return ret;
 }
 
+static void cpu_describe(const void *state, ReelBackendPlan *plan)
+{
+    const CpuState *s = state;
+
+    *plan = (ReelBackendPlan){.steps = s->nsteps,
+                              .own_convs = s->nown,
+                              .onednn_wino = s->nwino,
+                              .conversions = s->nconvert,
+                              .concats_folded = s->nfolded,
+                              .sums_fused = s->nfused};
+}
+
 static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                       const ReelBackendConfig *cfg, char *errmsg)
 {
@@ -1801,15 +1813,17 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     }
     {
         size_t total = s->scratch_bytes + s->own_scratch_bytes;
+        ReelBackendPlan p;
 
         for (int i = 0; i < s->nbufs; i++)
             total += s->buf_bytes[i];
+        cpu_describe(s, &p);
         reel_log(REEL_LOG_DEBUG, "upscale",
                  "cpu backend: %dx%d input, %s, %d threads, %d steps (%d Winograd "
                  "convolutions by oneDNN, %d by clipreel, %d conversions, %d concats read in "
                  "place, %d sums fused), %d buffers, %zu MB activations",
-                 in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, s->nsteps, s->nwino, s->nown,
-                 s->nconvert, s->nfolded, s->nfused, s->nbufs, total >> 20);
+                 in_w, in_h, s->bf16 ? "bf16" : "fp32", s->threads, p.steps, p.onednn_wino,
+                 p.own_convs, p.conversions, p.concats_folded, p.sums_fused, s->nbufs, total >> 20);
     }
     drop_spare(s);
     *state = s;
@@ -1871,18 +1885,6 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
     DNNL_TRY(dnnl_stream_wait(s->strm), "execute", NULL);
 fail:
     return ret;
-}
-
-static void cpu_describe(const void *state, ReelBackendPlan *plan)
-{
-    const CpuState *s = state;
-
-    *plan = (ReelBackendPlan){.steps = s->nsteps,
-                              .own_convs = s->nown,
-                              .onednn_wino = s->nwino,
-                              .conversions = s->nconvert,
-                              .concats_folded = s->nfolded,
-                              .sums_fused = s->nfused};
 }
 
 const ReelUpscaleBackend reel_upscale_backend_cpu = {
