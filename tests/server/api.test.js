@@ -381,6 +381,17 @@ run([
     assert.match(h.stdout, /CLIPREEL_S3_SECRET_KEY/);
   }],
 
+  ['transparent huge pages: off by default, CLIPREEL_THP=on keeps them', async () => {
+    // docs/PERFORMANCE.md, Huge pages; /proc/PID/status has THP_enabled since Linux 5.0
+    assert.equal(srv.status().thp, 0, 'the server runs with huge pages off');
+    const on = await startServer({ name: 'thp', env: { CLIPREEL_THP: 'on' } });
+    try {
+      assert.equal(on.status().thp, 1, 'CLIPREEL_THP=on keeps the system policy');
+    } finally {
+      await on.stop();
+    }
+  }],
+
   ['auth off is refused on a non-loopback address', async () => {
     await assert.rejects(startServer({ name: 'open', args: ['--listen', '0.0.0.0', '--auth', 'off'] }), /loopback/);
   }],

@@ -95,7 +95,8 @@ async function startServer({ name = 'srv', args = [], env = {}, config = null, d
     status() { // peak RSS and thread count from /proc
       const s = fs.readFileSync(`/proc/${proc.pid}/status`, 'utf8');
       const get = (k) => Number((new RegExp(k + ':\\s+(\\d+)').exec(s) || [])[1]);
-      return { hwm_kb: get('VmHWM'), rss_kb: get('VmRSS'), threads: get('Threads') };
+      // THP_enabled: 0 once the process has turned transparent huge pages off (prctl)
+      return { hwm_kb: get('VmHWM'), rss_kb: get('VmRSS'), threads: get('Threads'), thp: get('THP_enabled') };
     },
   };
   servers.add(srv);
