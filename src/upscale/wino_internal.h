@@ -17,6 +17,7 @@ typedef void (*ReelWinoJob)(const ReelWinoConv *c, const ReelWinoIo *io, int row
 
 struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;
+    int stream;                /* streaming stores where the output is 64-byte aligned (wino.c) */
     int my, mx, ty, tx, nxi;   /* outputs per tile (rows, columns), inputs per tile, positions */
     int h, w, threads, nb;     /* nb: tiles per job */
     int th, nblk;              /* tile rows; jobs per tile row */

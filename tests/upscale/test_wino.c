@@ -67,20 +67,27 @@ static uint16_t to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/*
+ * The layer run once into a fresh buffer (returned, malloc'd). The output is
+ * placed `skew` bytes past a 64-byte boundary: 0 gives the kernels' streaming
+ * stores (every tensor of the backend is so aligned), 16 their ordinary ones.
+ */
 static void *run(const ReelWinoSpec *sp, const void *src, const void *const *res, int threads,
-                 size_t out_bytes)
+                 size_t out_bytes, size_t skew)
 {
     ReelWinoSpec s = *sp;
     ReelWinoConv *c = NULL;
     char err[REEL_ERRMSG_SIZE];
-    void *dst = malloc(out_bytes), *scratch = NULL;
+    char *buf = aligned_alloc(64, (out_bytes + skew + 63) & ~(size_t)63);
+    void *dst = buf ? buf + skew : NULL, *scratch = NULL, *out = malloc(out_bytes);
     ReelWinoIo io = {.nsrc = 1, .src = {src}, .chans = {sp->in_c}, .dst = dst};
 
     s.threads = threads;
-    if (!dst || reel_wino_create(&c, &s, err) < 0 ||
+    if (!buf || !out || reel_wino_create(&c, &s, err) < 0 ||
         !(scratch = aligned_alloc(64, reel_wino_scratch(c)))) {
-        fprintf(stderr, "create: %s\n", dst ? err : "out of memory");
-        free(dst);
+        fprintf(stderr, "create: %s\n", buf && out ? err : "out of memory");
+        free(buf);
+        free(out);
         reel_wino_free(&c);
         return NULL;
     }
@@ -91,9 +98,11 @@ static void *run(const ReelWinoSpec *sp, const void *src, const void *const *res
         reel_wino_run_io(c, &io, scratch);
     else
         reel_wino_run(c, src, dst, scratch);
+    memcpy(out, dst, out_bytes);
     reel_wino_free(&c);
     free(scratch);
-    return dst;
+    free(buf);
+    return out;
 }
 
 /*
@@ -160,7 +169,7 @@ static int check(const Case *k)
     float *slope = malloc((size_t)k->out_c * sizeof(float));
     float *in = malloc(npix * k->in_c * sizeof(float));
     uint16_t *in_b = malloc(npix * k->in_c * sizeof(uint16_t));
-    void *one = NULL, *two = NULL, *cat = NULL;
+    void *one = NULL, *two = NULL, *plain = NULL, *cat = NULL;
     float *res[REEL_WINO_MAX_RES] = {NULL};   /* what the kernel reads, as f32 */
     void *res_in[REEL_WINO_MAX_RES] = {NULL}; /* the same in the output's type */
     double sig[2] = {0, 0}, noise[2] = {0, 0}, snr[2] = {0, 0};
@@ -216,11 +225,18 @@ static int check(const Case *k)
                        .res_self = {res_self[0], res_self[1]},
                        .res_coef = {res_coef[0], res_coef[1]}};
     const void *const *rp = (const void *const *)res_in;
-    if (!(one = run(&sp, src, rp, 1, out_bytes)) || !(two = run(&sp, src, rp, 2, out_bytes)))
+    if (!(one = run(&sp, src, rp, 1, out_bytes, 0)) ||
+        !(two = run(&sp, src, rp, 2, out_bytes, 0)) ||
+        !(plain = run(&sp, src, rp, 1, out_bytes, 16)))
         goto done;
     if (memcmp(one, two, out_bytes)) {
         fprintf(stderr, "FAIL %dx%d %d->%d: 1 and 2 threads differ\n", k->w, k->h, k->in_c,
                 k->out_c);
+        goto done;
+    }
+    if (memcmp(one, plain, out_bytes)) {
+        fprintf(stderr, "FAIL %dx%d %d->%d: streamed and ordinary stores differ\n", k->w, k->h,
+                k->in_c, k->out_c);
         goto done;
     }
     if (k->in_c >= 32) {
@@ -294,6 +310,7 @@ done:
     free(in_b);
     free(one);
     free(two);
+    free(plain);
     free(cat);
     for (int r = 0; r < REEL_WINO_MAX_RES; r++) {
         free(res[r]);
@@ -358,8 +375,8 @@ static int check_shared(void)
     if (reel_wino_create(&b, &sb, err) < 0)
         goto fail_create;
     held[1] = reel_wino_weights_bytes() - base;
-    if (!(out_shared = run(&sb, in, NULL, 1, (size_t)17 * 11 * OUT * sizeof(float))) ||
-        !(out_alone = run(&sw2, in, NULL, 1, (size_t)17 * 11 * OUT * sizeof(float))))
+    if (!(out_shared = run(&sb, in, NULL, 1, (size_t)17 * 11 * OUT * sizeof(float), 0)) ||
+        !(out_alone = run(&sw2, in, NULL, 1, (size_t)17 * 11 * OUT * sizeof(float), 0)))
         goto done;
     if (reel_wino_create(&other, &sw2, err) < 0)
         goto fail_create;
