@@ -55,10 +55,12 @@ static void set_omp_wait_policy(char **argv)
  * this kind a fresh huge page is expensive when the host has taken back the
  * memory the guest freed (what a process that starts after another has ended
  * meets): 9.8 us per 4 KiB against 1.7 us for a plain page, so a 6 s 1080p
- * export spent ~1.1 s in the kernel instead of ~0.35 s (docs/PERFORMANCE.md,
- * Huge pages). Nothing else here asks for them, and libx264 ran no slower on
- * 4 KiB pages, so clipreel turns them off for itself and its children;
- * CLIPREEL_THP=on keeps the system's policy. The flag survives the exec above.
+ * export spent ~1.1 s in the kernel instead of ~0.35 s, 11 % of its time
+ * (docs/PERFORMANCE.md, Huge pages). An export right after another pays ~0.15 s
+ * more for its 4 KiB faults (~4 %, inside this VM's noise); exports mostly come
+ * after a pause. Nothing else here asks for huge pages, so clipreel turns them
+ * off for itself and its children; CLIPREEL_THP=on keeps the system's policy.
+ * The flag survives the exec above.
  */
 static void set_thp_policy(void)
 {
