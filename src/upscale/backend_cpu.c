@@ -151,6 +151,7 @@ typedef struct CpuState {
     int wino_ok;            /* Winograd allowed (fp32, not turned off) */
     int own_ok;             /* clipreel's Winograd allowed (the CPU runs it, not turned off) */
     int own_rows, own_cols; /* bf16: its tile (4x4; CLIPREEL_BF16_TILE=4x2 or 2x2) */
+    int plain_stores;       /* CLIPREEL_STREAM_STORES=off: no streaming stores (wino.c) */
     int in_h, in_w;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
@@ -1381,6 +1382,7 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
         .tile_rows = s->own_rows,
         .tile_cols = s->own_cols,
         .threads = s->threads,
+        .plain_stores = s->plain_stores,
     };
     int ret;
 
@@ -1734,6 +1736,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
 {
     CpuState *s;
     const char *algo = getenv("CLIPREEL_CONV_ALGO"), *tile = getenv("CLIPREEL_BF16_TILE");
+    const char *stores = getenv("CLIPREEL_STREAM_STORES");
     CpuState *old = *state;
     int ret = 0, cap;
 
@@ -1754,6 +1757,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     /* the bf16 tile: 4x4 (default), or the more exact 4x2 or 2x2 */
     s->own_rows = tile && !strcmp(tile, "2x2") ? 2 : 4;
     s->own_cols = tile && (!strcmp(tile, "2x2") || !strcmp(tile, "4x2")) ? 2 : 4;
+    s->plain_stores = stores && !strcmp(stores, "off");
     s->in_h = in_h;
     s->in_w = in_w;
     /* graph blobs, then at most one shadow per layer input and one for the output */

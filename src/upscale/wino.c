@@ -80,8 +80,9 @@
  * tiles): its loads from the input map, written by the previous layer and
  * mostly out of cache, were ~28 % of the bf16 job's samples, stalled. 4-5 %
  * off the bf16 network, ~2 % off fp32 (x4fast on a 480-wide, 270-high frame,
- * alternating runs); 4 and 8 measured alike, 16 no better than none. On the
- * bare layer run again and again on one input that stays in cache
+ * alternating runs); 4 and 8 measured alike, 16 no better than none (and,
+ * once the outputs were streamed, 15 % slower in bf16). On the bare layer run again and again on
+ * one input that stays in cache
  * (`conv_peak`) it costs ~1 %.
  */
 #define PF_COLS 8
@@ -96,18 +97,10 @@
  * the bytes); on a 68x120 crop, in 128 tiles and on x4plus the two measure
  * alike (docs/internals/upscale.md, Streaming stores). The bits are the same.
  * bf16 pairs two groups of 16 channels into one line, so it needs out_c a
- * multiple of 32; other layers, outputs not 64-byte aligned, and
- * CLIPREEL_STREAM_STORES=off store as before.
+ * multiple of 32; other layers, outputs not 64-byte aligned, and layers made
+ * with spec.plain_stores (CLIPREEL_STREAM_STORES=off, backend_cpu.c) store as
+ * before.
  */
-static int stream_stores = -1; /* unset, then 0 / 1 for the process */
-static pthread_once_t stream_once = PTHREAD_ONCE_INIT;
-
-static void read_stream_setting(void)
-{
-    const char *v = getenv("CLIPREEL_STREAM_STORES");
-
-    stream_stores = !(v && !strcmp(v, "off"));
-}
 
 static ReelWinoJob pick_job(const ReelWinoConv *c);
 
@@ -263,8 +256,7 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     c->in_c = sp->in_c;
     c->out_c = sp->out_c;
     c->out_f32 = !bf16 || sp->out_f32;
-    pthread_once(&stream_once, read_stream_setting);
-    c->stream = stream_stores && (c->out_f32 || sp->out_c % 32 == 0);
+    c->stream = !sp->plain_stores && (c->out_f32 || sp->out_c % 32 == 0);
     c->my = bf16 ? rows : 4;
     c->mx = bf16 ? cols : 4;
     c->ty = c->my + 2;

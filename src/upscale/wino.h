@@ -47,6 +47,7 @@ typedef struct ReelWinoSpec {
     int tile_rows;       /* bf16 kind: outputs per tile, rows x columns: 4 x 4 (0 x 0: the */
     int tile_cols;       /* default, fastest), 4 x 2 or 2 x 2 (more exact); f32: always 4 x 4 */
     int threads;         /* OpenMP threads that run it (>= 1) */
+    int plain_stores;    /* 1: ordinary stores where streaming ones would apply (wino.c, STREAM) */
     /*
      * residual sums after the activation, in order (an Eltwise sum that alone
      * reads the output): y = res_self[r] * y + res_coef[r] * res[r], the
