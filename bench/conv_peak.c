@@ -80,7 +80,9 @@ static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows, i
                        .threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     ReelWinoConv *c;
     char err[512];
-    void *src = calloc((size_t)H * W * 64, elem), *dst = calloc((size_t)H * W * 64, elem);
+    /* 64-byte aligned, as the upscaler's tensors are: the output pass streams only into those */
+    size_t bytes = ((size_t)H * W * 64 * elem + 63) & ~(size_t)63;
+    void *src = aligned_alloc(64, bytes), *dst = aligned_alloc(64, bytes);
     void *scratch = NULL;
     double best = 1e30;
 
@@ -90,6 +92,10 @@ static int own_kernel(int H, int W, int runs, int threads, int bf16, int rows, i
     }
     for (int i = 0; i < 64 * 64 * 9; i++)
         weight[i] = (float)((i * 7919) % 201 - 100) * 1e-3f;
+    if (src && dst) {
+        memset(src, 0, bytes);
+        memset(dst, 0, bytes);
+    }
     if (!src || !dst || reel_wino_create(&c, &sp, err) < 0 ||
         !(scratch = aligned_alloc(64, reel_wino_scratch(c)))) {
         fprintf(stderr, "conv_peak: %s\n", src && dst ? err : "out of memory");

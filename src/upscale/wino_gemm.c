@@ -23,7 +23,7 @@
  * vx at position xi, mx at M[0][0][xi]. bf16: over in_c / 2 channel pairs.
  */
 ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx, float *mx, int jb,
-                           int k0, const int nkb, const int bf16)
+                           int k0, const char *pf, int npf, const int nkb, const int bf16)
 {
     const int in_c = c->in_c, oc = c->out_c, nxi = c->nxi; /* once: stores may alias c */
     __m512 acc[4][JB];
@@ -39,6 +39,8 @@ ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx
             const uint16_t *wp = (const uint16_t *)ux + ((size_t)p * oc + k0) * 2;
             __m512bh wv[4];
 
+            if (p < npf)
+                __builtin_prefetch(pf + (size_t)p * 64, 0, 2);
             for (int kb = 0; kb < nkb; kb++)
                 wv[kb] = (__m512bh)_mm512_loadu_si512(wp + kb * 32);
             for (int j = 0; j < JB; j++) {
@@ -55,6 +57,8 @@ ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx
             const float *wp = (const float *)ux + (size_t)ci * oc + k0;
             __m512 wv[4];
 
+            if (ci < npf)
+                __builtin_prefetch(pf + (size_t)ci * 64, 0, 2);
             for (int kb = 0; kb < nkb; kb++)
                 wv[kb] = _mm512_loadu_ps(wp + kb * 16);
             for (int j = 0; j < JB; j++) {
@@ -70,7 +74,8 @@ ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx
             _mm512_storeu_ps(mx + ((size_t)(jb + j) * oc + k0 + kb * 16) * nxi, acc[kb][j]);
 }
 
-ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, int nt, const int bf16)
+ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, int nt,
+                            ReelWinoAhead *ah, const int bf16)
 {
     const int in_c = c->in_c, out_c = c->out_c, nxi = c->nxi, nb = c->nb;
     size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float), uxi = (size_t)in_c * out_c * elem;
@@ -82,18 +87,30 @@ ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, int 
 
         for (int jb = 0; jb < nt; jb += JB) {
             for (int k0 = 0; k0 < out_c; k0 += 64) {
+                /* this block's share of the lines to prefetch, within one range */
+                const char *pf = NULL;
+                int npf = 0;
+
+                if (ah->r < ah->nr) {
+                    size_t left = (ah->len[ah->r] - ah->off) / 64;
+
+                    pf = ah->from[ah->r] + ah->off;
+                    npf = left < (size_t)ah->per ? (int)left : ah->per;
+                    if ((ah->off += (size_t)npf * 64) >= ah->len[ah->r])
+                        ah->r++, ah->off = 0;
+                }
                 switch ((out_c - k0) / 16) {
                 case 1:
-                    product(c, ux, vx, mx, jb, k0, 1, bf16);
+                    product(c, ux, vx, mx, jb, k0, pf, npf, 1, bf16);
                     break;
                 case 2:
-                    product(c, ux, vx, mx, jb, k0, 2, bf16);
+                    product(c, ux, vx, mx, jb, k0, pf, npf, 2, bf16);
                     break;
                 case 3:
-                    product(c, ux, vx, mx, jb, k0, 3, bf16);
+                    product(c, ux, vx, mx, jb, k0, pf, npf, 3, bf16);
                     break;
                 default:
-                    product(c, ux, vx, mx, jb, k0, 4, bf16);
+                    product(c, ux, vx, mx, jb, k0, pf, npf, 4, bf16);
                     break;
                 }
             }
@@ -101,12 +118,14 @@ ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, int 
     }
 }
 
-void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m, int nt)
+void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m, int nt,
+                             ReelWinoAhead *ah)
 {
-    products(c, v, m, nt, 1);
+    products(c, v, m, nt, ah, 1);
 }
 
-void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m, int nt)
+void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m, int nt,
+                            ReelWinoAhead *ah)
 {
-    products(c, v, m, nt, 0);
+    products(c, v, m, nt, ah, 0);
 }

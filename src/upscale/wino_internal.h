@@ -18,6 +18,7 @@ typedef void (*ReelWinoJob)(const ReelWinoConv *c, const ReelWinoIo *io, int row
 struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;
     int stream;                /* streaming stores where the output is 64-byte aligned (wino.c) */
+    int pair;                  /* bf16, in_c a multiple of 32: V in pairs of groups (PAIRS) */
     int my, mx, ty, tx, nxi;   /* outputs per tile (rows, columns), inputs per tile, positions */
     int h, w, threads, nb;     /* nb: tiles per job */
     int th, nblk;              /* tile rows; jobs per tile row */
@@ -32,11 +33,26 @@ struct ReelWinoConv {
 };
 
 /*
+ * Lines to prefetch while the products run (wino.c, AHEAD): nr ranges of
+ * whole 64-byte lines, from[i] .. from[i] + len[i]; `per` lines in each
+ * register block's product, one per input channel (pair) from the first,
+ * until all are issued. The products advance r and off.
+ */
+typedef struct ReelWinoAhead {
+    const char *from[MAX_T * REEL_WINO_MAX_SRC];
+    size_t len[MAX_T * REEL_WINO_MAX_SRC];
+    int nr, r, per;
+    size_t off;
+} ReelWinoAhead;
+
+/*
  * M[tile][out_c / 16][xi][16] = U[xi] V[xi] for every position xi and the
  * job's first nt tiles (a multiple of JB, at most nb): V is [xi][tile][in_c]
- * (bf16 or f32; nb tiles per position), U c->u.
+ * (bf16 or f32; nb tiles per position), U c->u; ah's lines prefetched behind.
  */
-void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m, int nt);
-void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m, int nt);
+void reel_wino_products_bf16(const ReelWinoConv *c, const void *v, float *m, int nt,
+                             ReelWinoAhead *ah);
+void reel_wino_products_f32(const ReelWinoConv *c, const void *v, float *m, int nt,
+                            ReelWinoAhead *ah);
 
 #endif
