@@ -49,7 +49,9 @@
  *      channels at fixed offsets; behind them, spread one line per input
  *      channel (pair) over the register blocks, the input rows of the job
  *      this thread will likely take next are prefetched (AHEAD below);
- *   3. output transform: A_v' per column, A_h per row, plus bias, then the
+ *   3. output transform: A_v' per column, A_h per row (the bias is already
+ *      in: the products start M at position (1, 1) from it, and column 1 of
+ *      A' is all ones in both tiles, so it reaches every output once), then the
  *      activation (x < 0 -> x * slope), stored as bf16 or f32 with
  *      non-temporal (streaming) stores of whole 64-byte lines: a pixel's 16
  *      channels in f32, two groups of 16 in bf16 (see STREAM below); tiles
@@ -560,7 +562,7 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
         res_self[q] = _mm512_set1_ps(c->res_self[q]);
         res_coef[q] = _mm512_set1_ps(c->res_coef[q]);
     }
-    const float *bias_c = c->bias, *slope_c = c->slope;
+    const float *slope_c = c->slope;
     const size_t px_bytes = (size_t)oc * (out_f32 ? sizeof(float) : sizeof(uint16_t));
 
     for (int t = 0; t < nb; t++) {
@@ -580,7 +582,8 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
         }
         for (int k = 0; k < oc; k += 16) {
             const float *mk = m + ((size_t)t * oc + k) * nxi;
-            __m512 bias = _mm512_loadu_ps(bias_c + k), cols[MAX_T][4];
+            __m512 slope = slope_c ? _mm512_loadu_ps(slope_c + k) : _mm512_setzero_ps();
+            __m512 cols[MAX_T][4];
 
             for (int x = 0; x < tx; x++) {
                 __m512 mm[MAX_T];
@@ -606,12 +609,12 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
                     at4(r, o);
                 for (int b = 0; b < mx && ox + b < w; b++) {
                     size_t at = ((size_t)oy * w + ox + b) * oc + k;
-                    __m512 y = _mm512_add_ps(o[b], bias);
+                    __m512 y = o[b];
 
                     if (slope_c) {
                         __mmask16 neg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ);
 
-                        y = _mm512_mask_mul_ps(y, neg, y, _mm512_loadu_ps(slope_c + k));
+                        y = _mm512_mask_mul_ps(y, neg, y, slope);
                     }
                     for (int q = 0; q < nres; q++) {
                         __m512 rv = out_f32 ? _mm512_loadu_ps((const float *)io->res[q] + at)

@@ -23,14 +23,15 @@
  * vx at position xi, mx at M[0][0][xi]. bf16: over in_c / 2 channel pairs.
  */
 ALWAYS_INLINE void product(const ReelWinoConv *c, const void *ux, const void *vx, float *mx, int jb,
-                           int k0, const char *pf, int npf, const int nkb, const int bf16)
+                           int k0, const float *init, const char *pf, int npf, const int nkb,
+                           const int bf16)
 {
     const int in_c = c->in_c, oc = c->out_c, nxi = c->nxi; /* once: stores may alias c */
     __m512 acc[4][JB];
 
     for (int kb = 0; kb < nkb; kb++)
         for (int j = 0; j < JB; j++)
-            acc[kb][j] = _mm512_setzero_ps();
+            acc[kb][j] = init ? _mm512_loadu_ps(init + kb * 16) : _mm512_setzero_ps();
     if (bf16) {
         const int pairs = in_c / 2;
         const uint32_t *vp = vx;
@@ -87,6 +88,8 @@ ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, int 
 
         for (int jb = 0; jb < nt; jb += JB) {
             for (int k0 = 0; k0 < out_c; k0 += 64) {
+                /* M at (1, 1) starts from the bias: A' of both tiles has 1s in column 1 */
+                const float *init = xi == c->tx + 1 ? c->bias + k0 : NULL;
                 /* this block's share of the lines to prefetch, within one range */
                 const char *pf = NULL;
                 int npf = 0;
@@ -101,16 +104,16 @@ ALWAYS_INLINE void products(const ReelWinoConv *c, const void *v, float *m, int 
                 }
                 switch ((out_c - k0) / 16) {
                 case 1:
-                    product(c, ux, vx, mx, jb, k0, pf, npf, 1, bf16);
+                    product(c, ux, vx, mx, jb, k0, init, pf, npf, 1, bf16);
                     break;
                 case 2:
-                    product(c, ux, vx, mx, jb, k0, pf, npf, 2, bf16);
+                    product(c, ux, vx, mx, jb, k0, init, pf, npf, 2, bf16);
                     break;
                 case 3:
-                    product(c, ux, vx, mx, jb, k0, pf, npf, 3, bf16);
+                    product(c, ux, vx, mx, jb, k0, init, pf, npf, 3, bf16);
                     break;
                 default:
-                    product(c, ux, vx, mx, jb, k0, pf, npf, 4, bf16);
+                    product(c, ux, vx, mx, jb, k0, init, pf, npf, 4, bf16);
                     break;
                 }
             }
