@@ -266,7 +266,8 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     *out = NULL;
     if (!reel_wino_fits(sp->in_c, sp->out_c) || (bf16 && !tile_ok) || sp->h < 1 || sp->w < 1 ||
         sp->threads < 1 || (sp->slope && sp->nslope != 1 && sp->nslope != sp->out_c) ||
-        sp->nres < 0 || sp->nres > REEL_WINO_MAX_RES)
+        sp->nres < 0 || sp->nres > REEL_WINO_MAX_RES ||
+        (sp->shuffle_out && ((bf16 && !sp->out_f32) || sp->nres > 1)))
         return reel_fail(errmsg, REEL_ERROR_INTERNAL,
                          "Winograd: unsupported layer (%d -> %d channels, %dx%d)", sp->in_c,
                          sp->out_c, sp->w, sp->h);
@@ -278,6 +279,7 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     c->out_f32 = !bf16 || sp->out_f32;
     c->stream = !sp->plain_stores && (c->out_f32 || sp->out_c % 32 == 0);
     c->pair = bf16 && sp->in_c % 32 == 0;
+    c->shuffle = sp->shuffle_out;
     c->my = bf16 ? rows : 4;
     c->mx = bf16 ? cols : 4;
     c->ty = c->my + 2;
@@ -407,6 +409,67 @@ static inline void store_bf16(uint16_t *p, __m512 v)
 }
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/*
+ * SHUFFLE: one row of a tile's outputs, pixels (oy, ox + b), of channel group
+ * g, stored as PixelShuffle(4) puts them: lane dy * 4 + dx of pixel (y, x) to
+ * plane g of the planar f32 output, pixel (4 y + dy, 4 x + dx). The residual,
+ * if any, is plane g of a planar map the size of the input, each pixel added
+ * to the 16 outputs it becomes (nearest upsampling). Four pixels whole: a 4x4
+ * transpose of 128-bit lanes, one 64-byte line per output row; otherwise (the
+ * right edge, 2-column tiles) 16 bytes per pixel and row.
+ */
+ALWAYS_INLINE void store_shuffled(const ReelWinoConv *c, const ReelWinoIo *io, const __m512 *o,
+                                  __m512 slope, int oy, int ox, int g, int stream, const int mx)
+{
+    const int h = c->h, w = c->w, n = w - ox < mx ? w - ox : mx;
+    const size_t ow = (size_t)w * 4;
+    float *plane = (float *)io->dst + (size_t)g * 16 * h * w;
+    __m512 y[4];
+
+    for (int b = 0; b < n; b++) {
+        y[b] = o[b];
+        if (c->slope) {
+            __mmask16 neg = _mm512_cmp_ps_mask(y[b], _mm512_setzero_ps(), _CMP_LT_OQ);
+
+            y[b] = _mm512_mask_mul_ps(y[b], neg, y[b], slope);
+        }
+        if (c->nres) {
+            const float *res = (const float *)io->res[0] + (size_t)g * h * w;
+            __m512 rv = _mm512_set1_ps(res[(size_t)oy * w + ox + b]);
+
+            y[b] = _mm512_fmadd_ps(_mm512_set1_ps(c->res_self[0]), y[b],
+                                   _mm512_mul_ps(_mm512_set1_ps(c->res_coef[0]), rv));
+        }
+    }
+    if (mx == 4 && n == 4) {
+        __m512 t0 = _mm512_shuffle_f32x4(y[0], y[1], 0x44),
+               t1 = _mm512_shuffle_f32x4(y[0], y[1], 0xee);
+        __m512 t2 = _mm512_shuffle_f32x4(y[2], y[3], 0x44),
+               t3 = _mm512_shuffle_f32x4(y[2], y[3], 0xee);
+        __m512 rows[4] = {_mm512_shuffle_f32x4(t0, t2, 0x88), _mm512_shuffle_f32x4(t0, t2, 0xdd),
+                          _mm512_shuffle_f32x4(t1, t3, 0x88), _mm512_shuffle_f32x4(t1, t3, 0xdd)};
+
+        for (int dy = 0; dy < 4; dy++) {
+            float *p = plane + (size_t)(4 * oy + dy) * ow + (size_t)ox * 4;
+
+            if (stream)
+                _mm512_stream_ps(p, rows[dy]);
+            else
+                _mm512_storeu_ps(p, rows[dy]);
+        }
+        return;
+    }
+    for (int b = 0; b < n; b++)
+        for (int dy = 0; dy < 4; dy++) {
+            __m512i lanes =
+                _mm512_add_epi32(_mm512_set1_epi32(dy * 4),
+                                 _mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0));
+
+            _mm_storeu_ps(plane + (size_t)(4 * oy + dy) * ow + (size_t)(ox + b) * 4,
+                          _mm512_castps512_ps128(_mm512_permutexvar_ps(lanes, y[b])));
+        }
+}
 
 /* ------------------------------------------------------------------------ */
 /* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
@@ -554,7 +617,9 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
     const int tx = mx + 2, nxi = (my + 2) * tx, oc = c->out_c, h = c->h, w = c->w;
     const int out_f32 = c->out_f32, nb = c->nb, nres = c->nres;
     void *dst = io->dst;
-    const int stream = c->stream && !((uintptr_t)dst & 63);
+    const int shuffle = c->shuffle;
+    /* SHUFFLE: its planar rows, 16 w bytes apart, start on 64-byte lines when w % 4 == 0 */
+    const int stream = c->stream && !((uintptr_t)dst & 63) && (!shuffle || w % 4 == 0);
     __m512 res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
     __m512 held[4][4] = {{_mm512_setzero_ps()}}; /* bf16 streamed: a line's first 16 channels */
 
@@ -571,7 +636,7 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
         if (ox >= w)
             break;
         /* stored in place: the output lines of the tile after next, for writing */
-        if (!stream && ox + 2 * mx < w) {
+        if (!stream && !shuffle && ox + 2 * mx < w) {
             for (int a = 0; a < my && row * my + a < h; a++) {
                 const char *p =
                     (const char *)dst + ((size_t)(row * my + a) * w + ox + 2 * mx) * px_bytes;
@@ -607,6 +672,10 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
                     at6(r, o);
                 else
                     at4(r, o);
+                if (shuffle) {
+                    store_shuffled(c, io, o, slope, oy, ox, k / 16, stream, mx);
+                    continue;
+                }
                 for (int b = 0; b < mx && ox + b < w; b++) {
                     size_t at = ((size_t)oy * w + ox + b) * oc + k;
                     __m512 y = o[b];

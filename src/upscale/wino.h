@@ -49,6 +49,15 @@ typedef struct ReelWinoSpec {
     int threads;         /* OpenMP threads that run it (>= 1) */
     int plain_stores;    /* 1: ordinary stores where streaming ones would apply (wino.c, STREAM) */
     /*
+     * 1: the output goes through PixelShuffle(4) (ncnn mode 0) into a planar
+     * f32 image of out_c / 16 planes, 4h x 4w each: channel c * 16 + dy * 4 + dx
+     * of pixel (y, x) to plane c, pixel (4y + dy, 4x + dx). A residual (nres 1)
+     * is then a planar map of out_c / 16 planes h x w, upsampled nearest: its
+     * pixel (y, x) is added to the 16 outputs pixel (y, x) becomes. f32 output
+     * only (the bf16 kind with out_f32); the tail of realesr-general-x4v3.
+     */
+    int shuffle_out;
+    /*
      * residual sums after the activation, in order (an Eltwise sum that alone
      * reads the output): y = res_self[r] * y + res_coef[r] * res[r], the
      * tensors given to run_io(); nres <= REEL_WINO_MAX_RES

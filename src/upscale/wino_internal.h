@@ -19,6 +19,7 @@ struct ReelWinoConv {
     int bf16, in_c, out_c, out_f32;
     int stream;                /* streaming stores where the output is 64-byte aligned (wino.c) */
     int pair;                  /* bf16, in_c a multiple of 32: V in pairs of groups (PAIRS) */
+    int shuffle;               /* spec.shuffle_out: planar output, PixelShuffle(4) (SHUFFLE) */
     int my, mx, ty, tx, nxi;   /* outputs per tile (rows, columns), inputs per tile, positions */
     int h, w, threads, nb;     /* nb: tiles per job */
     int th, nblk;              /* tile rows; jobs per tile row */

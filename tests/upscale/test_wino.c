@@ -319,6 +319,102 @@ done:
     return bad;
 }
 
+/*
+ * spec.shuffle_out: the layer's output through PixelShuffle(4) into planar
+ * f32, plus a planar residual upsampled nearest, must be exactly what the
+ * same layer's NHWC output gives when shuffled and summed here (y = self * y +
+ * coef * r, one rounding of the sum as the kernel does it): on 1 and 2
+ * threads, streamed (aligned, w % 4 == 0) and not, with the right edge cutting
+ * a tile (w % 4 != 0) and 2-column bf16 tiles. 0 pass, 1 fail.
+ */
+static int check_shuffle(int bf16, int h, int w, int cols, int nres)
+{
+    const int in_c = 32, out_c = 48, planes = out_c / 16;
+    size_t npix = (size_t)h * w, nw = (size_t)out_c * in_c * 9, bytes = npix * out_c * 4;
+    float *weight = malloc(nw * sizeof(float)), *bias = malloc(out_c * sizeof(float));
+    float *res = malloc(npix * planes * sizeof(float)), *want = malloc(bytes);
+    float *in = malloc(npix * in_c * sizeof(float));
+    uint16_t *in_b = malloc(npix * in_c * sizeof(uint16_t));
+    float *nhwc = NULL, *got[3] = {NULL, NULL, NULL};
+    int bad = 1;
+
+    if (!weight || !bias || !res || !want || !in || !in_b)
+        goto done;
+    for (size_t i = 0; i < npix * in_c; i++) {
+        in[i] = frand() * 2.f - 0.5f;
+        in_b[i] = to_bf16(in[i]);
+    }
+    for (size_t i = 0; i < nw; i++)
+        weight[i] = (frand() * 2.f - 1.f) * sqrtf(6.f / (9.f * (float)in_c));
+    for (int o = 0; o < out_c; o++)
+        bias[o] = (frand() - 0.5f) * 0.2f;
+    for (size_t i = 0; i < npix * planes; i++)
+        res[i] = frand() * 2.f - 1.f;
+    ReelWinoSpec sp = {.kind = bf16 ? REEL_WINO_BF16 : REEL_WINO_F32,
+                       .in_c = in_c,
+                       .out_c = out_c,
+                       .weight = weight,
+                       .bias = bias,
+                       .out_f32 = 1,
+                       .h = h,
+                       .w = w,
+                       .tile_rows = bf16 ? 4 : 0,
+                       .tile_cols = bf16 ? cols : 0};
+    const void *src = bf16 ? (const void *)in_b : (const void *)in;
+    const void *rp[1] = {res};
+
+    if (!(nhwc = run(&sp, src, NULL, 1, bytes, 0)))
+        goto done;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int o = 0; o < out_c; o++) {
+                int c = o / 16, dy = o % 16 / 4, dx = o % 4;
+                float v = nhwc[((size_t)y * w + x) * out_c + o];
+
+                if (nres)
+                    v = fmaf(res_self[0], v, res_coef[0] * res[((size_t)c * h + y) * w + x]);
+                want[((size_t)c * 4 * h + 4 * y + dy) * 4 * w + 4 * x + dx] = v;
+            }
+    sp.shuffle_out = 1;
+    sp.nres = nres;
+    sp.res_self[0] = res_self[0];
+    sp.res_coef[0] = res_coef[0];
+    if (!(got[0] = run(&sp, src, rp, 1, bytes, 0)) || !(got[1] = run(&sp, src, rp, 2, bytes, 0)) ||
+        !(got[2] = run(&sp, src, rp, 1, bytes, 16)))
+        goto done;
+    bad = 0;
+    for (int i = 0; i < 3; i++)
+        if (memcmp(got[i], want, bytes)) {
+            size_t at = 0;
+
+            while (!memcmp(&got[i][at], &want[at], sizeof(float)))
+                at++;
+            fprintf(stderr,
+                    "FAIL %s %dx%d shuffled%s (%s): plane %zu pixel (%zu, %zu) is %g, want %g\n",
+                    bf16 ? "bf16" : "f32", w, h, nres ? " + residual" : "",
+                    i == 0   ? "1 thread"
+                    : i == 1 ? "2 threads"
+                             : "ordinary stores",
+                    at / (16 * npix), at % (16 * npix) % (4 * (size_t)w),
+                    at % (16 * npix) / (4 * (size_t)w), got[i][at], want[at]);
+            bad = 1;
+        }
+    printf("%s %s %dx%d F(4x%d) 32->48 shuffled into planes%s: same bits as shuffling after\n",
+           bad ? "FAIL" : "ok  ", bf16 ? "bf16" : "f32 ", w, h, bf16 ? cols : 4,
+           nres ? ", residual upsampled" : "");
+done:
+    free(weight);
+    free(bias);
+    free(res);
+    free(want);
+    free(in);
+    free(in_b);
+    free(nhwc);
+    for (int i = 0; i < 3; i++)
+        free(got[i]);
+    return bad;
+}
+
 /* made on another thread, for the concurrent case of check_shared */
 typedef struct Maker {
     ReelWinoSpec spec;
@@ -491,6 +587,17 @@ int main(void)
     }
     failed += check_shared();
     ran++;
+    /* bf16, h, w, tile columns, residual */
+    static const int shuffles[][5] = {{0, 9, 24, 4, 1},  {0, 7, 30, 4, 0}, {0, 1, 1, 4, 1},
+                                      {1, 10, 40, 4, 1}, {1, 9, 23, 4, 1}, {1, 6, 18, 2, 1}};
+    for (size_t i = 0; i < sizeof(shuffles) / sizeof(shuffles[0]); i++) {
+        const int *q = shuffles[i];
+
+        if (q[0] && !reel_wino_supported(REEL_WINO_BF16))
+            continue;
+        failed += check_shuffle(q[0], q[1], q[2], q[3], q[4]);
+        ran++;
+    }
     if (failed)
         fprintf(stderr, "%d of %d layers failed\n", failed, ran);
     return failed ? 1 : 0;
