@@ -39,6 +39,7 @@ typedef struct ReelBackendPlan {
     int conversions;    /* layout conversions between steps */
     int concats_folded; /* Concats not made: their reader takes their inputs */
     int sums_fused;     /* Eltwise sums done in a convolution's output pass */
+    int tail_fused;     /* 1: the last convolution writes the output through its shuffle */
 } ReelBackendPlan;
 
 typedef struct ReelUpscaleBackend {

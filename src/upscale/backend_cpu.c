@@ -23,7 +23,11 @@
  *      only by a convolution clipreel's Winograd runs is dropped, that
  *      convolution reading the Concat's inputs where they lie (x4plus's
  *      dense blocks copy nothing), and so is an Eltwise sum such a
- *      convolution alone feeds: its output pass adds the other tensor.
+ *      convolution alone feeds: its output pass adds the other tensor; a
+ *      network ending in such a convolution, PixelShuffle(4) and a sum with
+ *      its input upsampled 4x (x4fast) ends in that convolution alone, which
+ *      writes the caller's planar output and adds the caller's input
+ *      (fold_tail: no shuffle, resampling, sum or export run).
  *   2. formats: walking the steps in order, every step picks the primitive
  *      (descriptor) it will run and the descriptors it needs for its inputs;
  *      an input whose blob has another descriptor gets a conversion step (one
@@ -135,6 +139,7 @@ typedef struct CpuStep {
     ReelWinoConv *own_conv;   /* its transformed weights, made in pass 4 */
     ReelWinoIo own_io;        /* own: the buffers each run reads and writes (pass 4) */
     int nres;                 /* own: residual sums fused (the last nres of src) */
+    int tail;                 /* own: writes the planar output through the shuffle (fold_tail) */
     float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
     DnnlCall call[MAX_CALLS]; /* oneDNN primitives of this step, run in order */
     int ncalls;
@@ -165,6 +170,7 @@ typedef struct CpuState {
     int *wino_reader;       /* blob is read by a convolution that can run Winograd */
     int *shadow;            /* blob -> its shadow (one per blob: the last made), or -1 */
     int out_blob;           /* the canonical blob exported to the planar output */
+    int tail;               /* a step writes the planar output itself: no export (fold_tail) */
     dnnl_memory_t in_mem;   /* the caller's planar input: handle set by each run() */
     dnnl_memory_t out_mem;  /* the caller's planar output: handle set by each run() */
     DnnlCall export_call;   /* reorder out_blob -> out_mem, after the last step */
@@ -642,6 +648,54 @@ static int fold_sums(CpuState *s, char *errmsg)
     return 0;
 }
 
+/*
+ * realesr-general-x4v3's tail: the last convolution (16 C channels), a
+ * PixelShuffle(4), and the sum with the network's input upsampled 4x nearest,
+ * which is the output. With that convolution on clipreel's Winograd, its
+ * output pass writes the caller's planar output itself (spec.shuffle_out),
+ * adding the caller's planar input pixel: the shuffle, the resampling, the sum
+ * and the export do not run (four passes over the 4x-sized output and ~12 ms
+ * of a 480x270 frame; docs/internals/upscale.md). The same bits.
+ */
+static void fold_tail(CpuState *s)
+{
+    int out = s->alias[s->g->output], si = producer_of(s, out);
+    const CpuStep *sum = si >= 0 ? &s->steps[si] : NULL;
+
+    if (!sum || sum->kind != REEL_NN_BINARY || sum->l->p.binary.with_scalar ||
+        sum->l->p.binary.op != REEL_NN_BIN_ADD || sum->nsrc != 2 || sum->src[0] == sum->src[1])
+        return;
+    for (int p = 0; p < 2; p++) {
+        int a = sum->src[p], b = sum->src[1 - p], hi = producer_of(s, a), ui = producer_of(s, b);
+        const CpuStep *sh = hi >= 0 ? &s->steps[hi] : NULL, *up = ui >= 0 ? &s->steps[ui] : NULL;
+
+        if (!sh || !up || sh->kind != REEL_NN_PIXEL_SHUFFLE || sh->l->p.shuffle.factor != 4 ||
+            sh->l->p.shuffle.mode != 0 || up->kind != REEL_NN_INTERP ||
+            up->l->p.interp.scale_h != 4.f || up->l->p.interp.scale_w != 4.f ||
+            only_reader(s, a) != si || only_reader(s, b) != si)
+            continue;
+        int x = sh->src[0], in = up->src[0], ci = producer_of(s, x), ii = producer_of(s, in);
+        const ReelNnShape *xs = &s->shapes[x], *is = &s->shapes[in], *os = &s->shapes[out];
+        CpuStep *cv = ci >= 0 ? &s->steps[ci] : NULL;
+
+        if (!cv || cv->kind != REEL_NN_CONV || !own_capable(s, cv) || cv->nres ||
+            only_reader(s, x) != hi || ii < 0 || s->steps[ii].kind != STEP_INPUT ||
+            xs->c != 16 * os->c || is->c != os->c || is->h != xs->h || is->w != xs->w ||
+            os->h != 4 * xs->h || os->w != 4 * xs->w)
+            continue;
+        cv->tail = 1;
+        cv->dst = out;
+        s->tail = 1;
+        reel_log(REEL_LOG_DEBUG, "upscale", "%s: writes the output through %s, adding %s",
+                 cv->l->name, sh->l->name, up->l->name);
+        /* highest index first: the others stay where they are */
+        for (int i = s->nsteps - 1; i >= 0; i--)
+            if (i == si || i == hi || i == ui)
+                drop_step(s, i);
+        return;
+    }
+}
+
 /* Build the step list: aliases, PReLU fusion, one step per executed layer. */
 static int build_steps(CpuState *s, char *errmsg)
 {
@@ -714,6 +768,7 @@ static int build_steps(CpuState *s, char *errmsg)
     fold_concats(s);
     if ((ret = fold_sums(s, errmsg)) < 0)
         goto done;
+    fold_tail(s);
     /* who reads what: the formats pass writes for the readers it knows are coming */
     s->loop_reader[s->alias[g->output]] = 1;
     for (int i = 0; i < s->nsteps; i++) {
@@ -1196,7 +1251,7 @@ static int plan_formats(CpuState *s, char *errmsg)
     }
     /* run() exports the output blob, in whatever layout it has, to the planar output */
     s->out_blob = s->alias[s->g->output];
-    {
+    if (!s->tail) {
         dnnl_memory_desc_t planar;
 
         tag_desc(&planar, &s->shapes[s->out_blob], dnnl_f32, dnnl_nchw);
@@ -1237,6 +1292,9 @@ static int plan_buffers(CpuState *s, char *errmsg)
         size_t need = dnnl_memory_desc_get_size(&s->md[st->dst]);
         int best, fit = -1, big = -1;
 
+        if (st->tail) /* writes the caller's output: no buffer */
+            goto inputs;
+
         /* the smallest free buffer that fits, else the largest free one (grown) */
         for (int f = 0; f < nfree; f++) {
             size_t have = s->buf_bytes[free_list[f]];
@@ -1273,6 +1331,7 @@ static int plan_buffers(CpuState *s, char *errmsg)
             /* written, never read: its buffer is free again at once */
             free_list[nfree++] = s->blob_buf[st->dst];
         }
+    inputs:
         for (int k = 0; k < st->nsrc; k++) {
             int b = st->src[k], dup = 0;
 
@@ -1377,8 +1436,8 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
         .weight = cv->weight,
         .bias = cv->bias,
         .out_f32 = s->md[st->dst].data_type == dnnl_f32,
-        .h = s->shapes[st->dst].h,
-        .w = s->shapes[st->dst].w,
+        .h = s->shapes[st->src[0]].h, /* 3x3, stride 1, pad 1: the output's (a tail's: 1/4) */
+        .w = s->shapes[st->src[0]].w,
         .tile_rows = s->own_rows,
         .tile_cols = s->own_cols,
         .threads = s->threads,
@@ -1391,6 +1450,11 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
         spec.res_self[r] = st->res_self[r];
         spec.res_coef[r] = st->res_coef[r];
     }
+    if (st->tail) { /* the caller's planar input, added as it is: run() sets both pointers */
+        spec.shuffle_out = 1;
+        spec.nres = 1;
+        spec.res_self[0] = spec.res_coef[0] = 1.f;
+    }
     if (st->prelu) {
         spec.slope = st->prelu->p.prelu.slope;
         spec.nslope = st->prelu->p.prelu.n;
@@ -1401,7 +1465,8 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
     if ((ret = reel_wino_create(&st->own_conv, &spec, errmsg)) < 0)
         return ret;
     /* the inputs (a folded Concat's several), then the residuals; the buffers are fixed now */
-    st->own_io = (ReelWinoIo){.nsrc = st->nsrc - st->nres, .dst = buf_of(s, st->dst)};
+    st->own_io =
+        (ReelWinoIo){.nsrc = st->nsrc - st->nres, .dst = st->tail ? NULL : buf_of(s, st->dst)};
     for (int k = 0; k < st->nsrc; k++) {
         if (k < st->own_io.nsrc) {
             st->own_io.src[k] = buf_of(s, st->src[k]);
@@ -1728,7 +1793,8 @@ static void cpu_describe(const void *state, ReelBackendPlan *plan)
                               .onednn_wino = s->nwino,
                               .conversions = s->nconvert,
                               .concats_folded = s->nfolded,
-                              .sums_fused = s->nfused};
+                              .sums_fused = s->nfused,
+                              .tail_fused = s->tail};
 }
 
 static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
@@ -1804,7 +1870,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
         goto fail;
     }
-    if ((ret = make_export(s, errmsg)) < 0)
+    if (!s->tail && (ret = make_export(s, errmsg)) < 0)
         goto fail;
     if (s->scratch_bytes) {
         if (!(s->scratch = take_block(s, s->scratch_bytes, &s->scratch_cap))) {
@@ -1846,7 +1912,8 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
     set_omp_threads(s->threads);
     /* the import reorder only reads `in`; setting a handle allocates nothing */
     DNNL_TRY(dnnl_memory_set_data_handle(s->in_mem, (void *)(uintptr_t)in), "input", NULL);
-    DNNL_TRY(dnnl_memory_set_data_handle(s->out_mem, out), "output", NULL);
+    if (!s->tail)
+        DNNL_TRY(dnnl_memory_set_data_handle(s->out_mem, out), "output", NULL);
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
         const ReelNnLayer *l = st->l;
@@ -1863,7 +1930,15 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
         }
         switch (st->kind) {
         case REEL_NN_CONV: /* clipreel's Winograd */
-            reel_wino_run_io(st->own_conv, &st->own_io, s->own_scratch);
+            if (st->tail) {
+                ReelWinoIo io = st->own_io;
+
+                io.dst = out;
+                io.res[0] = in;
+                reel_wino_run_io(st->own_conv, &io, s->own_scratch);
+            } else {
+                reel_wino_run_io(st->own_conv, &st->own_io, s->own_scratch);
+            }
             break;
         case REEL_NN_PIXEL_SHUFFLE:
             run_pixel_shuffle(fbuf(s, st->src[0]), fbuf(s, st->dst), &s->shapes[st->src[0]], os,
@@ -1883,6 +1958,8 @@ static int cpu_run(void *state, const float *in, float *out, char *errmsg)
             return reel_fail(errmsg, REEL_ERROR_INTERNAL, "cpu backend: step kind %d", st->kind);
         }
     }
+    if (s->tail)
+        return 0;
     DNNL_TRY(dnnl_primitive_execute(s->export_call.prim, s->strm, s->export_call.nargs,
                                     s->export_call.args),
              "execute", NULL);

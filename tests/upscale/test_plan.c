@@ -8,9 +8,11 @@
  *   - every Concat is read in place by the convolution that reads it (x4plus:
  *     4 per dense block) and every two-input Eltwise sum is fused into a
  *     convolution's output pass (x4plus: the dense blocks' and the RRDBs');
+ *   - x4fast's tail (last convolution, PixelShuffle, sum with the input
+ *     upsampled) is one step writing the output: three steps fewer;
  *   - with CLIPREEL_CONV_ALGO=onednn none of that: the graph's own steps run
- *     (at least one more step per Concat and per sum), oneDNN's Winograd
- *     takes the convolutions it has kernels for.
+ *     (at least one more step per Concat and per sum, three for a tail),
+ *     oneDNN's Winograd takes the convolutions it has kernels for.
  * The graph's counts are checked against the models' known figures too, so a
  * loader that lost layers cannot make both sides agree on nothing.
  *
@@ -34,11 +36,12 @@
 typedef struct Model {
     const char *name;
     int convs3, concats, sums; /* what the graph holds: known figures */
+    int tail;                  /* 1: ends conv -> PixelShuffle(4) -> + input upsampled 4x */
 } Model;
 
 static const Model models[] = {
-    {"x4fast", 33, 0, 0},
-    {"x4plus", 349, 276, 92},
+    {"x4fast", 33, 0, 0, 1},
+    {"x4plus", 349, 276, 92, 0},
 };
 
 /* What the graph holds that the planner can fold: counted from the layers, not the plan. */
@@ -111,9 +114,11 @@ static void check_model(const char *model_dir, const Model *m)
         if (!bf)
             own = p;
         printf("%s %s: %d steps, %d convolutions on clipreel's kernels, %d on oneDNN's "
-               "Winograd, %d conversions, %d concats read in place, %d sums fused\n",
+               "Winograd, %d conversions, %d concats read in place, %d sums fused, tail %s\n",
                m->name, kind, p.steps, p.own_convs, p.onednn_wino, p.conversions, p.concats_folded,
-               p.sums_fused);
+               p.sums_fused, p.tail_fused ? "fused" : "not fused");
+        CHECK(p.tail_fused == m->tail, "%s %s: tail %sfused", m->name, kind,
+              p.tail_fused ? "" : "not ");
         CHECK(p.own_convs == convs3, "%s %s: %d of %d convolutions on clipreel's kernels", m->name,
               kind, p.own_convs, convs3);
         CHECK(p.onednn_wino == 0, "%s %s: %d convolutions left to oneDNN's Winograd", m->name, kind,
@@ -130,14 +135,16 @@ static void check_model(const char *model_dir, const Model *m)
         printf("%s fp32, CLIPREEL_CONV_ALGO=onednn: %d steps, %d on oneDNN's Winograd, %d "
                "concats read in place, %d sums fused\n",
                m->name, p.steps, p.onednn_wino, p.concats_folded, p.sums_fused);
-        CHECK(p.own_convs == 0 && p.concats_folded == 0 && p.sums_fused == 0,
-              "%s on oneDNN: %d own convolutions, %d concats folded, %d sums fused (want 0)",
-              m->name, p.own_convs, p.concats_folded, p.sums_fused);
-        /* each fold took one step away, so the unfolded plan has them all back */
-        CHECK(p.steps >= own.steps + concats + sums,
+        CHECK(p.own_convs == 0 && p.concats_folded == 0 && p.sums_fused == 0 && !p.tail_fused,
+              "%s on oneDNN: %d own convolutions, %d concats folded, %d sums fused, tail %d "
+              "(want 0)",
+              m->name, p.own_convs, p.concats_folded, p.sums_fused, p.tail_fused);
+        /* each fold took steps away (a tail three), so the unfolded plan has them all back */
+        CHECK(p.steps >= own.steps + concats + sums + 3 * m->tail,
               "%s on oneDNN: %d steps, want at least %d (the folded plan's %d + %d concats + %d "
-              "sums)",
-              m->name, p.steps, own.steps + concats + sums, own.steps, concats, sums);
+              "sums + %d for the tail)",
+              m->name, p.steps, own.steps + concats + sums + 3 * m->tail, own.steps, concats, sums,
+              3 * m->tail);
         CHECK(p.onednn_wino > 0, "%s on oneDNN: no convolution on its Winograd", m->name);
     } else {
         failures++;
