@@ -234,7 +234,11 @@ void reel_upscale_close(ReelUpscaler **pup)
     *pup = NULL;
 }
 
-/* *buf holds at least n floats; its capacity is *cap. */
+/*
+ * *buf holds at least n floats; its capacity is *cap. 64-byte aligned: the
+ * backend may write the network's output there with streaming stores, whole
+ * lines only (x4fast's last layer, wino.c).
+ */
 static int grow_floats(float **buf, size_t *cap, size_t n)
 {
     float *p;
@@ -242,7 +246,8 @@ static int grow_floats(float **buf, size_t *cap, size_t n)
     if (*cap >= n)
         return 0;
     n += n / 8;
-    if (!(p = malloc(n * sizeof(float))))
+    n = (n + 15) & ~(size_t)15; /* a whole number of 64-byte lines */
+    if (!(p = aligned_alloc(64, n * sizeof(float))))
         return REEL_ERR(ENOMEM);
     free(*buf);
     *buf = p;
