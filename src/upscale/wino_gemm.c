@@ -2,14 +2,16 @@
  * wino_gemm.c - the products of the Winograd kernels (see wino.c's DESIGN):
  * per tile position, 6 tiles x 64 output channels of f32 accumulators (24
  * zmm) over the input channels, four weight loads and six broadcasts per 24
- * vdpbf16ps (bf16, over channel pairs) or FMAs (f32).
+ * vdpbf16ps (bf16, over channel pairs) or FMAs (f32); position (1, 1) starts
+ * from the bias; the next job's input lines prefetched behind (wino.c, AHEAD).
  *
  * A file of its own so that sanitizer builds can leave it uninstrumented by
  * AddressSanitizer (CMakeLists.txt): a check on each of its loads made the
  * whole upscaler ~6x slower there, too slow for the export tests' deadlines.
- * It reads only the weights and the job's scratch, at offsets bounded by the
- * sizes create() allocated; the passes that touch the caller's tensors
- * (wino.c) stay checked, and UndefinedBehaviorSanitizer covers both.
+ * It reads only the weights, the bias and the job's scratch, at offsets
+ * bounded by the sizes create() allocated (its prefetches of the caller's
+ * tensors read nothing); the passes that touch the caller's tensors (wino.c)
+ * stay checked, and UndefinedBehaviorSanitizer covers both.
  */
 #include "upscale/wino_internal.h"
 
