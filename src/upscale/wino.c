@@ -411,37 +411,21 @@ static inline void store_bf16(uint16_t *p, __m512 v)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /*
- * SHUFFLE: one row of a tile's outputs, pixels (oy, ox + b), of channel group
- * g, stored as PixelShuffle(4) puts them: lane dy * 4 + dx of pixel (y, x) to
- * plane g of the planar f32 output, pixel (4 y + dy, 4 x + dx). The residual,
- * if any, is plane g of a planar map the size of the input, each pixel added
- * to the 16 outputs it becomes (nearest upsampling). Four pixels whole: a 4x4
- * transpose of 128-bit lanes, one 64-byte line per output row; otherwise (the
- * right edge, 2-column tiles) 16 bytes per pixel and row.
+ * SHUFFLE: one row of a tile's finished outputs y[0 .. n), pixels (oy, ox +
+ * b), of channel group g, stored as PixelShuffle(4) puts them: lane dy * 4 +
+ * dx of pixel (y, x) to plane g of the planar f32 output, pixel (4 y + dy,
+ * 4 x + dx). (Its residual, a planar map the size of the input, is added by
+ * the output pass: each pixel to the 16 outputs it becomes, nearest
+ * upsampling.) Four pixels whole: a 4x4 transpose of 128-bit lanes, one
+ * 64-byte line per output row; otherwise (the right edge, 2-column tiles) 16
+ * bytes per pixel and row.
  */
-ALWAYS_INLINE void store_shuffled(const ReelWinoConv *c, const ReelWinoIo *io, const __m512 *o,
-                                  __m512 slope, int oy, int ox, int g, int stream, const int mx)
+ALWAYS_INLINE void store_shuffled(const ReelWinoConv *c, void *dst, const __m512 *y, int n, int oy,
+                                  int ox, int g, int stream, const int mx)
 {
-    const int h = c->h, w = c->w, n = w - ox < mx ? w - ox : mx;
-    const size_t ow = (size_t)w * 4;
-    float *plane = (float *)io->dst + (size_t)g * 16 * h * w;
-    __m512 y[4];
+    const size_t ow = (size_t)c->w * 4;
+    float *plane = (float *)dst + (size_t)g * 16 * c->h * c->w;
 
-    for (int b = 0; b < n; b++) {
-        y[b] = o[b];
-        if (c->slope) {
-            __mmask16 neg = _mm512_cmp_ps_mask(y[b], _mm512_setzero_ps(), _CMP_LT_OQ);
-
-            y[b] = _mm512_mask_mul_ps(y[b], neg, y[b], slope);
-        }
-        if (c->nres) {
-            const float *res = (const float *)io->res[0] + (size_t)g * h * w;
-            __m512 rv = _mm512_set1_ps(res[(size_t)oy * w + ox + b]);
-
-            y[b] = _mm512_fmadd_ps(_mm512_set1_ps(c->res_self[0]), y[b],
-                                   _mm512_mul_ps(_mm512_set1_ps(c->res_coef[0]), rv));
-        }
-    }
     if (mx == 4 && n == 4) {
         __m512 t0 = _mm512_shuffle_f32x4(y[0], y[1], 0x44),
                t1 = _mm512_shuffle_f32x4(y[0], y[1], 0xee);
@@ -679,11 +663,10 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
                     at6(r, o);
                 else
                     at4(r, o);
-                if (shuffle) {
-                    store_shuffled(c, io, o, slope, oy, ox, k / 16, stream, mx);
-                    continue;
-                }
-                for (int b = 0; b < mx && ox + b < w; b++) {
+                __m512 ys[4]; /* SHUFFLE: the row's outputs, stored together */
+                int b = 0;
+
+                for (; b < mx && ox + b < w; b++) {
                     size_t at = ((size_t)oy * w + ox + b) * oc + k;
                     __m512 y = o[b];
 
@@ -693,12 +676,19 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
                         y = _mm512_mask_mul_ps(y, neg, y, slope);
                     }
                     for (int q = 0; q < nres; q++) {
-                        __m512 rv = out_f32 ? _mm512_loadu_ps((const float *)io->res[q] + at)
-                                            : load_bf16((const uint16_t *)io->res[q] + at);
+                        /* SHUFFLE: the planar residual's pixel, for all 16 of its outputs */
+                        __m512 rv =
+                            shuffle ? _mm512_set1_ps(
+                                          ((const float *)
+                                               io->res[q])[((size_t)k / 16 * h + oy) * w + ox + b])
+                            : out_f32 ? _mm512_loadu_ps((const float *)io->res[q] + at)
+                                      : load_bf16((const uint16_t *)io->res[q] + at);
 
                         y = _mm512_fmadd_ps(res_self[q], y, _mm512_mul_ps(res_coef[q], rv));
                     }
-                    if (out_f32 && stream)
+                    if (shuffle)
+                        ys[b] = y;
+                    else if (out_f32 && stream)
                         _mm512_stream_ps((float *)dst + at, y);
                     else if (out_f32)
                         _mm512_storeu_ps((float *)dst + at, y);
@@ -710,6 +700,8 @@ ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, i
                         _mm512_stream_si512((__m512i *)((uint16_t *)dst + at - 16),
                                             (__m512i)_mm512_cvtne2ps_pbh(y, held[a][b]));
                 }
+                if (shuffle)
+                    store_shuffled(c, dst, ys, b, oy, ox, k / 16, stream, mx);
             }
         }
     }
