@@ -1267,6 +1267,47 @@ fail:
 /* ------------------------------------------------------------------------ */
 /* pass 3: buffers */
 
+/*
+ * A buffer of at least `need` bytes for a blob written now: the smallest free
+ * one that fits, else the largest free one (grown), else a new one. Its index,
+ * or -1 when out of memory.
+ */
+static int buffer_for(CpuState *s, int *free_list, int *nfree, int *cap, size_t need)
+{
+    int best, got, fit = -1, big = -1;
+
+    for (int f = 0; f < *nfree; f++) {
+        size_t have = s->buf_bytes[free_list[f]];
+
+        if (have >= need) {
+            if (fit < 0 || have < s->buf_bytes[free_list[fit]])
+                fit = f;
+        } else if (big < 0 || have > s->buf_bytes[free_list[big]]) {
+            big = f;
+        }
+    }
+    best = fit >= 0 ? fit : big;
+    if (best >= 0) {
+        got = free_list[best];
+        free_list[best] = free_list[--*nfree];
+    } else {
+        if (s->nbufs == *cap) {
+            int ncap = *cap ? *cap * 2 : 16;
+            size_t *nb = realloc(s->buf_bytes, (size_t)ncap * sizeof(size_t));
+
+            if (!nb)
+                return -1;
+            s->buf_bytes = nb;
+            *cap = ncap;
+        }
+        s->buf_bytes[s->nbufs] = 0;
+        got = s->nbufs++;
+    }
+    if (s->buf_bytes[got] < need)
+        s->buf_bytes[got] = need;
+    return got;
+}
+
 /* Give every canonical blob a buffer, reusing buffers whose blobs are dead. */
 static int plan_buffers(CpuState *s, char *errmsg)
 {
@@ -1289,49 +1330,19 @@ static int plan_buffers(CpuState *s, char *errmsg)
 
     for (int i = 0; i < s->nsteps; i++) {
         CpuStep *st = &s->steps[i];
-        size_t need = dnnl_memory_desc_get_size(&s->md[st->dst]);
-        int best, fit = -1, big = -1;
 
-        if (st->tail) /* writes the caller's output: no buffer */
-            goto inputs;
+        if (!st->tail) { /* a tail writes the caller's output: no buffer */
+            int got =
+                buffer_for(s, free_list, &nfree, &cap, dnnl_memory_desc_get_size(&s->md[st->dst]));
 
-        /* the smallest free buffer that fits, else the largest free one (grown) */
-        for (int f = 0; f < nfree; f++) {
-            size_t have = s->buf_bytes[free_list[f]];
-
-            if (have >= need) {
-                if (fit < 0 || have < s->buf_bytes[free_list[fit]])
-                    fit = f;
-            } else if (big < 0 || have > s->buf_bytes[free_list[big]]) {
-                big = f;
+            if (got < 0) {
+                ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
+                goto done;
             }
+            s->blob_buf[st->dst] = got;
+            if (last_use[st->dst] < 0) /* written, never read: its buffer is free again at once */
+                free_list[nfree++] = got;
         }
-        best = fit >= 0 ? fit : big;
-        if (best >= 0) {
-            s->blob_buf[st->dst] = free_list[best];
-            free_list[best] = free_list[--nfree];
-        } else {
-            if (s->nbufs == cap) {
-                int ncap = cap ? cap * 2 : 16;
-                size_t *nb = realloc(s->buf_bytes, (size_t)ncap * sizeof(size_t));
-
-                if (!nb) {
-                    ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "cpu backend: out of memory");
-                    goto done;
-                }
-                s->buf_bytes = nb;
-                cap = ncap;
-            }
-            s->buf_bytes[s->nbufs] = 0;
-            s->blob_buf[st->dst] = s->nbufs++;
-        }
-        if (s->buf_bytes[s->blob_buf[st->dst]] < need)
-            s->buf_bytes[s->blob_buf[st->dst]] = need;
-        if (last_use[st->dst] < 0) {
-            /* written, never read: its buffer is free again at once */
-            free_list[nfree++] = s->blob_buf[st->dst];
-        }
-    inputs:
         for (int k = 0; k < st->nsrc; k++) {
             int b = st->src[k], dup = 0;
 
