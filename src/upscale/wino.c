@@ -461,11 +461,12 @@ ALWAYS_INLINE void store_shuffled(const ReelWinoConv *c, void *dst, const __m512
 /* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
 
 ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int row, int tx0, int nt,
-                              void *v, __m512 *ring, const int my, const int mx, const int bf16)
+                              void *v, __m512 *ring, const int my, const int mx, const int bf16,
+                              const int one)
 {
     /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
     const int ty = my + 2, tx = mx + 2, in_c = c->in_c, ng = in_c / 16, w = c->w, nb = c->nb;
-    const int nsrc = io->nsrc;
+    const int nsrc = one ? 1 : io->nsrc;
     const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
     const int pair = bf16 && c->pair;
     ptrdiff_t rows[MAX_T]; /* the tile row's input rows (first pixel), -1 outside the map */
@@ -498,17 +499,19 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int r
             /* PAIRS: groups g and g + 1 (sources k0 and k1) in one vector, split */
             for (int g = 0, k = 0, gk = 0; pair && g < ng; g += 2) {
                 const char *b0 = io->src[k], *b1;
-                const int s0 = io->chans[k], o0 = gk;
+                int s0 = io->chans[k], o0 = gk, s1, o1;
                 __m512 even[MAX_T], odd[MAX_T];
 
-                if (++gk == s0 / 16)
-                    k++, gk = 0;
-                b1 = io->src[k];
-                const int s1 = io->chans[k], o1 = gk;
-
-                if (++gk == s1 / 16)
-                    k++, gk = 0;
-                const int whole = b0 == b1 && o1 == o0 + 1; /* one tensor: one 64-byte load */
+                if (one) {
+                    b1 = b0, s0 = s1 = in_c, o0 = g, o1 = g + 1;
+                } else {
+                    if (++gk == s0 / 16)
+                        k++, gk = 0;
+                    b1 = io->src[k], s1 = io->chans[k], o1 = gk;
+                    if (++gk == s1 / 16)
+                        k++, gk = 0;
+                }
+                const int whole = one || (b0 == b1 && o1 == o0 + 1); /* one tensor: one load */
 
                 for (int i = 0; i < ty; i++) {
                     __m512i x = _mm512_setzero_si512();
@@ -542,7 +545,7 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int r
             }
             /* group g of the input channels: group gk of source k */
             for (int k = 0, g = 0; !pair && k < nsrc; k++) {
-                const int sc = io->chans[k];
+                const int sc = one ? in_c : io->chans[k];
                 const char *base = io->src[k];
 
                 for (int gk = 0; gk < sc / 16; gk++, g++) {
@@ -606,14 +609,17 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int r
 }
 
 /*
- * BODY: the output pass of a layer whose output is streamed and has no
- * residual (every 64 -> 64 layer of x4fast, most of x4plus's) compiled with
- * those known: out is OUT_BF16_STREAM or OUT_F32_STREAM instead of OUT_ANY,
- * which reads the output's type, the residuals and whether to stream from the
- * layer for every output vector. Without those tests in its loops the pass
- * keeps more in registers: x4fast on a 480x270 frame ~2.5 % faster in bf16,
- * ~2 % in fp32 (one thread each, side by side), the same bits. run_io picks
- * it when the layer has one (c->body_job) and the output is 64-byte aligned.
+ * BODY: the passes of a layer with one input tensor and a streamed output
+ * without residual (every 64 -> 64 layer of x4fast, x4plus's that read no
+ * Concat) compiled with those known: out is OUT_BF16_STREAM or OUT_F32_STREAM
+ * instead of OUT_ANY, which reads the output's type, the residuals and
+ * whether to stream from the layer for every output vector, and the input
+ * pass's `one` drops the walk over the input tensors (PAIRS' groups are then
+ * always one 64-byte load). Without those tests in their loops the passes
+ * keep more in registers: x4fast on a 480x270 frame, one thread each side by
+ * side, the output pass ~2.5 % off bf16 and ~2 % off fp32, the input pass
+ * another ~3 % off bf16 (fp32 alike); the same bits. run_io picks the kernel
+ * when the layer has one (c->body_job), one input and a 64-byte aligned output.
  */
 enum { OUT_ANY, OUT_BF16_STREAM, OUT_F32_STREAM };
 
@@ -796,7 +802,7 @@ ALWAYS_INLINE void products_ahead(const ReelWinoConv *c, const ReelWinoIo *io, i
         int nt = (left < c->nb ? left : c->nb) + JB - 1;                                           \
                                                                                                    \
         nt -= nt % JB;                                                                             \
-        input_pass(c, io, row, tx0, nt, v, ring, my, mx, bf16);                                    \
+        input_pass(c, io, row, tx0, nt, v, ring, my, mx, bf16, out != OUT_ANY);                    \
         products_ahead(c, io, row, tx0, v, m, nt, my, mx, bf16);                                   \
         output_pass(c, m, row, tx0, io, my, mx, shuffle, out);                                     \
         if (c->stream)                                                                             \
@@ -845,7 +851,8 @@ static ReelWinoJob pick_body_job(const ReelWinoConv *c)
 void reel_wino_run_io(const ReelWinoConv *c, const ReelWinoIo *io, void *scratch)
 {
     int njobs = c->th * c->nblk;
-    ReelWinoJob job = c->body_job && !((uintptr_t)io->dst & 63) ? c->body_job : c->job;
+    ReelWinoJob job =
+        c->body_job && io->nsrc == 1 && !((uintptr_t)io->dst & 63) ? c->body_job : c->job;
 
 #pragma omp parallel num_threads(c->threads)
     {
