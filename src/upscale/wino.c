@@ -457,6 +457,26 @@ ALWAYS_INLINE void store_shuffled(const ReelWinoConv *c, void *dst, const __m512
         }
 }
 
+/*
+ * BODY: the passes of a 64 -> 64 layer with one input tensor and a streamed
+ * output without residual (x4fast's body: all its layers but the first and
+ * the last) compiled with all that known: out is OUT_BF16_STREAM or
+ * OUT_F32_STREAM instead of OUT_ANY, which reads the output's type, the
+ * residuals and whether to stream from the layer for every output vector; the
+ * input pass's `one` drops the walk over the input tensors (PAIRS' groups are
+ * then always one 64-byte load); both know the channel count, so their loops
+ * over the groups unroll. Without those tests and counts in their loops the
+ * passes keep more in registers. x4fast on a 480x270 frame, one thread each
+ * side by side (geometric mean of 6-8 rounds): the output pass ~2.5 % off bf16
+ * and ~2 % off fp32, the input pass ~3 % more off bf16 (fp32 alike), the
+ * channel count ~2.5 % more off bf16 and ~1 % off fp32; the same bits. (The
+ * products specialised for 64 channels measured alike, so they are not.)
+ * run_io picks the kernel when the layer has one (c->body_job), its input is
+ * one tensor and its output 64-byte aligned.
+ */
+enum { OUT_ANY, OUT_BF16_STREAM, OUT_F32_STREAM };
+#define BODY_C 64 /* BODY's channels, in and out */
+
 /* ------------------------------------------------------------------------ */
 /* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
 
@@ -465,7 +485,7 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int r
                               const int one)
 {
     /* locals, not c->: the vector stores may alias anything, so fields would be reloaded */
-    const int ty = my + 2, tx = mx + 2, in_c = one ? 64 : c->in_c, ng = in_c / 16, w = c->w,
+    const int ty = my + 2, tx = mx + 2, in_c = one ? BODY_C : c->in_c, ng = in_c / 16, w = c->w,
               nb = c->nb;
     const int nsrc = one ? 1 : io->nsrc;
     const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
@@ -609,30 +629,11 @@ ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int r
     }
 }
 
-/*
- * BODY: the passes of a 64 -> 64 layer with one input tensor and a streamed
- * output without residual (x4fast's body: all its layers but the first and
- * the last) compiled with all that known: out is OUT_BF16_STREAM or
- * OUT_F32_STREAM instead of OUT_ANY, which reads the output's type, the
- * residuals and whether to stream from the layer for every output vector; the
- * input pass's `one` drops the walk over the input tensors (PAIRS' groups are
- * then always one 64-byte load); both know the channel count, so their loops
- * over the groups unroll. Without those tests and counts in their loops the
- * passes keep more in registers. x4fast on a 480x270 frame, one thread each
- * side by side (geometric mean of 6-8 rounds): the output pass ~2.5 % off bf16
- * and ~2 % off fp32, the input pass ~3 % more off bf16 (fp32 alike), the
- * channel count ~2.5 % more off bf16 and ~1 % off fp32; the same bits. (The
- * products specialised for 64 channels measured alike, so they are not.)
- * run_io picks the kernel when the layer has one (c->body_job), its input is
- * one tensor and its output 64-byte aligned.
- */
-enum { OUT_ANY, OUT_BF16_STREAM, OUT_F32_STREAM };
-
 ALWAYS_INLINE void output_pass(const ReelWinoConv *c, const float *m, int row, int tx0,
                                const ReelWinoIo *io, const int my, const int mx, const int shuffle,
                                const int out)
 {
-    const int tx = mx + 2, nxi = (my + 2) * tx, oc = out != OUT_ANY ? 64 : c->out_c, h = c->h,
+    const int tx = mx + 2, nxi = (my + 2) * tx, oc = out != OUT_ANY ? BODY_C : c->out_c, h = c->h,
               w = c->w, nb = c->nb;
     const int out_f32 = out == OUT_ANY ? c->out_f32 : out == OUT_F32_STREAM;
     const int nres = out == OUT_ANY ? c->nres : 0;
@@ -843,7 +844,7 @@ static ReelWinoJob pick_job(const ReelWinoConv *c)
 /* BODY: the layer's kernel for a 64-byte aligned output, when it has one */
 static ReelWinoJob pick_body_job(const ReelWinoConv *c)
 {
-    if (c->shuffle || c->nres || !c->stream || c->in_c != 64 || c->out_c != 64)
+    if (c->shuffle || c->nres || !c->stream || c->in_c != BODY_C || c->out_c != BODY_C)
         return NULL;
     if (!c->bf16)
         return job_f32_4x4_body;
