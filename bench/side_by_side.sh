@@ -40,6 +40,7 @@ precisions)
     ;;
 *) usage ;;
 esac
+[ -f "$models/realesrgan-$model.param" ] || { echo "side_by_side.sh: no $model in $models (MODELS)" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for i in $(seq "$rounds"); do
@@ -50,4 +51,4 @@ for i in $(seq "$rounds"); do
     echo "$(cat "$tmp/a") $(cat "$tmp/b")"
 done | awk -v label="$label" -v inv="$([ "$1" = precisions ] && echo 1 || echo 0)" '
     { print; r += inv ? log($1 / $2) : log($2 / $1); n++ }
-    END { printf "%s geometric mean %.4f over %d rounds\n", label, exp(r / n), n }'
+    END { if (!n) exit 1; printf "%s geometric mean %.4f over %d rounds\n", label, exp(r / n), n }'
