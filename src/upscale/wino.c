@@ -478,7 +478,7 @@ enum { OUT_ANY, OUT_BF16_STREAM, OUT_F32_STREAM };
 #define BODY_C 64 /* BODY's channels, in and out */
 
 /* ------------------------------------------------------------------------ */
-/* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16 are constants */
+/* one job: tile row `row`, tiles [tx0, tx0 + nb); my, mx, bf16, one, out are constants */
 
 ALWAYS_INLINE void input_pass(const ReelWinoConv *c, const ReelWinoIo *io, int row, int tx0, int nt,
                               void *v, __m512 *ring, const int my, const int mx, const int bf16,

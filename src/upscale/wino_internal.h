@@ -31,7 +31,7 @@ struct ReelWinoConv {
     float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
     size_t v_bytes, m_bytes, per_thread; /* scratch: V, M, then the input pass's ring */
     ReelWinoJob job;                     /* the passes specialised for this tile and type */
-    ReelWinoJob body_job;                /* the same for a 64-byte aligned output, or NULL (BODY) */
+    ReelWinoJob body_job; /* for one input and an aligned output, or NULL (wino.c, BODY) */
 };
 
 /*
