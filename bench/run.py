@@ -387,15 +387,20 @@ class Bench:
         want_dir = want_bf and self.a.want("bf16_vs_direct")
         direct_env = dict(os.environ, CLIPREEL_CONV_ALGO="direct")
         runs = 2 if self.quick else 3
-        for _ in range(reps):
+        for rep in range(reps):
             # interleaved: layer peaks, then the network in each mode, each rep
             peak_d.append(self.conv_peak(H, W, "f32"))
             peak_w.append(self.conv_peak(H, W, "wino"))
             peak_own_f32.append(self.conv_peak(H, W, "wf32"))
-            net.append(min(self.upscale_bench(H, W, runs)["run_s"]))
+            # the two precisions back to back, their order swapped each rep: the VM's load
+            # drifts over seconds, and bf16_speedup is their ratio
+            for prec in (("fp32", "bf16") if rep % 2 == 0 else ("bf16", "fp32")):
+                if prec == "fp32":
+                    net.append(min(self.upscale_bench(H, W, runs)["run_s"]))
+                elif want_bf:
+                    net_bf.append(min(self.upscale_bench(H, W, runs, precision="bf16")["run_s"]))
             net_onednn.append(min(self.upscale_bench(H, W, runs, env=onednn_env)["run_s"]))
             if want_bf:
-                net_bf.append(min(self.upscale_bench(H, W, runs, precision="bf16")["run_s"]))
                 peak_bf.append(self.conv_peak(H, W, "bf16"))
                 peak_own.append(self.conv_peak(H, W, "wbf16"))
             if want_dir:
