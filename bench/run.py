@@ -376,6 +376,29 @@ class Bench:
     def conv_peak(self, h, w, kind):
         return one_json(run([self.cp, str(h), str(w), "10", kind])[1])["gflops"]
 
+    def precisions_side_by_side(self, h, w, rounds):
+        """fp32 / bf16 of one frame with one thread each, both processes at once on CPUs 0
+        and 1 (swapped each round), so that they see the same neighbours: the VM's load
+        moves the two-thread rows by 5-20 %, this by 1-2 %. Per round the ratio of the two
+        processes' fastest frames."""
+        ratios = []
+        for i in range(rounds):
+            procs = []
+            for cpu, prec in zip((i % 2, 1 - i % 2), ("fp32", "bf16")):
+                cmd = ["taskset", "-c", str(cpu), self.ub, "--model", "x4fast", "--size",
+                       f"{h}x{w}", "--runs", "3", "--tile", "-1", "--threads", "1",
+                       "--precision", prec, "--models", MODELS]
+                procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE))
+            best = []
+            for p in procs:
+                out, err = p.communicate()
+                if p.returncode != 0:
+                    raise BenchError("upscale_bench failed: " + err.decode(errors="replace")[-300:])
+                best.append(min(one_json(out.decode(errors="replace"))["run_s"]))
+            ratios.append(best[0] / best[1])
+        return ratios
+
     # net_vs_conv, bf16_speedup, bf16_vs_direct
     def network(self):
         H, W, reps = self.H, self.W, self.reps
@@ -432,6 +455,13 @@ class Bench:
                 self.raw["net_fp32_direct_s"] = net_dir
                 self.raw["net_bf16_direct_s"] = net_bf_dir
                 self.ratios["bf16_vs_direct"] = stats([d / b for d, b in zip(net_dir, net_bf_dir)])
+            if not self.quick and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+                side = self.precisions_side_by_side(H, W, 4)
+                self.raw["bf16_speedup_one_thread_side_by_side"] = side
+                self.notes.append("bf16_speedup with one thread each, fp32 and bf16 at once on "
+                                  "separate cores (4 rounds, swapped): %.3f-%.3f, geometric mean "
+                                  "%.3f (less moved by the VM's load than the two-thread row)" %
+                                  (min(side), max(side), statistics.geometric_mean(side)))
             self.notes.append("bf16: oneDNN 2.6 has no bf16 Winograd; clipreel's own Winograd "
                               "F(4x4,3x3) runs the 3x3 layers in both precisions (conv_peak "
                               "wbf16 / wf32 in the JSON: conv_peak_bf16_winograd_gflops, "
