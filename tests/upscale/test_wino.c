@@ -565,6 +565,15 @@ int main(void)
         /* 73 tiles a row, jobs of 18: the last job holds one tile (a 270-wide portrait crop) */
         {1, 5, 290, 16, 16, 4, 4, 0, 2, 29.0, 0},
         {0, 5, 290, 16, 16, 0, 0, 1, 2, 90.0, 0},
+        /* BODY's kernels (64 -> 64, one input, streamed, no residual) at the edges, with
+         * and without an activation */
+        {1, 1, 1, 64, 64, 4, 4, 0, 2, 29.0, 0},
+        {1, 1, 37, 64, 64, 4, 2, 0, 2, 38.0, 0},
+        {1, 38, 1, 64, 64, 2, 2, 0, 0, 45.0, 0},
+        {1, 5, 290, 64, 64, 4, 4, 0, 1, 29.0, 0},
+        {0, 1, 1, 64, 64, 0, 0, 1, 2, 90.0, 0},
+        {0, 38, 1, 64, 64, 0, 0, 1, 0, 90.0, 0},
+        {0, 5, 290, 64, 64, 0, 0, 1, 1, 90.0, 0},
         /* residual sums fused (x4plus's dense-block and RRDB sums) */
         {1, 29, 83, 64, 64, 4, 4, 0, 0, 29.0, 2}, /* bf16 out: the residuals read as bf16 */
         {1, 17, 40, 96, 64, 4, 2, 1, 1, 38.0, 1},
