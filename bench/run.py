@@ -354,15 +354,20 @@ class Bench:
     def w(self, name):
         return os.path.join(self.work, name)
 
-    def upscale_bench(self, h, w, runs, tile=-1, precision="fp32", threads=0, env=None,
-                      lanes=1, model="x4fast"):
+    def upscale_bench_cmd(self, h, w, runs, tile=-1, precision="fp32", threads=0, lanes=1,
+                          model="x4fast"):
         cmd = [self.ub, "--model", model, "--size", f"{h}x{w}", "--runs", str(runs), "--tile",
                str(tile), "--precision", precision, "--models", MODELS]
         if threads:
             cmd += ["--threads", str(threads)]
         if lanes > 1:
             cmd += ["--lanes", str(lanes)]
-        return one_json(run(cmd, env=env)[1])
+        return cmd
+
+    def upscale_bench(self, h, w, runs, tile=-1, precision="fp32", threads=0, env=None,
+                      lanes=1, model="x4fast"):
+        return one_json(run(self.upscale_bench_cmd(h, w, runs, tile, precision, threads, lanes,
+                                                   model), env=env)[1])
 
     def bf16_available(self):
         if self._bf16 is None:
@@ -385,9 +390,8 @@ class Bench:
         for i in range(rounds):
             procs = []
             for cpu, prec in zip((i % 2, 1 - i % 2), ("fp32", "bf16")):
-                cmd = ["taskset", "-c", str(cpu), self.ub, "--model", "x4fast", "--size",
-                       f"{h}x{w}", "--runs", "3", "--tile", "-1", "--threads", "1",
-                       "--precision", prec, "--models", MODELS]
+                cmd = ["taskset", "-c", str(cpu)] + self.upscale_bench_cmd(
+                    h, w, 3, precision=prec, threads=1)
                 procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                               stderr=subprocess.PIPE))
             best = []
@@ -417,11 +421,9 @@ class Bench:
             peak_own_f32.append(self.conv_peak(H, W, "wf32"))
             # the two precisions back to back, their order swapped each rep: the VM's load
             # drifts over seconds, and bf16_speedup is their ratio
-            for prec in (("fp32", "bf16") if rep % 2 == 0 else ("bf16", "fp32")):
-                if prec == "fp32":
-                    net.append(min(self.upscale_bench(H, W, runs)["run_s"]))
-                elif want_bf:
-                    net_bf.append(min(self.upscale_bench(H, W, runs, precision="bf16")["run_s"]))
+            order = [("fp32", net), ("bf16", net_bf)][:2 if want_bf else 1]
+            for prec, into in (order if rep % 2 == 0 else order[::-1]):
+                into.append(min(self.upscale_bench(H, W, runs, precision=prec)["run_s"]))
             net_onednn.append(min(self.upscale_bench(H, W, runs, env=onednn_env)["run_s"]))
             if want_bf:
                 peak_bf.append(self.conv_peak(H, W, "bf16"))
