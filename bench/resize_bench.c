@@ -3,11 +3,16 @@
  * Lanczos-3 (src/media/resize.c; its C kernels with --c, AVX2 with --avx2) against swscale's
  * SWS_LANCZOS | SWS_ACCURATE_RND, as the pipeline used it, on the same frame.
  *
- *   resize_bench [--frames N] [--c | --avx2] [--zoom] SRC_WxSRC_H CROP_WxCROP_H OUT_WxOUT_H
+ *   resize_bench [--frames N] [--c | --avx2] [--zoom] [--cold K] SRC_WxSRC_H CROP_WxCROP_H
+ *                OUT_WxOUT_H
  *
  * Prints milliseconds per frame for each and their ratio (min of 3 runs).
  * --zoom: the crop shrinks by 2 pixels each frame (a keyframed zoom), so both
  * scalers set up again for every frame (swscale: sws_getCachedContext).
+ * --cold K: frame i reads source K and writes output K (i mod K), K of each,
+ * as an export does (decoded frames from the decoder's pool, outputs into the
+ * encoder's queue): with K large enough they are out of cache when their turn
+ * comes. Without it every frame reads and writes the same, cached, buffers.
  */
 #include <libavutil/pixfmt.h>
 #include <libswscale/swscale.h>
@@ -33,7 +38,7 @@ static int size(const char *s, int *w, int *h)
 
 int main(int argc, char **argv)
 {
-    int frames = 60, c_only = 0, avx2 = 0, zoom = 0, a = 1, sw, sh, cw, ch, ow, oh;
+    int frames = 60, c_only = 0, avx2 = 0, zoom = 0, cold = 1, a = 1, sw, sh, cw, ch, ow, oh;
     while (a < argc && argv[a][0] == '-') {
         if (!strcmp(argv[a], "--frames") && a + 1 < argc)
             frames = atoi(argv[++a]);
@@ -43,29 +48,36 @@ int main(int argc, char **argv)
             avx2 = 1;
         else if (!strcmp(argv[a], "--zoom"))
             zoom = 1;
+        else if (!strcmp(argv[a], "--cold") && a + 1 < argc)
+            cold = atoi(argv[++a]);
         else
             break;
         a++;
     }
     if (argc - a != 3 || !size(argv[a], &sw, &sh) || !size(argv[a + 1], &cw, &ch) ||
-        !size(argv[a + 2], &ow, &oh) || cw > sw || ch > sh || frames < 1 ||
+        !size(argv[a + 2], &ow, &oh) || cw > sw || ch > sh || frames < 1 || cold < 1 ||
         (zoom && (cw <= 2 * frames || ch <= 2 * frames))) {
         fprintf(
             stderr,
-            "usage: resize_bench [--frames N] [--c | --avx2] [--zoom] SRC_WxH CROP_WxH OUT_WxH\n");
+            "usage: resize_bench [--frames N] [--c | --avx2] [--zoom] [--cold K] SRC_WxH CROP_WxH "
+            "OUT_WxH\n");
         return 2;
     }
-    uint8_t *src[3], *dst[3];
+    uint8_t *(*src)[3] = calloc((size_t)cold, sizeof(*src)),
+            *(*dst)[3] = calloc((size_t)cold, sizeof(*dst));
     int ss[3] = {sw, sw / 2, sw / 2}, ds[3] = {ow, ow / 2, ow / 2};
-    for (int p = 0; p < 3; p++) {
-        size_t n = (size_t)ss[p] * (size_t)(p ? sh / 2 : sh);
-        src[p] = malloc(n);
-        for (size_t i = 0; i < n; i++)
-            src[p][i] = (uint8_t)(i * 7 + i / (size_t)ss[p] * 3);
-        dst[p] = malloc((size_t)ds[p] * (size_t)(p ? oh / 2 : oh));
-    }
+    if (!src || !dst)
+        return 1;
+    for (int k = 0; k < cold; k++)
+        for (int p = 0; p < 3; p++) {
+            size_t n = (size_t)ss[p] * (size_t)(p ? sh / 2 : sh);
+            if (!(src[k][p] = malloc(n)) ||
+                !(dst[k][p] = calloc((size_t)ds[p], (size_t)(p ? oh / 2 : oh))))
+                return 1;
+            for (size_t i = 0; i < n; i++)
+                src[k][p][i] = (uint8_t)(i * 7 + i / (size_t)ss[p] * 3 + (size_t)k);
+        }
     int x = ((sw - cw) / 2) & ~1;
-    const uint8_t *crop[3] = {src[0] + x, src[1] + x / 2, src[2] + x / 2};
     ReelResize rs;
     reel_resize_init(&rs);
     if (c_only)
@@ -84,7 +96,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < frames; i++) {
             if (zoom)
                 reel_resize_set(&rs, AV_PIX_FMT_YUV420P, x, 0, cw - 2 * i, ch - 2 * i, ow, oh);
-            reel_resize_run(&rs, (const uint8_t *const *)src, ss, dst, ds);
+            reel_resize_run(&rs, (const uint8_t *const *)src[i % cold], ss, dst[i % cold], ds);
         }
         double t1 = now();
         for (int i = 0; i < frames; i++) {
@@ -92,7 +104,9 @@ int main(int argc, char **argv)
                 c = sws_getCachedContext(c, cw - 2 * i, ch - 2 * i, AV_PIX_FMT_YUV420P, ow, oh,
                                          AV_PIX_FMT_YUV420P, SWS_LANCZOS | SWS_ACCURATE_RND, NULL,
                                          NULL, NULL);
-            sws_scale(c, crop, ss, 0, ch - (zoom ? 2 * i : 0), dst, ds);
+            const uint8_t *const *in = (const uint8_t *const *)src[i % cold];
+            const uint8_t *crop[3] = {in[0] + x, in[1] + x / 2, in[2] + x / 2};
+            sws_scale(c, crop, ss, 0, ch - (zoom ? 2 * i : 0), dst[i % cold], ds);
         }
         double t2 = now();
         if (t1 - t0 < best_ours)
@@ -100,18 +114,21 @@ int main(int argc, char **argv)
         if (t2 - t1 < best_sws)
             best_sws = t2 - t1;
     }
-    printf("%dx%d crop of %dx%d -> %dx%d%s, %d frames: clipreel %s %.3f ms/frame, swscale %.3f "
+    printf("%dx%d crop of %dx%d -> %dx%d%s%s, %d frames: clipreel %s %.3f ms/frame, swscale %.3f "
            "ms/frame, swscale / clipreel %.2f\n",
-           cw, ch, sw, sh, ow, oh, zoom ? " (zooming)" : "", frames,
+           cw, ch, sw, sh, ow, oh, zoom ? " (zooming)" : "", cold > 1 ? " (cold)" : "", frames,
            rs.use_simd == REEL_RESIZE_AVX512 ? "AVX-512"
            : rs.use_simd == REEL_RESIZE_AVX2 ? "AVX2"
                                              : "C",
            best_ours * 1e3 / frames, best_sws * 1e3 / frames, best_sws / best_ours);
     sws_freeContext(c);
     reel_resize_free(&rs);
-    for (int p = 0; p < 3; p++) {
-        free(src[p]);
-        free(dst[p]);
-    }
+    for (int k = 0; k < cold; k++)
+        for (int p = 0; p < 3; p++) {
+            free(src[k][p]);
+            free(dst[k][p]);
+        }
+    free(src);
+    free(dst);
     return 0;
 }
