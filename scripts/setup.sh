@@ -14,6 +14,8 @@ packages=(build-essential cmake pkg-config git ca-certificates xz-utils
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 # the web page test drives Debian's Chromium (playwright-core, no browser download)
 packages+=(chromium)
+# the cli.restart test counts clipreel's restarts (execve) with strace
+packages+=(strace)
 
 missing=()
 for p in "${packages[@]}"; do

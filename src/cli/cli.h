@@ -13,4 +13,12 @@ int reel_cli_submit(int argc, char **argv);
 int reel_cli_plan(int argc, char **argv);
 int reel_cli_worker(int argc, char **argv);
 
+/**
+ * Before a command first runs the upscaler: when OMP_WAIT_POLICY is unset,
+ * sets it to passive and starts the process again with the same arguments
+ * (libgomp reads it only when loaded); returns when it is already set or the
+ * restart failed. main.c calls it for the commands that always upscale.
+ */
+void reel_cli_omp_passive(void);
+
 #endif

@@ -278,6 +278,8 @@ int reel_cli_export(int argc, char **argv)
     }
     if (bf16 >= 0)
         job->output.upscale_bf16 = bf16;
+    if (job->output.upscale_mode != REEL_UPSCALE_OFF)
+        reel_cli_omp_passive(); /* the process starts again here, or goes on */
     reel_cli_progress_init(&prog, pmode);
     eo.progress = reel_cli_progress_cb;
     eo.progress_opaque = &prog;

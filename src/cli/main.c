@@ -10,18 +10,28 @@
 #include "cli/cli.h"
 #include "core/log.h"
 
+/* omp: the command runs the upscaler (OpenMP) whatever it is asked, so it starts
+ * passive (reel_cli_omp_passive); export decides for itself, once it has read its job */
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
+    int omp;
     const char *help;
 } commands[] = {
-    {"export", reel_cli_export, "export JOB.json -o reel.mp4   render a reel"},
-    {"upscale", reel_cli_upscale, "upscale IN.png -o OUT.png     run the AI upscaler on one image"},
-    {"serve", reel_cli_serve, "serve [--port N] [--data DIR]  run the export service (HTTP + WebSocket)"},
-    {"submit", reel_cli_submit, "submit JOB.json --server URL  export on a server, follow it, download it"},
-    {"plan", reel_cli_plan, "plan JOB.json                 single vs per-clip containers, and their cost"},
-    {"worker", reel_cli_worker, "worker --redis URL --gpu-class t4  run exports from Redis Streams"},
+    {"export", reel_cli_export, 0, "export JOB.json -o reel.mp4   render a reel"},
+    {"upscale", reel_cli_upscale, 1,
+     "upscale IN.png -o OUT.png     run the AI upscaler on one image"},
+    {"serve", reel_cli_serve, 1,
+     "serve [--port N] [--data DIR]  run the export service (HTTP + WebSocket)"},
+    {"submit", reel_cli_submit, 0,
+     "submit JOB.json --server URL  export on a server, follow it, download it"},
+    {"plan", reel_cli_plan, 0,
+     "plan JOB.json                 single vs per-clip containers, and their cost"},
+    {"worker", reel_cli_worker, 1,
+     "worker --redis URL --gpu-class t4  run exports from Redis Streams"},
 };
+
+static char **main_argv; /* for the restart */
 
 static void usage(FILE *f)
 {
@@ -38,15 +48,19 @@ static void usage(FILE *f)
  * with AI (docs/PERFORMANCE.md, Threads). libgomp reads OMP_WAIT_POLICY once,
  * when it is loaded, before main(): so when it is unset we set it to passive and
  * start ourselves again, once. An explicit OMP_WAIT_POLICY wins; if the restart
- * fails we go on with libgomp's default.
+ * fails we go on with libgomp's default. Only a process that will run the
+ * upscaler restarts: loading clipreel's libraries takes 55-60 ms on the VMs
+ * this project runs on now, which an export without AI (or --version) need
+ * not pay twice.
  */
-static void set_omp_wait_policy(char **argv)
+void reel_cli_omp_passive(void)
 {
-    if (getenv("OMP_WAIT_POLICY"))
+    if (getenv("OMP_WAIT_POLICY") || !main_argv)
         return;
     if (setenv("OMP_WAIT_POLICY", "passive", 1) < 0)
         return;
-    execv("/proc/self/exe", argv);
+    fflush(NULL);
+    execv("/proc/self/exe", main_argv);
 }
 
 /*
@@ -74,7 +88,7 @@ static void set_thp_policy(void)
 int main(int argc, char **argv)
 {
     set_thp_policy();
-    set_omp_wait_policy(argv);
+    main_argv = argv;
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -88,8 +102,11 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (!strcmp(argv[1], commands[i].name))
+        if (!strcmp(argv[1], commands[i].name)) {
+            if (commands[i].omp)
+                reel_cli_omp_passive();
             return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "clipreel: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
