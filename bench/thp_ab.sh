@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# thp_ab.sh - clipreel export with transparent huge pages off (clipreel's default) and on
-# (CLIPREEL_THP=on), each run once after an idle pause ("cold": the VM's host has taken back
-# freed memory) and once right after ("warm"). docs/PERFORMANCE.md, Huge pages.
+# thp_ab.sh - clipreel export with transparent huge pages off (CLIPREEL_THP=off) and on (the
+# system's policy, clipreel's default since 2026-12-04), each run once after an idle pause
+# ("cold": the VM's host has taken back freed memory) and once right after ("warm").
+# docs/PERFORMANCE.md, Huge pages.
 #   bash bench/thp_ab.sh JOB.json [ROUNDS=6] [PAUSE_S=10]
 # Prints one line per run: state policy wall_s user_s sys_s peak_rss_kb, then the means.
 set -euo pipefail

@@ -65,24 +65,23 @@ void reel_cli_omp_passive(void)
 
 /*
  * libx264 asks for transparent huge pages on its large buffers (madvise), ~200
- * of them for a 1080x1920 encode, allocated afresh by every export. On VMs of
- * this kind a fresh huge page is expensive when the host has taken back the
- * memory the guest freed (what a process that starts after another has ended
- * meets): 9.8 us per 4 KiB against 1.7 us for a plain page, so a 6 s 1080p
- * export spent ~1.1 s in the kernel instead of ~0.35 s, 11 % of its time
- * (docs/PERFORMANCE.md, Huge pages). An export right after another pays ~0.15 s
- * more for its 4 KiB faults (~4 %, inside this VM's noise); exports mostly come
- * after a pause. Nothing else here asks for huge pages, so clipreel turns them
- * off for itself and its children; CLIPREEL_THP=on keeps the system's policy.
- * The flag survives the exec above.
+ * of them for a 1080x1920 encode, allocated afresh by every export. Whether
+ * they pay depends on the host (docs/PERFORMANCE.md, Huge pages): on the KVM
+ * guests (Zen 4) this project ran on until 2026-12-03 a fresh huge page cost
+ * ~10x a plain page once the host had taken the memory back, 11 % of an
+ * export after a pause, so clipreel turned them off for itself; on the PVM
+ * guests (Zen 5) it runs on since, the same export takes as long either way
+ * after a pause and 9 % less with them right after another. So clipreel
+ * keeps the system's policy, as the ffmpeg CLI does; CLIPREEL_THP=off turns
+ * them off for the process and its children (the flag survives the restart
+ * above).
  */
 static void set_thp_policy(void)
 {
     const char *v = getenv("CLIPREEL_THP");
 
-    if (v && !strcmp(v, "on"))
-        return;
-    (void)prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0); /* refused: the system's policy stays */
+    if (v && !strcmp(v, "off"))
+        (void)prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0); /* refused: the system's policy stays */
 }
 
 int main(int argc, char **argv)
