@@ -21,8 +21,8 @@ Comparisons (issue 3; DESIGN section 10). "Higher" or "lower" is the good direct
   vs_upstream       upscayl-bin (realesrgan-ncnn-vulkan on lavapipe) time / clipreel upscale
                     time, same PNG, same model, one tile, whole processes           >= 14
   startup_ms        process start to model loaded, x4fast (a time in ms)          <= 50
-  pipe_vs_ffmpeg    ffmpeg CLI (crop, Lanczos, x264 fast crf 18, AAC) time / clipreel export
-                    time, upscale off                                              >= 1.0
+  pipe_vs_ffmpeg    ffmpeg CLI (crop, Lanczos, x264 fast crf 18 with clipreel's threads and
+                    kernels, AAC) time / clipreel export time, upscale off         >= 1.0
   pipe_vs_twostep   (decode + crop to PNG files, then scale + encode the PNGs) time / clipreel
                     export time, upscale off                                       >= 1.4
   overlap           export-with-AI time per frame / upscaler-alone time per frame (one frame
@@ -253,13 +253,36 @@ def ensure_build(build):
         raise SystemExit(2)
 
 
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return re.search(r"^flags\s*:\s*(.*)$", f.read(), re.M).group(1).split()
+    except (OSError, AttributeError):
+        return []
+
+
+def x264_same_as_clipreel():
+    """The libx264 configuration clipreel encodes with besides preset and CRF
+    (src/media/pipeline.c: REEL_ENCODE_THREADS frame threads, and kernels pinned to AVX2
+    where the CPU has AVX2, FMA, BMI2 and LZCNT), as ffmpeg CLI options: the baselines
+    encode with the same settings, so the pipe rows compare the work around the encoder."""
+    args = ["-threads", "4"]
+    # clipreel also asks for LZCNT (abm), which every CPU with these has, and which some
+    # VMs' /proc/cpuinfo leaves out (the PVM guests here) though CPUID reports it
+    if {"avx2", "fma", "bmi2"} <= set(cpu_flags()):
+        args += ["-x264-params", "asm=SSE2Fast,AVX2"]
+    return args
+
+
 def machine_info():
-    cpu, flags = "", ""
+    cpu, flags, family = "", cpu_flags(), ""
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
         cpu = re.search(r"^model name\s*:\s*(.*)$", text, re.M).group(1).strip()
-        flags = re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split()
+        family = "(family %s model %s)" % (
+            re.search(r"^cpu family\s*:\s*(\d+)", text, re.M).group(1),
+            re.search(r"^model\s*:\s*(\d+)", text, re.M).group(1))
     except (OSError, AttributeError):
         pass
     mem_gib = 0.0
@@ -268,7 +291,8 @@ def machine_info():
             mem_gib = int(f.readline().split()[1]) / 2**20
     except (OSError, ValueError, IndexError):
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_gib, 1),
+    info = {"cpu": cpu, "cpu_family": family, "cores": os.cpu_count(),
+            "mem_gib": round(mem_gib, 1),
             "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
             "kernel": platform.release()}
     try:
@@ -522,7 +546,9 @@ class Bench:
         ow, oh = (360, 640) if self.quick else (1080, 1920)
         crop = f"crop={cw}:{ch}:{cx}:{cy}"
         scale = f"scale={ow}:{oh}:flags=lanczos"
-        x264 = ["-c:v", "libx264", "-preset", "fast", "-crf", "18", "-pix_fmt", "yuv420p"]
+        x264_defaults = ["-c:v", "libx264", "-preset", "fast", "-crf", "18", "-pix_fmt",
+                         "yuv420p"]
+        x264 = x264_defaults + x264_same_as_clipreel()
         aac = ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2"]
         job = self.w("noai.json")
         export_job(job, [src], (cx, cy, cw, ch), (ow, oh), "off")
@@ -532,10 +558,15 @@ class Bench:
             return run([self.clipreel, "export", job, "-o", self.w("ours.mp4"), "--progress",
                         "none"])[0]
 
-        def ff():
+        def ff(enc=x264):
             return run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src, "-vf",
-                        f"{crop},{scale}"] + x264 + aac + ["-movflags", "+faststart",
-                                                           self.w("ff.mp4")])[0]
+                        f"{crop},{scale}"] + enc + aac + ["-movflags", "+faststart",
+                                                          self.w("ff.mp4")])[0]
+
+        def ff_defaults():
+            # not a row: the CLI with libx264's own thread count and kernels (AVX-512 where
+            # the CPU has it), for the record
+            return ff(x264_defaults)
 
         def two():
             # the replaced system: decode + crop to PNG files, then encode the PNGs (the
@@ -554,12 +585,14 @@ class Bench:
         # freed; docs/PERFORMANCE.md, Method). So one unmeasured round first, then each
         # repeat starts with a different contender.
         sides = [("ours", ours), ("ff", ff), ("two", two)]
+        if not self.quick:
+            sides.append(("ff_defaults", ff_defaults))
         for _, fn in sides:
             fn()
         times = {name: [] for name, _ in sides}
         cpu = {name: [] for name, _ in sides}
         for i in range(self.reps):
-            for name, fn in sides[i % 3:] + sides[:i % 3]:
+            for name, fn in sides[i % len(sides):] + sides[:i % len(sides)]:
                 r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 times[name].append(fn())
                 r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -567,6 +600,16 @@ class Bench:
                 cpu[name].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         ours, ff, two = times["ours"], times["ff"], times["two"]
         shutil.rmtree(frames, ignore_errors=True)
+        self.raw["pipeline_x264_options"] = " ".join(x264)
+        if "ff_defaults" in times:
+            fd = times["ff_defaults"]
+            self.raw["pipeline_ffmpeg_x264_defaults_s"] = fd
+            self.notes.append("pipe rows: the CLI and the two-step encode with clipreel's libx264 "
+                              "configuration (%s); with libx264's own (its thread count, and "
+                              "AVX-512 kernels where the CPU has them) the CLI's time / "
+                              "clipreel's is %.3f (median)" %
+                              (" ".join(x264_same_as_clipreel()),
+                               statistics.median(f / o for f, o in zip(fd, ours))))
         self.raw.update({"pipeline_source": f"{sw}x{sh} {secs} s 30 fps BT.709, crop {cw}x{ch} -> "
                          f"{ow}x{oh}", "pipeline_clipreel_s": ours, "pipeline_ffmpeg_s": ff,
                          "pipeline_twostep_s": two, "pipeline_clipreel_cpu_s": cpu["ours"],
@@ -712,8 +755,8 @@ def verdict(name, s):
 def print_table(results):
     m = results["machine"]
     print(f"\nclipreel bench ({'quick' if results['quick'] else 'full'}, {results['repeats']} "
-          f"repeats, {m['cores']} cores, {m['cpu']}, load {results['load_before']:.2f} -> "
-          f"{results['load_after']:.2f}, OMP_WAIT_POLICY={results['omp_wait_policy']})")
+          f"repeats, {m['cores']} cores, {m['cpu']} {m.get('cpu_family', '')}, load "
+          f"{results['load_before']:.2f} -> {results['load_after']:.2f}, OMP_WAIT_POLICY={results['omp_wait_policy']})")
     print(f"{'comparison':<19}{'min':>9}{'median':>9}{'max':>9}   {'target':<10} {'median':<7}"
           " others' CPU")
     for k in ORDER:
