@@ -125,6 +125,10 @@ int reel_nn_graph_load(ReelNnGraph **out, const char *param_path, const char *bi
 /** Free a graph and NULL the pointer; NULL-safe. */
 void reel_nn_graph_free(ReelNnGraph **g);
 
+/** n little-endian IEEE fp16 values at p widened to float32, exactly (as the
+ *  loader reads fp16 weights; F16C where the CPU has it). */
+void reel_nn_halves_to_floats(const unsigned char *p, float *out, size_t n);
+
 /**
  * Shapes of every blob (shapes[nblobs], caller's storage) when the input is
  * in_channels x h x w. REEL_ERROR_MODEL (with errmsg naming the layer) when a

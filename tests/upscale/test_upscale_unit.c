@@ -340,6 +340,62 @@ static void test_missing_files(void **state)
     assert_non_null(strstr(err, "absent.param"));
     assert_int_equal(reel_nn_graph_load(&g, tmpdir, pp, err), REEL_ERROR_MODEL);
     assert_null(g);
+    /* the .bin (mapped, not read): absent, then a directory */
+    tmp_path(pp, sizeof(pp), "m.param");
+    spit(pp, x4_param, x4_param_len);
+    {
+        char bp[512];
+
+        tmp_path(bp, sizeof(bp), "absent.bin");
+        assert_int_equal(reel_nn_graph_load(&g, pp, bp, err), REEL_ERR(ENOENT));
+        assert_non_null(strstr(err, "absent.bin"));
+        assert_int_equal(reel_nn_graph_load(&g, pp, tmpdir, err), REEL_ERROR_MODEL);
+        assert_non_null(strstr(err, "not a regular file"));
+        assert_null(g);
+    }
+}
+
+/* Every fp16 value but NaN widens to the float it is (the SIMD conversion and its
+ * scalar tail against ldexp), at every offset of the vector loop's tail. */
+static void test_halves_exact(void **state)
+{
+    enum { N = 65536 };
+    unsigned char *in = malloc(2 * N);
+    float *out = malloc(N * sizeof(float)), *part = malloc(16 * sizeof(float));
+    int checked = 0;
+
+    (void)state;
+    assert_non_null(in);
+    assert_non_null(out);
+    assert_non_null(part);
+    for (int h = 0; h < N; h++) {
+        in[2 * h] = (unsigned char)(h & 0xff);
+        in[2 * h + 1] = (unsigned char)(h >> 8);
+    }
+    reel_nn_halves_to_floats(in, out, N);
+    for (int h = 0; h < N; h++) {
+        int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+        float want;
+
+        if (e == 0x1f && m)
+            continue; /* NaN: the loader rejects it whatever its bits */
+        want = e == 0x1f ? INFINITY
+               : e       ? ldexpf((float)(m | 0x400), e - 25)
+                         : ldexpf((float)m, -24);
+        if (h & 0x8000)
+            want = -want;
+        assert_memory_equal(&out[h], &want, sizeof(float));
+        checked++;
+    }
+    assert_int_equal(checked, N - 2 * 1023);
+    for (int n = 0; n <= 16; n++) { /* counts around the 8-wide loop */
+        reel_nn_halves_to_floats(in + 2 * 0x3c00, part, (size_t)n);
+        for (int i = 0; i < n; i++)
+            assert_memory_equal(&part[i], &out[0x3c00 + i], sizeof(float));
+    }
+    free(in);
+    free(out);
+    free(part);
 }
 
 /* Random damage must give an error or a graph, never a crash or a leak. */
@@ -1178,6 +1234,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unsupported_params),   cmocka_unit_test(test_bad_storage),
         cmocka_unit_test(test_bad_wiring),           cmocka_unit_test(test_wrong_shapes),
         cmocka_unit_test(test_missing_files),        cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_halves_exact),
     };
     static const struct CMUnitTest ops[] = {
         cmocka_unit_test(test_synthetic_network),
