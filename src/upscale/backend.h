@@ -29,6 +29,7 @@
 typedef struct ReelBackendConfig {
     int threads;                    /* at most this many threads; 0 = the backend's default */
     ReelUpscalePrecision precision; /* one that supports() accepted */
+    int lane;                       /* which of the upscaler's lanes the state is for (0, 1...) */
 } ReelBackendConfig;
 
 /** What create() made of a graph: for the log, and for tests that the plan holds. */

@@ -157,6 +157,7 @@ typedef struct CpuState {
     int own_ok;             /* clipreel's Winograd allowed (the CPU runs it, not turned off) */
     int own_rows, own_cols; /* bf16: its tile (4x4; CLIPREEL_BF16_TILE=4x2 or 2x2) */
     int plain_stores;       /* CLIPREEL_STREAM_STORES=off: no streaming stores (wino.c) */
+    int wino_group;         /* the Winograd weights' share group: the lane, or 0 (LANE_COPY) */
     int in_h, in_w;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
@@ -1453,6 +1454,7 @@ static int make_own(CpuState *s, CpuStep *st, char *errmsg)
         .tile_cols = s->own_cols,
         .threads = s->threads,
         .plain_stores = s->plain_stores,
+        .share_group = s->wino_group,
     };
     int ret;
 
@@ -1808,6 +1810,14 @@ static void cpu_describe(const void *state, ReelBackendPlan *plan)
                               .tail_fused = s->tail};
 }
 
+/*
+ * LANE_COPY: each lane of a model of at most this many weights keeps its own
+ * copy of the Winograd-ready weights (~16 bytes per weight in fp32: x4fast's
+ * 1.2 M make 19.5 MB a lane); bigger models (x4plus: 16.7 M, ~265 MB) share
+ * one between the lanes. Why: wino.c, shared_get.
+ */
+#define LANE_COPY_MAX_WEIGHTS ((size_t)4 << 20)
+
 static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
                       const ReelBackendConfig *cfg, char *errmsg)
 {
@@ -1835,6 +1845,7 @@ static int cpu_create(void **state, const ReelNnGraph *g, int in_h, int in_w,
     s->own_rows = tile && !strcmp(tile, "2x2") ? 2 : 4;
     s->own_cols = tile && (!strcmp(tile, "2x2") || !strcmp(tile, "4x2")) ? 2 : 4;
     s->plain_stores = stores && !strcmp(stores, "off");
+    s->wino_group = g->weight_floats <= LANE_COPY_MAX_WEIGHTS ? cfg->lane : 0;
     s->in_h = in_h;
     s->in_w = in_w;
     /* graph blobs, then at most one shadow per layer input and one for the output */

@@ -273,7 +273,10 @@ static int prepare(const ReelUpscaler *up, Lane *ln, int th, int tw)
         up->backend->free(&ln->state);
         return reel_fail(ln->errmsg, ret, "upscale: out of memory for a %dx%d tile", tw, th);
     }
-    if ((ret = up->backend->create(&ln->state, up->graph, in_h, in_w, &up->cfg, ln->errmsg)) < 0)
+    ReelBackendConfig cfg = up->cfg;
+
+    cfg.lane = (int)(ln - up->lane);
+    if ((ret = up->backend->create(&ln->state, up->graph, in_h, in_w, &cfg, ln->errmsg)) < 0)
         return ret;
     ln->tile_h = th;
     ln->tile_w = tw;

@@ -184,11 +184,17 @@ static void transform_weights(ReelWinoConv *c, const float *weight)
  * building at the same time waits for it instead of doing it again). x4plus
  * in fp32: ~265 MB per copy. Entries are keyed by the weights' address: a
  * model's weights outlive the layers made from them, so an entry is gone
- * before its address can be reused.
+ * before its address can be reused. And by spec.share_group: the CPU backend
+ * gives each lane of a small model its own copy (x4fast: 19.5 MB in fp32,
+ * 9.7 in bf16), because lanes run different layers at once and a copy read
+ * by both cores cost them dearly on the VMs this project runs on now, in the
+ * spells when the two are not close (docs/PERFORMANCE.md, Machine): x4fast
+ * on 2 lanes at 480x270, `upscale_bench --lanes 2`, alternating: fp32 0.33-0.42
+ * s per frame shared against 0.31-0.32 own, bf16 0.20-0.21 against 0.16-0.17.
  */
 typedef struct WinoShared {
     const float *weight;
-    int bf16, my, mx, in_c, out_c;
+    int bf16, my, mx, in_c, out_c, group;
     void *u;
     size_t bytes;
     int refs;
@@ -198,20 +204,21 @@ typedef struct WinoShared {
 static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
 static WinoShared *shared_list;
 
-static int shared_get(ReelWinoConv *c, const float *weight, size_t bytes)
+static int shared_get(ReelWinoConv *c, const float *weight, int group, size_t bytes)
 {
     WinoShared *e;
 
     pthread_mutex_lock(&shared_lock);
     for (e = shared_list; e; e = e->next)
         if (e->weight == weight && e->bf16 == c->bf16 && e->my == c->my && e->mx == c->mx &&
-            e->in_c == c->in_c && e->out_c == c->out_c)
+            e->in_c == c->in_c && e->out_c == c->out_c && e->group == group)
             break;
     if (e) {
         e->refs++;
     } else if ((e = calloc(1, sizeof(*e))) && (e->u = aligned_alloc(64, bytes))) {
         e->weight = weight;
         e->bf16 = c->bf16, e->my = c->my, e->mx = c->mx, e->in_c = c->in_c, e->out_c = c->out_c;
+        e->group = group;
         e->bytes = bytes;
         e->refs = 1;
         e->next = shared_list;
@@ -311,8 +318,8 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     if (sp->slope)
         c->slope = malloc((size_t)c->out_c * sizeof(float));
     if (!c->bias || (sp->slope && !c->slope) ||
-        shared_get(c, sp->weight, ((size_t)c->nxi * c->in_c * c->out_c * elem + 63) & ~(size_t)63) <
-            0) {
+        shared_get(c, sp->weight, sp->share_group,
+                   ((size_t)c->nxi * c->in_c * c->out_c * elem + 63) & ~(size_t)63) < 0) {
         reel_wino_free(&c);
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "Winograd: out of memory");
     }

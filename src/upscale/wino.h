@@ -64,6 +64,12 @@ typedef struct ReelWinoSpec {
      */
     int nres;
     float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
+    /*
+     * the transformed weights are shared by the layers made from the same
+     * weights (kind and tile alike) with the same group: 0 for all, or a lane's
+     * own number where each lane keeps its own copy (wino.c, shared_get)
+     */
+    int share_group;
 } ReelWinoSpec;
 
 /*

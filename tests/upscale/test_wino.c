@@ -517,7 +517,39 @@ static int check_shared(void)
         fprintf(stderr, "FAIL shared weights: %zu bytes left\n", reel_wino_weights_bytes() - base);
         goto done;
     }
-    printf("ok   shared weights: one copy per weights, kind and tile (%zu bytes f32)\n", f32_copy);
+    /* share groups (a small model's lanes): group 1 gets its own copy, a second layer of
+     * group 1 shares it; the same results */
+    {
+        ReelWinoSpec g1 = sb;
+        void *out_group = NULL;
+
+        g1.share_group = 1;
+        if (reel_wino_create(&a, &sa, err) < 0 || reel_wino_create(&b, &g1, err) < 0 ||
+            reel_wino_create(&other, &g1, err) < 0)
+            goto fail_create;
+        held[0] = reel_wino_weights_bytes() - base;
+        out_group = run(&g1, in, NULL, 1, (size_t)17 * 11 * OUT * sizeof(float), 0);
+        reel_wino_free(&a);
+        reel_wino_free(&b);
+        reel_wino_free(&other);
+        if (held[0] != 2 * f32_copy || !out_group ||
+            memcmp(out_group, out_alone, (size_t)17 * 11 * OUT * sizeof(float))) {
+            fprintf(stderr,
+                    "FAIL share groups: %zu bytes for groups 0 and 1 (want %zu), group 1's "
+                    "results %s\n",
+                    held[0], 2 * f32_copy,
+                    !out_group ? "missing"
+                    : memcmp(out_group, out_alone, (size_t)17 * 11 * OUT * sizeof(float))
+                        ? "differ"
+                        : "alike");
+            free(out_group);
+            goto done;
+        }
+        free(out_group);
+    }
+    printf("ok   shared weights: one copy per weights, kind, tile and share group (%zu bytes "
+           "f32)\n",
+           f32_copy);
     bad = 0;
     goto done;
 fail_create:
