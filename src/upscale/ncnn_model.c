@@ -359,7 +359,9 @@ static int get_int_range(LoadCtx *c, const ReelNnLayer *l, int id, int def, int 
  * byte into pages that each fault in on first touch, and on the VMs this
  * project runs on a fault costs several microseconds (x4fast's 2.4 MB: ~600 of
  * them, ~8 ms of the ~33 ms its load took); the file's pages in the page cache
- * are mapped a few at a time. Same checks and messages as read_whole_file.
+ * are mapped a few at a time. Same checks and messages as read_whole_file. It
+ * is mapped only while the graph is built (every weight is copied out of it),
+ * so replacing the file later changes nothing.
  */
 static int map_whole_file(const char *path, size_t max, const unsigned char **data, size_t *len,
                           char *errmsg)
