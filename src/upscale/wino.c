@@ -74,6 +74,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <omp.h>
 
@@ -142,34 +143,53 @@ static const double g4[6][3] = {{1.0 / 4, 0, 0},
                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                 {0, 0, 1}};
 
-/* U[xi] = G_v g G_h' for every (out, in) channel pair, in double, rounded once */
+/*
+ * U[xi] = G_v g G_h' for every (out, in) channel pair, in double, rounded once.
+ * Output channels innermost, 64 at a time (U is [xi][in][out]): the compiler
+ * vectorises across them, and each store continues the line the one before
+ * wrote. x4fast in fp32: 40 ms of arithmetic before, 1.6 ms after (on pages
+ * already faulted in).
+ */
 static void transform_weights(ReelWinoConv *c, const float *weight)
 {
+    enum { KB = 64 };
     const double(*gv)[3] = c->my == 4 ? g4 : g2;
     const double(*gh)[3] = c->mx == 4 ? g4 : g2;
     uint16_t *ub = c->u;
     float *uf = c->u;
 
-    for (int k = 0; k < c->out_c; k++) {
-        for (int ci = 0; ci < c->in_c; ci++) {
-            const float *g = weight + ((size_t)k * c->in_c + ci) * 9;
-            /* bf16: its place in V, in pairs (PAIRS): a block's even channels, then its odd */
-            size_t q = c->pair ? (size_t)(ci & ~31) + (ci & 1) * 16 + (ci & 31) / 2 : (size_t)ci;
-            double t[MAX_T][3];
+    for (int ci = 0; ci < c->in_c; ci++) {
+        /* bf16: its place in V, in pairs (PAIRS): a block's even channels, then its odd */
+        size_t q = c->pair ? (size_t)(ci & ~31) + (ci & 1) * 16 + (ci & 31) / 2 : (size_t)ci;
 
+        for (int k0 = 0; k0 < c->out_c; k0 += KB) {
+            int nk = c->out_c - k0 < KB ? c->out_c - k0 : KB;
+            double g[9][KB], t[MAX_T][3][KB];
+
+            for (int k = 0; k < nk; k++)
+                for (int e = 0; e < 9; e++)
+                    g[e][k] = weight[((size_t)(k0 + k) * c->in_c + ci) * 9 + e];
             for (int i = 0; i < c->ty; i++)
                 for (int x = 0; x < 3; x++)
-                    t[i][x] = gv[i][0] * g[x] + gv[i][1] * g[3 + x] + gv[i][2] * g[6 + x];
+                    for (int k = 0; k < nk; k++)
+                        t[i][x][k] =
+                            gv[i][0] * g[x][k] + gv[i][1] * g[3 + x][k] + gv[i][2] * g[6 + x][k];
             for (int i = 0; i < c->ty; i++) {
                 for (int j = 0; j < c->tx; j++) {
-                    double v = t[i][0] * gh[j][0] + t[i][1] * gh[j][1] + t[i][2] * gh[j][2];
                     size_t xi = (size_t)i * c->tx + j;
+                    const double h0 = gh[j][0], h1 = gh[j][1], h2 = gh[j][2];
 
-                    if (c->bf16)
-                        ub[((xi * (c->in_c / 2) + q / 2) * c->out_c + k) * 2 + (q & 1)] =
-                            to_bf16((float)v);
-                    else
-                        uf[(xi * c->in_c + ci) * c->out_c + k] = (float)v;
+                    if (c->bf16) {
+                        uint16_t *d =
+                            ub + ((xi * (c->in_c / 2) + q / 2) * c->out_c + k0) * 2 + (q & 1);
+                        for (int k = 0; k < nk; k++)
+                            d[2 * k] = to_bf16(
+                                (float)(t[i][0][k] * h0 + t[i][1][k] * h1 + t[i][2][k] * h2));
+                    } else {
+                        float *d = uf + (xi * c->in_c + ci) * c->out_c + k0;
+                        for (int k = 0; k < nk; k++)
+                            d[k] = (float)(t[i][0][k] * h0 + t[i][1][k] * h1 + t[i][2][k] * h2);
+                    }
                 }
             }
         }
@@ -180,17 +200,20 @@ static void transform_weights(ReelWinoConv *c, const float *weight)
  * The transformed weights depend on the weights, the kind and the tile only,
  * not on the map's size: every layer object made from the same weights (each
  * lane of a model makes its own, and a new frame size makes new ones) shares
- * one copy, counted by reference, made once under the lock (a second lane
- * building at the same time waits for it instead of doing it again). x4plus
- * in fp32: ~265 MB per copy. Entries are keyed by the weights' address: a
- * model's weights outlive the layers made from them, so an entry is gone
- * before its address can be reused. And by spec.share_group: the CPU backend
- * gives each lane of a small model its own copy (x4fast: 19.5 MB in fp32,
- * 9.7 in bf16), because lanes run different layers at once and a copy read
- * by both cores cost them dearly on the VMs this project runs on now, in the
- * spells when the two are not close (docs/PERFORMANCE.md, Machine): x4fast
- * on 2 lanes at 480x270, `upscale_bench --lanes 2`, alternating: fp32 0.33-0.42
- * s per frame shared against 0.31-0.32 own, bf16 0.20-0.21 against 0.16-0.17.
+ * one copy, counted by reference. The copy is made outside the lock, so that
+ * lanes with copies of their own make them at once (under the lock, two lanes
+ * of x4fast took 0.34-0.37 s to their first frame against 0.14-0.15 s for
+ * one); a layer that wants a copy being made waits for it (`ready`) instead
+ * of making it again. x4plus in fp32: ~265 MB per copy. Entries are keyed by
+ * the weights' address: a model's weights outlive the layers made from them,
+ * so an entry is gone before its address can be reused. And by
+ * spec.share_group: the CPU backend gives each lane of a small model its own
+ * copy (x4fast: 19.5 MB in fp32, 9.7 in bf16), because lanes run different
+ * layers at once and a copy read by both cores cost them dearly on the VMs
+ * this project runs on now, in the spells when the two are not close
+ * (docs/PERFORMANCE.md, Machine): x4fast on 2 lanes at 480x270,
+ * `upscale_bench --lanes 2`, alternating: fp32 0.33-0.42 s per frame shared
+ * against 0.31-0.32 own, bf16 0.20-0.21 against 0.16-0.17.
  */
 typedef struct WinoShared {
     const float *weight;
@@ -198,41 +221,93 @@ typedef struct WinoShared {
     void *u;
     size_t bytes;
     int refs;
+    int ready; /* u holds the transformed weights (under shared_lock) */
     struct WinoShared *next;
 } WinoShared;
 
 static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t shared_made = PTHREAD_COND_INITIALIZER;
 static WinoShared *shared_list;
 
-static int shared_get(ReelWinoConv *c, const float *weight, int group, size_t bytes)
+static WinoShared *shared_find(const ReelWinoConv *c, const float *weight, int group)
 {
     WinoShared *e;
 
-    pthread_mutex_lock(&shared_lock);
     for (e = shared_list; e; e = e->next)
         if (e->weight == weight && e->bf16 == c->bf16 && e->my == c->my && e->mx == c->mx &&
             e->in_c == c->in_c && e->out_c == c->out_c && e->group == group)
             break;
-    if (e) {
-        e->refs++;
-    } else if ((e = calloc(1, sizeof(*e))) && (e->u = aligned_alloc(64, bytes))) {
-        e->weight = weight;
-        e->bf16 = c->bf16, e->my = c->my, e->mx = c->mx, e->in_c = c->in_c, e->out_c = c->out_c;
-        e->group = group;
-        e->bytes = bytes;
-        e->refs = 1;
-        e->next = shared_list;
-        c->u = e->u;
-        transform_weights(c, weight);
-        shared_list = e;
-    } else {
-        free(e);
-        e = NULL;
-    }
+    return e;
+}
+
+/*
+ * Fresh pages for a copy, faulted in by one call (MAP_POPULATE): page faults
+ * are dear on this project's VMs: x4fast's fp32 copy (4.8k pages) took
+ * 46-49 ms to make when faulted in as written, 26 ms populated.
+ */
+static void *alloc_u(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                   -1, 0);
+
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* one more reference to an entry, once it is ready (under shared_lock) */
+static WinoShared *shared_ref(WinoShared *e)
+{
+    e->refs++;
+    while (!e->ready)
+        pthread_cond_wait(&shared_made, &shared_lock);
+    return e;
+}
+
+static int shared_get(ReelWinoConv *c, const float *weight, int group, size_t bytes)
+{
+    WinoShared *e, *other;
+    void *u;
+
+    pthread_mutex_lock(&shared_lock);
+    if ((e = shared_find(c, weight, group)))
+        e = shared_ref(e);
     pthread_mutex_unlock(&shared_lock);
+    if (!e) {
+        if (!(e = calloc(1, sizeof(*e))) || !(u = alloc_u(bytes))) {
+            free(e);
+            return -1;
+        }
+        c->u = u;
+        pthread_mutex_lock(&shared_lock);
+        if ((other = shared_find(c, weight, group))) { /* made meanwhile: take that one */
+            other = shared_ref(other);
+            pthread_mutex_unlock(&shared_lock);
+            munmap(u, bytes);
+            free(e);
+            e = other;
+        } else {
+            *e = (WinoShared){.weight = weight,
+                              .bf16 = c->bf16,
+                              .my = c->my,
+                              .mx = c->mx,
+                              .in_c = c->in_c,
+                              .out_c = c->out_c,
+                              .group = group,
+                              .u = u,
+                              .bytes = bytes,
+                              .refs = 1,
+                              .next = shared_list};
+            shared_list = e;
+            pthread_mutex_unlock(&shared_lock);
+            transform_weights(c, weight);
+            pthread_mutex_lock(&shared_lock);
+            e->ready = 1;
+            pthread_cond_broadcast(&shared_made);
+            pthread_mutex_unlock(&shared_lock);
+        }
+    }
     c->shared = e;
-    c->u = e ? e->u : NULL;
-    return e ? 0 : -1;
+    c->u = e->u;
+    return 0;
 }
 
 static void shared_put(WinoShared *e)
@@ -246,7 +321,7 @@ static void shared_put(WinoShared *e)
                 *p = e->next;
                 break;
             }
-        free(e->u);
+        munmap(e->u, e->bytes);
         free(e);
     }
     pthread_mutex_unlock(&shared_lock);

@@ -94,8 +94,11 @@ static inline int reel_wino_fits(int in_c, int out_c)
 
 /**
  * Transform the weights once: layers made from the same weights (the same
- * address), kind and tile share the transformed copy, whatever their size (so
- * a model's lanes hold one). The weights must outlive the layer. Returns 0, or
+ * address), kind, tile and share group share the transformed copy, whatever
+ * their size (a model's lanes hold one, unless each has its own share_group).
+ * Copies for different groups are made at the same time; a layer that wants a
+ * copy another thread is making waits for it. The weights must outlive the
+ * layer. Returns 0, or
  * negative with errmsg set (bad spec: REEL_ERROR_INTERNAL; out of memory).
  */
 int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *spec, char *errmsg);
