@@ -775,7 +775,10 @@ static uint8_t *ref_upscale(const uint8_t *rgb, int w, int h, int *unclamped)
 
 static void test_synthetic_network(void **state)
 {
-    static const int sizes[][2] = {{37, 23}, {1, 1}, {1, 9}, {16, 5}, {37, 23}};
+    /* 160x140 untiled or in the default tile: buffers of 1 MiB and more (mapped, not
+     * malloc'd: backend_cpu.c, block_new), which the smaller frame after it takes over */
+    static const int sizes[][2] = {{37, 23},   {1, 1},     {1, 9},  {16, 5},
+                                   {160, 140}, {150, 130}, {37, 23}};
     static const int tiles[] = {-1, 7, 16, 0};
     char err[REEL_ERRMSG_SIZE];
 
