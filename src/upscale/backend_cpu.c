@@ -94,7 +94,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <dnnl.h>
@@ -102,6 +101,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/pages.h"
 #include "upscale/wino.h"
 
 #define STEP_INPUT (-1)   /* kind of the step that imports the planar input */
@@ -322,46 +322,12 @@ static int grow(void **arr, int *cap, int need, size_t elem)
 }
 
 /*
- * The activation buffers and scratch: a frame writes all of them at once, so
- * a block of 1 MiB or more is mapped and its `need` bytes faulted in by one
- * call (MADV_POPULATE_WRITE) instead of a fault per page as the first frame
- * writes it: faults are dear on this project's VMs (x4fast's first 480x270
- * frame faulted ~27k pages). Smaller blocks, and every block under ASan
- * (which checks what malloc hands out), come from aligned_alloc. A kernel
- * without MADV_POPULATE_WRITE (before 5.14) faults them in as written.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define BLOCK_MAP_MIN SIZE_MAX
-#else
-#define BLOCK_MAP_MIN ((size_t)1 << 20)
-#endif
-
-static void *block_new(size_t need, size_t cap)
-{
-    void *p;
-
-    if (cap < BLOCK_MAP_MIN)
-        return aligned_alloc(64, cap ? cap : 64);
-    p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    (void)madvise(p, need, MADV_POPULATE_WRITE);
-    return p;
-}
-
-static void block_free(void *p, size_t cap)
-{
-    if (p && cap >= BLOCK_MAP_MIN)
-        munmap(p, cap);
-    else
-        free(p);
-}
-
-/*
  * A block of at least `need` bytes (64-byte aligned) and its capacity: the
  * smallest block the previous state left that fits, else a new one with an
  * eighth more room (a zooming crop changes the tile every frame: its buffers
- * are then taken over, not freed and faulted in again). NULL when out of memory.
+ * are then taken over, not freed and faulted in again), its pages faulted in
+ * at once where it is big (core/pages.h: x4fast's first 480x270 frame faulted
+ * ~27k pages one by one). NULL when out of memory.
  */
 static void *take_block(CpuState *s, size_t need, size_t *cap)
 {
@@ -380,7 +346,7 @@ static void *take_block(CpuState *s, size_t need, size_t *cap)
         return p;
     }
     *cap = ((need + need / 8) + 63) & ~(size_t)63;
-    if (!(p = block_new(need, *cap)))
+    if (!(p = reel_pages_new(need, *cap)))
         *cap = 0;
     return p;
 }
@@ -389,7 +355,7 @@ static void *take_block(CpuState *s, size_t need, size_t *cap)
 static void drop_spare(CpuState *s)
 {
     for (int i = 0; i < s->nspare; i++)
-        block_free(s->spare[i].p, s->spare[i].cap);
+        reel_pages_free(s->spare[i].p, s->spare[i].cap);
     free(s->spare);
     s->spare = NULL;
     s->nspare = 0;
@@ -1775,13 +1741,13 @@ static void cpu_free(void **state)
     if (s->out_mem)
         dnnl_memory_destroy(s->out_mem);
     for (int i = 0; s->bufs && i < s->nbufs; i++)
-        block_free(s->bufs[i], s->buf_cap ? s->buf_cap[i] : 0);
+        reel_pages_free(s->bufs[i], s->buf_cap ? s->buf_cap[i] : 0);
     free(s->bufs);
     free(s->buf_bytes);
     free(s->buf_cap);
     drop_spare(s);
-    block_free(s->scratch, s->scratch_cap);
-    block_free(s->own_scratch, s->own_scratch_cap);
+    reel_pages_free(s->scratch, s->scratch_cap);
+    reel_pages_free(s->own_scratch, s->own_scratch_cap);
     free(s->scratch_mems);
     free(s->shapes);
     free(s->md);

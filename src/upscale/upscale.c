@@ -32,6 +32,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/pages.h"
 #include "upscale/backend.h"
 #include "upscale/ncnn_model.h"
 
@@ -226,8 +227,8 @@ void reel_upscale_close(ReelUpscaler **pup)
     for (int i = 0; i < up->nlanes; i++) {
         if (up->backend)
             up->backend->free(&up->lane[i].state);
-        free(up->lane[i].in);
-        free(up->lane[i].out);
+        reel_pages_free(up->lane[i].in, up->lane[i].in_cap * sizeof(float));
+        reel_pages_free(up->lane[i].out, up->lane[i].out_cap * sizeof(float));
     }
     reel_nn_graph_free(&up->graph);
     free(up);
@@ -241,17 +242,17 @@ void reel_upscale_close(ReelUpscaler **pup)
  */
 static int grow_floats(float **buf, size_t *cap, size_t n)
 {
+    size_t ncap = ((n + n / 8) + 15) & ~(size_t)15; /* a whole number of 64-byte lines */
     float *p;
 
     if (*cap >= n)
         return 0;
-    n += n / 8;
-    n = (n + 15) & ~(size_t)15; /* a whole number of 64-byte lines */
-    if (!(p = aligned_alloc(64, n * sizeof(float))))
+    /* faulted in at once: the frame writes all of it (core/pages.h) */
+    if (!(p = reel_pages_new(n * sizeof(float), ncap * sizeof(float))))
         return REEL_ERR(ENOMEM);
-    free(*buf);
+    reel_pages_free(*buf, *cap * sizeof(float));
     *buf = p;
-    *cap = n;
+    *cap = ncap;
     return 0;
 }
 

@@ -74,11 +74,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include <omp.h>
 
 #include "core/error.h"
+#include "core/pages.h"
 
 #define RING 8 /* columns in the input pass's ring (a power of two >= MAX_T) */
 /*
@@ -204,7 +204,9 @@ static void transform_weights(ReelWinoConv *c, const float *weight)
  * lanes with copies of their own make them at once (under the lock, two lanes
  * of x4fast took 0.34-0.37 s to their first frame against 0.14-0.15 s for
  * one); a layer that wants a copy being made waits for it (`ready`) instead
- * of making it again. x4plus in fp32: ~265 MB per copy. Entries are keyed by
+ * of making it again. Its pages are faulted in at once (core/pages.h): x4fast's
+ * fp32 copy took 46-49 ms to make faulted in as written, 26 ms so. x4plus in
+ * fp32: ~265 MB per copy. Entries are keyed by
  * the weights' address: a model's weights outlive the layers made from them,
  * so an entry is gone before its address can be reused. And by
  * spec.share_group: the CPU backend gives each lane of a small model its own
@@ -240,19 +242,6 @@ static WinoShared *shared_find(const ReelWinoConv *c, const float *weight, int g
     return e;
 }
 
-/*
- * Fresh pages for a copy, faulted in by one call (MAP_POPULATE): page faults
- * are dear on this project's VMs: x4fast's fp32 copy (4.8k pages) took
- * 46-49 ms to make when faulted in as written, 26 ms populated.
- */
-static void *alloc_u(size_t bytes)
-{
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-                   -1, 0);
-
-    return p == MAP_FAILED ? NULL : p;
-}
-
 /* one more reference to an entry, once it is ready (under shared_lock) */
 static WinoShared *shared_ref(WinoShared *e)
 {
@@ -272,7 +261,7 @@ static int shared_get(ReelWinoConv *c, const float *weight, int group, size_t by
         e = shared_ref(e);
     pthread_mutex_unlock(&shared_lock);
     if (!e) {
-        if (!(e = calloc(1, sizeof(*e))) || !(u = alloc_u(bytes))) {
+        if (!(e = calloc(1, sizeof(*e))) || !(u = reel_pages_new(bytes, bytes))) {
             free(e);
             return -1;
         }
@@ -281,7 +270,7 @@ static int shared_get(ReelWinoConv *c, const float *weight, int group, size_t by
         if ((other = shared_find(c, weight, group))) { /* made meanwhile: take that one */
             other = shared_ref(other);
             pthread_mutex_unlock(&shared_lock);
-            munmap(u, bytes);
+            reel_pages_free(u, bytes);
             free(e);
             e = other;
         } else {
@@ -321,7 +310,7 @@ static void shared_put(WinoShared *e)
                 *p = e->next;
                 break;
             }
-        munmap(e->u, e->bytes);
+        reel_pages_free(e->u, e->bytes);
         free(e);
     }
     pthread_mutex_unlock(&shared_lock);
