@@ -204,11 +204,11 @@ static void transform_weights(ReelWinoConv *c, const float *weight)
  * lanes with copies of their own make them at once (under the lock, two lanes
  * of x4fast took 0.34-0.37 s to their first frame against 0.14-0.15 s for
  * one); a layer that wants a copy being made waits for it (`ready`) instead
- * of making it again. Its pages are faulted in at once (core/pages.h): x4fast's
- * fp32 copy took 46-49 ms to make faulted in as written, 26 ms so. x4plus in
- * fp32: ~265 MB per copy. Entries are keyed by
- * the weights' address: a model's weights outlive the layers made from them,
- * so an entry is gone before its address can be reused. And by
+ * of making it again. Its pages are faulted in at once (core/pages.h):
+ * x4fast's fp32 copy took 46-49 ms to make faulted in as written, 26 ms so.
+ * x4plus in fp32: ~265 MB per copy. Entries are keyed by the weights'
+ * address: a model's weights outlive the layers made from them, so an entry
+ * is gone before its address can be reused. And by
  * spec.share_group: the CPU backend gives each lane of a small model its own
  * copy (x4fast: 19.5 MB in fp32, 9.7 in bf16), because lanes run different
  * layers at once and a copy read by both cores cost them dearly on the VMs
@@ -243,12 +243,11 @@ static WinoShared *shared_find(const ReelWinoConv *c, const float *weight, int g
 }
 
 /* one more reference to an entry, once it is ready (under shared_lock) */
-static WinoShared *shared_ref(WinoShared *e)
+static void shared_ref(WinoShared *e)
 {
     e->refs++;
     while (!e->ready)
         pthread_cond_wait(&shared_made, &shared_lock);
-    return e;
 }
 
 static int shared_get(ReelWinoConv *c, const float *weight, int group, size_t bytes)
@@ -258,42 +257,43 @@ static int shared_get(ReelWinoConv *c, const float *weight, int group, size_t by
 
     pthread_mutex_lock(&shared_lock);
     if ((e = shared_find(c, weight, group)))
-        e = shared_ref(e);
+        shared_ref(e);
     pthread_mutex_unlock(&shared_lock);
-    if (!e) {
-        if (!(e = calloc(1, sizeof(*e))) || !(u = reel_pages_new(bytes, bytes))) {
-            free(e);
-            return -1;
-        }
-        c->u = u;
-        pthread_mutex_lock(&shared_lock);
-        if ((other = shared_find(c, weight, group))) { /* made meanwhile: take that one */
-            other = shared_ref(other);
-            pthread_mutex_unlock(&shared_lock);
-            reel_pages_free(u, bytes);
-            free(e);
-            e = other;
-        } else {
-            *e = (WinoShared){.weight = weight,
-                              .bf16 = c->bf16,
-                              .my = c->my,
-                              .mx = c->mx,
-                              .in_c = c->in_c,
-                              .out_c = c->out_c,
-                              .group = group,
-                              .u = u,
-                              .bytes = bytes,
-                              .refs = 1,
-                              .next = shared_list};
-            shared_list = e;
-            pthread_mutex_unlock(&shared_lock);
-            transform_weights(c, weight);
-            pthread_mutex_lock(&shared_lock);
-            e->ready = 1;
-            pthread_cond_broadcast(&shared_made);
-            pthread_mutex_unlock(&shared_lock);
-        }
+    if (e)
+        goto done;
+    if (!(e = calloc(1, sizeof(*e))) || !(u = reel_pages_new(bytes, bytes))) {
+        free(e);
+        return -1;
     }
+    pthread_mutex_lock(&shared_lock);
+    if ((other = shared_find(c, weight, group))) { /* made meanwhile: take that one */
+        shared_ref(other);
+        pthread_mutex_unlock(&shared_lock);
+        reel_pages_free(u, bytes);
+        free(e);
+        e = other;
+        goto done;
+    }
+    *e = (WinoShared){.weight = weight,
+                      .bf16 = c->bf16,
+                      .my = c->my,
+                      .mx = c->mx,
+                      .in_c = c->in_c,
+                      .out_c = c->out_c,
+                      .group = group,
+                      .u = u,
+                      .bytes = bytes,
+                      .refs = 1,
+                      .next = shared_list};
+    shared_list = e;
+    pthread_mutex_unlock(&shared_lock);
+    c->u = u;
+    transform_weights(c, weight);
+    pthread_mutex_lock(&shared_lock);
+    e->ready = 1;
+    pthread_cond_broadcast(&shared_made);
+    pthread_mutex_unlock(&shared_lock);
+done:
     c->shared = e;
     c->u = e->u;
     return 0;

@@ -98,8 +98,8 @@ static inline int reel_wino_fits(int in_c, int out_c)
  * their size (a model's lanes hold one, unless each has its own share_group).
  * Copies for different groups are made at the same time; a layer that wants a
  * copy another thread is making waits for it. The weights must outlive the
- * layer. Returns 0, or
- * negative with errmsg set (bad spec: REEL_ERROR_INTERNAL; out of memory).
+ * layer. Returns 0, or negative with errmsg set (bad spec:
+ * REEL_ERROR_INTERNAL; out of memory).
  */
 int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *spec, char *errmsg);
 
