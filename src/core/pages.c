@@ -11,7 +11,7 @@
 #if defined(__SANITIZE_ADDRESS__)
 static const size_t map_min = SIZE_MAX;
 #else
-static const size_t map_min = (size_t)1 << 20;
+static const size_t map_min = (size_t)256 << 10;
 #endif
 
 void *reel_pages_new(size_t need, size_t cap)

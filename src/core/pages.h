@@ -3,8 +3,9 @@
  *
  * A page fault costs several microseconds on the VMs this project runs on
  * (docs/PERFORMANCE.md, Machine), and the upscaler's buffers are written whole
- * by the first frame: a block of 1 MiB or more is therefore mapped and its
- * first `need` bytes faulted in by one call (MADV_POPULATE_WRITE; a kernel
+ * by the first frame: a block of 256 KiB or more (x4fast's Winograd weights
+ * take 576 KiB per layer) is therefore mapped and its first `need` bytes
+ * faulted in by one call (MADV_POPULATE_WRITE; a kernel
  * before 5.14 faults them in as they are written). Smaller blocks, and every
  * block in an ASan build (which checks only what malloc hands out), come from
  * aligned_alloc. Either way the block is 64-byte aligned and freed by

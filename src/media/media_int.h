@@ -27,9 +27,10 @@ typedef struct ReelSourceInfo {
 int reel_media_probe(const char *path, const char *what, double rotation, ReelSourceInfo *info,
                      char *errmsg);
 
-/** Open path's video decoder (threads: 0 = auto). Caller frees both. */
-int reel_media_open_video(const char *path, AVFormatContext **fmt, AVCodecContext **dec,
-                          int *stream);
+/** Open path's video decoder with `threads` threads (0: one per core, frame
+ * threads). Caller frees both. */
+int reel_media_open_video(const char *path, int threads, AVFormatContext **fmt,
+                          AVCodecContext **dec, int *stream);
 
 /** Size of a W x H frame rotated by deg (counter-clockwise). */
 void reel_rotated_size(int W, int H, double deg, int *rw, int *rh);

@@ -336,7 +336,7 @@ static int decode_clip(Export *ex, int k)
     if ((ret = reel_clip_frames_init(&cf, clip, ex->fps)) < 0)
         return ex_fail(ex, ret, "out of memory");
     if (!(d.pkt = av_packet_alloc()) ||
-        (ret = reel_media_open_video(clip->source, &d.fmt, &d.dec, &d.stream)) < 0) {
+        (ret = reel_media_open_video(clip->source, 0, &d.fmt, &d.dec, &d.stream)) < 0) {
         ret = ex_fail(ex, REEL_ERROR_MEDIA, "%s: cannot read %s", what, clip->source);
         goto end;
     }
