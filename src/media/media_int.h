@@ -27,6 +27,18 @@ typedef struct ReelSourceInfo {
 int reel_media_probe(const char *path, const char *what, double rotation, ReelSourceInfo *info,
                      char *errmsg);
 
+struct ReelJob;
+
+/**
+ * Probe every clip's source (reel_media_probe with the clip's rotation) into
+ * info[nb_clips], several sources at once (one thread per CPU, at most 8) and
+ * a source that several clips name with the same rotation once. A missing
+ * source or a failed probe is reported for the first such clip in job order,
+ * as probing one by one would.
+ * @return 0, REEL_ERROR_INVALID_JOB, REEL_ERROR_MEDIA or an AVERROR.
+ */
+int reel_media_probe_clips(const struct ReelJob *job, ReelSourceInfo *info, char *errmsg);
+
 /** Open path's video decoder with `threads` threads (0: one per core, frame
  * threads). Caller frees both. */
 int reel_media_open_video(const char *path, int threads, AVFormatContext **fmt,
@@ -40,7 +52,7 @@ void reel_rotated_size(int W, int H, double deg, int *rw, int *rh);
  * (size from reel_rotated_size). Multiples of 90 are exact; other angles use
  * bilinear sampling with black outside the source.
  */
-void reel_rotate_rgb(const uint8_t *src, int W, int H, int src_stride, uint8_t *dst, int dw,
-                     int dh, int dst_stride, double deg);
+void reel_rotate_rgb(const uint8_t *src, int W, int H, int src_stride, uint8_t *dst, int dw, int dh,
+                     int dst_stride, double deg);
 
 #endif

@@ -1441,14 +1441,10 @@ static int probe_all(Export *ex, char *errmsg)
 
     if (!(ex->src = calloc((size_t)job->nb_clips, sizeof(*ex->src))))
         return reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+    if ((ret = reel_media_probe_clips(job, ex->src, errmsg)) < 0)
+        return ret;
     for (int k = 0; k < job->nb_clips; k++) {
-        char what[64];
         const ReelClip *c = &job->clips[k];
-        snprintf(what, sizeof(what), "clips[clipIndex=%d].source", c->clip_index);
-        if (!c->source)
-            return reel_fail(errmsg, REEL_ERROR_INVALID_JOB, "%s: missing", what);
-        if ((ret = reel_media_probe(c->source, what, c->rotation, &ex->src[k], errmsg)) < 0)
-            return ret;
         if (ex->mode == MODE_ASSEMBLE) { /* trims were set from the part */
             if (ex->src[k].rot_width != job->output.width ||
                 ex->src[k].rot_height != job->output.height)

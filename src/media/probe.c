@@ -8,11 +8,16 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libavcodec/avcodec.h>
 
 #include "core/error.h"
+#include "core/job.h"
 
 int reel_media_open_video(const char *path, int threads, AVFormatContext **pfmt,
                           AVCodecContext **pdec, int *pstream)
@@ -114,8 +119,8 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
         }
     }
     if (!got) {
-        ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no decodable video frames", what,
-                        path);
+        ret =
+            reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no decodable video frames", what, path);
         goto end;
     }
     AVStream *s = fmt->streams[st];
@@ -132,13 +137,13 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
         double start = s->start_time != AV_NOPTS_VALUE ? s->start_time * av_q2d(s->time_base) : 0;
         end = start + s->duration * av_q2d(s->time_base);
     } else if (fmt->duration > 0) {
-        double start = fmt->start_time != AV_NOPTS_VALUE ? fmt->start_time / (double)AV_TIME_BASE
-                                                          : 0;
+        double start =
+            fmt->start_time != AV_NOPTS_VALUE ? fmt->start_time / (double)AV_TIME_BASE : 0;
         end = start + fmt->duration / (double)AV_TIME_BASE;
     }
     if (end <= info->t0) {
-        ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no duration (truncated?)", what,
-                        path);
+        ret =
+            reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no duration (truncated?)", what, path);
         goto end;
     }
     info->duration = end - info->t0;
@@ -157,8 +162,109 @@ end:
     return ret;
 }
 
-void reel_rotate_rgb(const uint8_t *src, int W, int H, int ss, uint8_t *dst, int dw, int dh,
-                     int ds, double deg)
+/* ---- every clip's source ---------------------------------------------------- */
+
+#define PROBE_THREADS 8
+
+typedef struct ProbeWork {
+    const ReelJob *job;
+    ReelSourceInfo *info;
+    const int *first; /* k -> the first clip probing the same source and rotation */
+    int *ret;         /* k -> its probe's result */
+    char (*err)[REEL_ERRMSG_SIZE];
+    atomic_int next; /* the next clip to take */
+} ProbeWork;
+
+static void clip_what(const ReelClip *c, char *what, size_t size)
+{
+    snprintf(what, size, "clips[clipIndex=%d].source", c->clip_index);
+}
+
+static void *probe_worker(void *arg)
+{
+    ProbeWork *w = arg;
+    int k;
+
+    while ((k = atomic_fetch_add(&w->next, 1)) < w->job->nb_clips) {
+        const ReelClip *c = &w->job->clips[k];
+        char what[64];
+
+        if (w->first[k] != k)
+            continue;
+        clip_what(c, what, sizeof(what));
+        w->ret[k] = reel_media_probe(c->source, what, c->rotation, &w->info[k], w->err[k]);
+    }
+    return NULL;
+}
+
+static int cpus(void)
+{
+    cpu_set_t set;
+
+    return sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0 ? CPU_COUNT(&set)
+                                                                               : 1;
+}
+
+int reel_media_probe_clips(const ReelJob *job, ReelSourceInfo *info, char *errmsg)
+{
+    int n = job->nb_clips, sources = 0, started = 0, ret = 0;
+    ProbeWork w = {.job = job, .info = info};
+    pthread_t tid[PROBE_THREADS - 1];
+    int *first = calloc((size_t)n + 1, sizeof(*first));
+    int *rets = calloc((size_t)n + 1, sizeof(*rets));
+
+    w.err = calloc((size_t)n + 1, sizeof(*w.err));
+    if (!first || !rets || !w.err) {
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+        goto end;
+    }
+    for (int k = 0; k < n; k++) {
+        const ReelClip *c = &job->clips[k];
+
+        first[k] = -1; /* no source: nothing to probe */
+        for (int j = 0; c->source && j < k && first[k] < 0; j++)
+            if (job->clips[j].source && !strcmp(job->clips[j].source, c->source) &&
+                job->clips[j].rotation == c->rotation)
+                first[k] = j;
+        if (c->source && first[k] < 0)
+            first[k] = k, sources++;
+    }
+    w.first = first;
+    w.ret = rets;
+    atomic_init(&w.next, 0);
+    /* each probe decodes on one thread; this thread probes too */
+    for (int want = sources < cpus() ? sources : cpus();
+         started < want - 1 && started < PROBE_THREADS - 1; started++)
+        if (pthread_create(&tid[started], NULL, probe_worker, &w) != 0)
+            break;
+    probe_worker(&w);
+    for (int i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    for (int k = 0; k < n; k++) {
+        char what[64];
+
+        clip_what(&job->clips[k], what, sizeof(what));
+        if (first[k] < 0) {
+            ret = reel_fail(errmsg, REEL_ERROR_INVALID_JOB, "%s: missing", what);
+            break;
+        }
+        if (first[k] == k && rets[k] < 0) {
+            ret = rets[k];
+            if (errmsg)
+                snprintf(errmsg, REEL_ERRMSG_SIZE, "%s", w.err[k]);
+            break;
+        }
+        info[k] = info[first[k]];
+    }
+end:
+    free(first);
+    free(rets);
+    free(w.err);
+    return ret;
+}
+
+void reel_rotate_rgb(const uint8_t *src, int W, int H, int ss, uint8_t *dst, int dw, int dh, int ds,
+                     double deg)
 {
     double r = fmod(fmod(deg, 360.0) + 360.0, 360.0);
 

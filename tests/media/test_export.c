@@ -4,7 +4,8 @@
  * timeline gives them; audio length; chapters in the MP4 and the .vtt; moov
  * before mdat; a moving marker landing where the crop keyframes put it; dissolve
  * and fade frames; a 60 fps source at its real speed; silence for a clip
- * without audio; rotation; bad sources failing with nothing written.
+ * without audio; rotation; bad sources failing with nothing written, the first
+ * bad clip in job order named though the sources are probed at once.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -652,11 +653,47 @@ static void test_bad_sources(void **state)
     }
 }
 
+/* Sources are probed at once; the error is still the first bad clip's in job
+ * order, whichever probe fails first */
+static void test_bad_sources_order(void **state)
+{
+    static const struct {
+        const char *clips, *want_clip, *want;
+    } cases[] = {
+        {"{\"source\":\"good.mp4\"},{\"source\":\"trunc.mp4\"},{\"source\":\"text.mp4\"},"
+         "{\"source\":\"good.mp4\"},{\"clipName\":\"no source\"}",
+         "clips[clipIndex=1].source", "trunc.mp4"},
+        {"{\"source\":\"good.mp4\"},{\"source\":\"good.mp4\"},{\"clipName\":\"no source\"},"
+         "{\"source\":\"text.mp4\"},{\"source\":\"text.mp4\"}",
+         "clips[clipIndex=2].source", "missing"},
+        {"{\"source\":\"good.mp4\"},{\"source\":\"good.mp4\"},{\"source\":\"good.mp4\"},"
+         "{\"source\":\"audioonly.m4a\"},{\"source\":\"audioonly.m4a\"}",
+         "clips[clipIndex=3].source", "no video stream"},
+    };
+
+    test_bad_sources(state); /* its files */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char json[1024], err[REEL_ERRMSG_SIZE] = "";
+        snprintf(json, sizeof(json),
+                 "{\"clips\":[%s],"
+                 "\"output\":{\"width\":160,\"height\":120,\"upscale\":{\"mode\":\"off\"}}}",
+                 cases[i].clips);
+        ReelJob *job = job_of(json);
+        int ret = export_to(job, data("badout.mp4"), err);
+        if (ret >= 0 || !strstr(err, cases[i].want_clip) || !strstr(err, cases[i].want))
+            fail_msg("case %zu: expected %s: ...%s, got %d: %s", i, cases[i].want_clip,
+                     cases[i].want, ret, err);
+        assert_false(dir_has_leftovers(data_dir, "badout"));
+        reel_job_free(&job);
+    }
+}
+
 static void test_cancel(void **state)
 {
     gen("long.mp4", "testsrc2=size=320x240:rate=30", NULL, 10);
-    ReelJob *job = job_of("{\"clips\":[{\"source\":\"long.mp4\"}],"
-                          "\"output\":{\"width\":320,\"height\":240,\"upscale\":{\"mode\":\"off\"}}}");
+    ReelJob *job =
+        job_of("{\"clips\":[{\"source\":\"long.mp4\"}],"
+               "\"output\":{\"width\":320,\"height\":240,\"upscale\":{\"mode\":\"off\"}}}");
     atomic_int cancel = 1; /* cancelled before it starts: stops at once, writes nothing */
     ReelExportOptions o = {0};
     char err[REEL_ERRMSG_SIZE];
@@ -682,7 +719,8 @@ int main(void)
         cmocka_unit_test(test_rotation),        cmocka_unit_test(test_upscale_small),
         cmocka_unit_test(test_upscale_bf16_job),
         cmocka_unit_test(test_upscale_lanes_same_reel),
-        cmocka_unit_test(test_bad_sources),     cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_bad_sources),     cmocka_unit_test(test_bad_sources_order),
+        cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
