@@ -278,8 +278,15 @@ int reel_cli_export(int argc, char **argv)
     }
     if (bf16 >= 0)
         job->output.upscale_bf16 = bf16;
-    if (job->output.upscale_mode != REEL_UPSCALE_OFF)
-        reel_cli_omp_passive(); /* the process starts again here, or goes on */
+    if (job->output.upscale_mode != REEL_UPSCALE_OFF) {
+        ReelUpscaleOptions uo;
+
+        /* lanes of one thread each never start an OpenMP team: libgomp's wait
+         * policy does not matter to them (src/cli/main.c) */
+        reel_export_model_options(job, eo.model_dir, eo.threads, eo.lanes, &uo);
+        if (reel_upscale_planned_lane_threads(&uo) > 1)
+            reel_cli_omp_passive(); /* the process starts again here, or goes on */
+    }
     reel_cli_progress_init(&prog, pmode);
     eo.progress = reel_cli_progress_cb;
     eo.progress_opaque = &prog;

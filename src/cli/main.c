@@ -49,9 +49,11 @@ static void usage(FILE *f)
  * when it is loaded, before main(): so when it is unset we set it to passive and
  * start ourselves again, once. An explicit OMP_WAIT_POLICY wins; if the restart
  * fails we go on with libgomp's default. Only a process that will run the
- * upscaler restarts: loading clipreel's libraries takes 55-60 ms on the VMs
- * this project runs on now, which an export without AI (or --version) need
- * not pay twice.
+ * upscaler on OpenMP teams restarts: loading clipreel's libraries takes 55-60
+ * ms on the VMs this project runs on now, which an export without AI (or
+ * --version) need not pay twice, nor an export whose model lanes run one
+ * thread each (the default on a 2-core machine): a one-thread lane starts no
+ * team, so no thread of it ever waits at a barrier.
  */
 void reel_cli_omp_passive(void)
 {

@@ -93,15 +93,35 @@ static void share_threads(const ReelUpscaleBackend *b, const ReelUpscaleOptions 
     *threads_per_lane = threads / *lanes > 1 ? threads / *lanes : 1;
 }
 
-int reel_upscale_planned_lanes(const ReelUpscaleOptions *opt)
+/* What reel_upscale_open(opt) would plan: lanes and threads per lane (0 = the
+ * backend's default, then resolved); one lane of one thread for options it
+ * would refuse. */
+static void planned(const ReelUpscaleOptions *opt, int *lanes, int *threads)
 {
     const ReelUpscaleBackend *b = reel_upscale_backend_find(opt ? opt->backend : NULL);
+
+    *lanes = *threads = 1;
+    if (!opt || !b || opt->threads < 0 || opt->lanes > REEL_UPSCALE_MAX_LANES)
+        return;
+    share_threads(b, opt, lanes, threads);
+    if (*threads <= 0)
+        *threads = b->default_threads();
+}
+
+int reel_upscale_planned_lanes(const ReelUpscaleOptions *opt)
+{
     int lanes, threads;
 
-    if (!opt || !b || opt->threads < 0 || opt->lanes > REEL_UPSCALE_MAX_LANES)
-        return 1;
-    share_threads(b, opt, &lanes, &threads);
+    planned(opt, &lanes, &threads);
     return lanes;
+}
+
+int reel_upscale_planned_lane_threads(const ReelUpscaleOptions *opt)
+{
+    int lanes, threads;
+
+    planned(opt, &lanes, &threads);
+    return threads;
 }
 
 int reel_upscale_open(ReelUpscaler **out, const ReelUpscaleOptions *opt, char *errmsg)

@@ -46,7 +46,7 @@ typedef struct ReelUpscaleOptions {
     /* tile size in input pixels (excl. 10 px context); 0 = the model's default (x4fast 512,
      * x4plus 128: memory-bound, see upscale.c); <0 = untiled (whole frame one tile) */
     int tile;
-    int threads;                    /* in all; 0 = one per physical core we may run on */
+    int threads; /* in all; 0 = one per physical core we may run on */
     /* frames that may run at once, each on threads / lanes threads (at least 1): 0 or 1 = one
      * lane with every thread; < 0 = one lane per thread, at most REEL_UPSCALE_AUTO_LANES (each
      * lane holds its own buffers: memory grows with lanes); at most REEL_UPSCALE_MAX_LANES */
@@ -91,6 +91,12 @@ int reel_upscale_precision_parse(const char *s, ReelUpscalePrecision *p);
  * 1 for options it would refuse.
  */
 int reel_upscale_planned_lanes(const ReelUpscaleOptions *opt);
+
+/**
+ * How many threads each of those lanes would run (>= 1); 1 for options it
+ * would refuse.
+ */
+int reel_upscale_planned_lane_threads(const ReelUpscaleOptions *opt);
 /** How many lanes the upscaler has (>= 1). */
 int reel_upscale_lanes(const ReelUpscaler *up);
 /** The sentence describing the last error of reel_upscale_run() ("" if none). */

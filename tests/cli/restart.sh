@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # restart.sh CLIPREEL MODELS - clipreel starts itself again with OMP_WAIT_POLICY=passive
-# (src/cli/main.c, reel_cli_omp_passive) when, and only when, it will run the upscaler and
-# the variable is unset: an AI export and `upscale` restart once, an export without AI,
-# --version and an AI export under an explicit OMP_WAIT_POLICY do not. Counted with strace
+# (src/cli/main.c, reel_cli_omp_passive) when, and only when, it will run the upscaler on
+# OpenMP teams and the variable is unset: `upscale` and an AI export whose lanes run several
+# threads each restart once; an export without AI, an AI export whose lanes run one thread
+# each, --version and an AI export under an explicit OMP_WAIT_POLICY do not. Counted with strace
 # (execve of /proc/self/exe); each command must also succeed. LeakSanitizer cannot run
 # under ptrace, so an ASan build's leak check is off for the traced commands only (every
 # other test keeps it).
@@ -49,8 +50,12 @@ restarts() {
 restarts 0 -- "$bin" --version
 restarts 0 CLIPREEL_MODELS="$models" -- "$bin" export "$d/off.json" -o "$d/off.mp4" \
     --progress none
+# an AI export whose model lanes run more than one thread each restarts; lanes of one
+# thread each start no OpenMP team, so they do not (the default on a 2-core machine)
 restarts 1 CLIPREEL_MODELS="$models" -- "$bin" export "$d/always.json" -o "$d/ai.mp4" \
-    --progress none
+    --progress none --threads 2 --lanes 1
+restarts 0 CLIPREEL_MODELS="$models" -- "$bin" export "$d/always.json" -o "$d/ai1.mp4" \
+    --progress none --threads 2 --lanes 2
 restarts 0 CLIPREEL_MODELS="$models" OMP_WAIT_POLICY=active -- "$bin" export \
     "$d/always.json" -o "$d/ai2.mp4" --progress none
 restarts 1 -- "$bin" upscale "$d/in.png" -o "$d/out.png" --models "$models"

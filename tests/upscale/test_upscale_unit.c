@@ -1177,6 +1177,18 @@ static void test_lanes(void **state)
                      REEL_UPSCALE_AUTO_LANES);
     assert_int_equal(reel_upscale_planned_lanes(&(ReelUpscaleOptions){.threads = 1, .lanes = 3}),
                      3);
+    /* and threads per lane (the CLI restarts for libgomp's wait policy only above 1) */
+    assert_int_equal(reel_upscale_planned_lane_threads(&opt), 1);
+    assert_int_equal(
+        reel_upscale_planned_lane_threads(&(ReelUpscaleOptions){.threads = 16, .lanes = -1}),
+        16 / REEL_UPSCALE_AUTO_LANES);
+    assert_int_equal(reel_upscale_planned_lane_threads(&(ReelUpscaleOptions){.threads = 5}), 5);
+    assert_int_equal(
+        reel_upscale_planned_lane_threads(&(ReelUpscaleOptions){.threads = 5, .lanes = 2}), 2);
+    assert_int_equal(
+        reel_upscale_planned_lane_threads(&(ReelUpscaleOptions){.threads = 1, .lanes = 3}), 1);
+    assert_true(reel_upscale_planned_lane_threads(&(ReelUpscaleOptions){.lanes = 1}) >= 1);
+    assert_int_equal(reel_upscale_planned_lane_threads(&(ReelUpscaleOptions){.threads = -1}), 1);
     opt.lanes = REEL_UPSCALE_MAX_LANES + 1;
     assert_int_equal(reel_upscale_open(&up, &opt, err), REEL_ERR(EINVAL));
     assert_null(up);
