@@ -194,17 +194,15 @@ const char *reel_phase_message(ReelPhase phase, int clip, int total, char *buf, 
 /* Record the first failure and stop every stage. */
 static int ex_fail(Export *ex, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-static int ex_fail(Export *ex, int err, const char *fmt, ...)
+/* Record the export's first failure (later ones are dropped), wake the turn
+ * takers and stop every queue. */
+static int record_failure(Export *ex, int err, const char *msg, int logged)
 {
-    va_list ap;
-
     pthread_mutex_lock(&ex->lock);
     if (!ex->err) {
         ex->err = err;
-        va_start(ap, fmt);
-        vsnprintf(ex->errmsg, sizeof(ex->errmsg), fmt, ap);
-        va_end(ap);
-        if (err != REEL_ERROR_CANCELLED)
+        snprintf(ex->errmsg, sizeof(ex->errmsg), "%s", msg);
+        if (err != REEL_ERROR_CANCELLED && !logged)
             reel_log(REEL_LOG_ERROR, "export", "%s", ex->errmsg);
         pthread_cond_broadcast(&ex->turn);
     }
@@ -213,6 +211,17 @@ static int ex_fail(Export *ex, int err, const char *fmt, ...)
     reel_queue_abort(&ex->composed);
     reel_queue_abort(&ex->audio_pkts);
     return err;
+}
+
+static int ex_fail(Export *ex, int err, const char *fmt, ...)
+{
+    char msg[REEL_ERRMSG_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return record_failure(ex, err, msg, 0);
 }
 
 static int cancelled(Export *ex)
@@ -1550,34 +1559,15 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
         goto end;
     }
-    if (job->output.include_audio) {
-        double *t0 = calloc((size_t)job->nb_clips, sizeof(*t0));
-        if (!t0) {
-            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
-            goto end;
-        }
-        for (int k = 0; k < job->nb_clips; k++)
-            t0[k] = ex.src[k].t0;
-        ret = reel_audio_open(&mux.audio, job, &ex.layout, t0, errmsg);
-        free(t0);
-        if (ret < 0)
-            goto end;
-    }
-    if ((ret = open_muxer(&ex, &mux, tmp_mp4, errmsg)) < 0)
-        goto end;
     /* load the model up front when any clip certainly needs it: its time is
      * its own phase, not hidden in the first frame */
     if (job->output.upscale_mode == REEL_UPSCALE_ALWAYS && (ret = open_model(&ex)) < 0)
         goto fail_stages;
 
     progress(&ex, REEL_PHASE_PROCESSING, 1, 1);
-    if (mux.audio) {
-        if (pthread_create(&audio.tid, NULL, audio_thread, &audio) != 0) {
-            ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
-            goto fail_stages;
-        }
-        audio_started = 1;
-    }
+    /* the video stages first: the decoder opens its source and decodes while
+     * the audio timeline and the encoders open here (~35 ms of a 1080p
+     * export's start) */
     if (pthread_create(&dec_tid, NULL, decode_thread, &ex) != 0) {
         ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
         goto fail_stages;
@@ -1590,6 +1580,32 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
             ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
             goto fail_stages;
         }
+    }
+    if (job->output.include_audio) {
+        double *t0 = calloc((size_t)job->nb_clips, sizeof(*t0));
+        if (!t0) {
+            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+            goto end;
+        }
+        for (int k = 0; k < job->nb_clips; k++)
+            t0[k] = ex.src[k].t0;
+        ret = reel_audio_open(&mux.audio, job, &ex.layout, t0, errmsg);
+        free(t0);
+        if (ret < 0) {
+            record_failure(&ex, ret, errmsg, 1);
+            goto fail_stages;
+        }
+    }
+    if ((ret = open_muxer(&ex, &mux, tmp_mp4, errmsg)) < 0) {
+        record_failure(&ex, ret, errmsg, 1);
+        goto fail_stages;
+    }
+    if (mux.audio) {
+        if (pthread_create(&audio.tid, NULL, audio_thread, &audio) != 0) {
+            ret = ex_fail(&ex, REEL_ERR(EAGAIN), "cannot start a thread");
+            goto fail_stages;
+        }
+        audio_started = 1;
     }
     ret = encode_all(&ex, &mux);
     if (ret < 0 && !ex.err)

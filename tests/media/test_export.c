@@ -5,7 +5,8 @@
  * before mdat; a moving marker landing where the crop keyframes put it; dissolve
  * and fade frames; a 60 fps source at its real speed; silence for a clip
  * without audio; rotation; bad sources failing with nothing written, the first
- * bad clip in job order named though the sources are probed at once.
+ * bad clip in job order named though the sources are probed at once; an
+ * output that cannot be created stopping the stages already running.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -688,6 +689,32 @@ static void test_bad_sources_order(void **state)
     }
 }
 
+/* The output cannot be created: the stages that were already decoding (and
+ * upscaling) stop, the error names the path, nothing is left behind */
+static void test_bad_output(void **state)
+{
+    static const char *const modes[] = {"off", "always"};
+
+    (void)state;
+    gen("long.mp4", "testsrc2=size=320x240:rate=30", NULL, 10);
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        char json[512], err[REEL_ERRMSG_SIZE] = "", out[1200];
+        snprintf(json, sizeof(json),
+                 "{\"clips\":[{\"source\":\"long.mp4\",\"cropKeyframes\":[{\"time\":0,"
+                 "\"x\":20,\"y\":10,\"width\":32,\"height\":32}]}],\"globalAspectRatio\":"
+                 "\"1:1\",\"output\":{\"upscale\":{\"mode\":\"%s\"}}}",
+                 modes[i]);
+        snprintf(out, sizeof(out), "%s/no-such-dir/out.mp4", data_dir);
+        ReelJob *job = job_of(json);
+        int ret = export_to(job, out, err);
+        if (ret >= 0 || !strstr(err, "no-such-dir/out.mp4"))
+            fail_msg("upscale %s: expected an error naming the output, got %d: %s", modes[i], ret,
+                     err);
+        assert_int_equal(access(out, F_OK), -1);
+        reel_job_free(&job);
+    }
+}
+
 static void test_cancel(void **state)
 {
     gen("long.mp4", "testsrc2=size=320x240:rate=30", NULL, 10);
@@ -720,7 +747,7 @@ int main(void)
         cmocka_unit_test(test_upscale_bf16_job),
         cmocka_unit_test(test_upscale_lanes_same_reel),
         cmocka_unit_test(test_bad_sources),     cmocka_unit_test(test_bad_sources_order),
-        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_bad_output),      cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
