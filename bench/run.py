@@ -25,6 +25,8 @@ Comparisons (issue 3; DESIGN section 10). "Higher" or "lower" is the good direct
                     kernels, AAC) time / clipreel export time, upscale off         >= 1.0
   pipe_vs_twostep   (decode + crop to PNG files, then scale + encode the PNGs) time / clipreel
                     export time, upscale off                                       >= 1.4
+                    (full mode also notes the route as the replaced system's code ran it,
+                    scaled to the output before the PNGs: pipeline_twostep_b1_s)
   overlap           export-with-AI time per frame / upscaler-alone time per frame (one frame
                     at a time, every thread on it)                                 <= 1.10
   overlap_lanes     the same export / the upscaler alone upscaling frames side by side on
@@ -580,13 +582,27 @@ class Bench:
                    "+faststart", self.w("two.mp4"))
             return time.monotonic() - t0
 
+        def two_b1():
+            # not a row: the route as the replaced system's Modal code ran it
+            # (../shared/reference/reel-ballers-contract.md, "Per frame", B1 without
+            # the model): crop, Lanczos to the target, PNG at the output size, then encode
+            # the PNGs; ffmpeg stands in for its OpenCV reads, resize and writes
+            shutil.rmtree(frames, ignore_errors=True)
+            os.makedirs(frames)
+            t0 = time.monotonic()
+            ffmpeg("-i", src, "-vf", f"{crop},{scale}", os.path.join(frames, "%06d.png"))
+            ffmpeg("-framerate", "30", "-i", os.path.join(frames, "%06d.png"), "-i", src,
+                   "-map", "0:v", "-map", "1:a", *x264, *aac, "-movflags", "+faststart",
+                   self.w("two_b1.mp4"))
+            return time.monotonic() - t0
+
         # Order matters on this VM: the first process after an idle spell pays ~0.8 s of
         # page zeroing that the next one does not (the host hands back memory the guest
         # freed; docs/PERFORMANCE.md, Method). So one unmeasured round first, then each
         # repeat starts with a different contender.
         sides = [("ours", ours), ("ff", ff), ("two", two)]
         if not self.quick:
-            sides.append(("ff_defaults", ff_defaults))
+            sides += [("ff_defaults", ff_defaults), ("two_b1", two_b1)]
         for _, fn in sides:
             fn()
         times = {name: [] for name, _ in sides}
@@ -610,6 +626,14 @@ class Bench:
                               "clipreel's is %.3f (median)" %
                               (" ".join(x264_same_as_clipreel()),
                                statistics.median(f / o for f, o in zip(fd, ours))))
+        if "two_b1" in times:
+            tb = times["two_b1"]
+            self.raw["pipeline_twostep_b1_s"] = tb
+            self.notes.append("pipe rows: the two-step as the replaced system ran it (B1: crop and "
+                              "Lanczos to %dx%d before the PNGs, then encode them) / clipreel: "
+                              "%.3f (median; the row's two-step writes the crop's PNGs and "
+                              "scales while encoding)" %
+                              (ow, oh, statistics.median(t / o for t, o in zip(tb, ours))))
         self.raw.update({"pipeline_source": f"{sw}x{sh} {secs} s 30 fps BT.709, crop {cw}x{ch} -> "
                          f"{ow}x{oh}", "pipeline_clipreel_s": ours, "pipeline_ffmpeg_s": ff,
                          "pipeline_twostep_s": two, "pipeline_clipreel_cpu_s": cpu["ours"],
