@@ -191,11 +191,8 @@ const char *reel_phase_message(ReelPhase phase, int clip, int total, char *buf, 
     }
 }
 
-/* Record the first failure and stop every stage. */
-static int ex_fail(Export *ex, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* Record the export's first failure (later ones are dropped), wake the turn
- * takers and stop every queue. */
+/* Record the export's first failure (later ones are dropped; msg is logged
+ * unless its maker did), wake the turn takers and stop every stage. */
 static int record_failure(Export *ex, int err, const char *msg, int logged)
 {
     pthread_mutex_lock(&ex->lock);
@@ -212,6 +209,9 @@ static int record_failure(Export *ex, int err, const char *msg, int logged)
     reel_queue_abort(&ex->audio_pkts);
     return err;
 }
+
+/* The same, the message formatted here. */
+static int ex_fail(Export *ex, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int ex_fail(Export *ex, int err, const char *fmt, ...)
 {
@@ -1584,8 +1584,8 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     if (job->output.include_audio) {
         double *t0 = calloc((size_t)job->nb_clips, sizeof(*t0));
         if (!t0) {
-            ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
-            goto end;
+            ret = ex_fail(&ex, REEL_ERR(ENOMEM), "out of memory");
+            goto fail_stages;
         }
         for (int k = 0; k < job->nb_clips; k++)
             t0[k] = ex.src[k].t0;
