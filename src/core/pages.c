@@ -13,6 +13,15 @@ static const size_t map_min = SIZE_MAX;
 #else
 static const size_t map_min = (size_t)256 << 10;
 #endif
+static const size_t huge = (size_t)2 << 20; /* x86-64's huge page */
+
+/* A mapping of 2 MiB or more is made a whole number of huge pages long: the
+ * kernel then places it on a huge page boundary, so that all of it can take
+ * huge pages. */
+static size_t map_len(size_t cap)
+{
+    return cap >= huge ? (cap + huge - 1) / huge * huge : cap;
+}
 
 void *reel_pages_new(size_t need, size_t cap)
 {
@@ -20,9 +29,11 @@ void *reel_pages_new(size_t need, size_t cap)
 
     if (cap < map_min) /* aligned_alloc wants a multiple of the alignment */
         return aligned_alloc(64, cap ? (cap + 63) & ~(size_t)63 : 64);
-    p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p = mmap(NULL, map_len(cap), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
+    if (cap >= huge)
+        (void)madvise(p, map_len(cap), MADV_HUGEPAGE);
     (void)madvise(p, need, MADV_POPULATE_WRITE);
     return p;
 }
@@ -30,7 +41,7 @@ void *reel_pages_new(size_t need, size_t cap)
 void reel_pages_free(void *p, size_t cap)
 {
     if (p && cap >= map_min)
-        munmap(p, cap);
+        munmap(p, map_len(cap));
     else
         free(p);
 }

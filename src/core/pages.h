@@ -6,7 +6,13 @@
  * by the first frame: a block of 256 KiB or more (x4fast's Winograd weights
  * take 576 KiB per layer) is therefore mapped and its first `need` bytes
  * faulted in by one call (MADV_POPULATE_WRITE; a kernel
- * before 5.14 faults them in as they are written). Smaller blocks, and every
+ * before 5.14 faults them in as they are written). A block of 2 MiB or more is
+ * mapped a whole number of huge pages long and advised to take them
+ * (MADV_HUGEPAGE: used where the system's policy is madvise or always, not
+ * under CLIPREEL_THP=off): the network's activations stream through tens of
+ * MB per layer, and with 4 KiB pages the TLB misses cost x4fast ~10 % in fp32
+ * (docs/internals/upscale.md); a huge page is faulted in whole, so up to 2 MiB
+ * past `need` may be resident too. Smaller blocks, and every
  * block in an ASan build (which checks only what malloc hands out), come from
  * aligned_alloc. Either way the block is 64-byte aligned and freed by
  * reel_pages_free with the same capacity.

@@ -2,12 +2,15 @@
  * test_pages.c - core/pages: blocks small and big are 64-byte aligned and
  * usable to their capacity, a big block's first `need` bytes are resident
  * before anything writes them (outside ASan, where blocks are malloc'd), and
- * its bytes past `need` are not.
+ * its bytes past `need` are not (past the huge page `need` ends in, for a
+ * block of 2 MiB or more); such a block may take huge pages where the
+ * system's policy is madvise.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,6 +33,42 @@ static size_t resident_pages(void *p, size_t len)
         in += vec[i] & 1;
     free(vec);
     return in;
+}
+
+/* The THPeligible field of the mapping that holds p (/proc/self/smaps), -1
+ * when there is none */
+static int thp_eligible(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0, v = -1;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        char perms[5];
+
+        if (sscanf(line, "%lx-%lx %4s ", &lo, &hi, perms) == 3) /* a mapping's first line */
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (in && sscanf(line, "THPeligible: %d", &v) == 1)
+            break;
+    }
+    fclose(f);
+    return v;
+}
+
+/* the system's THP policy is madvise: only advised mappings are eligible */
+static int thp_madvise(void)
+{
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    char text[128] = "";
+
+    if (f) {
+        if (!fgets(text, sizeof(text), f))
+            text[0] = 0;
+        fclose(f);
+    }
+    return strstr(text, "[madvise]") != NULL;
 }
 #endif
 
@@ -60,10 +99,12 @@ static void test_small(void **state)
 
 static void test_big(void **state)
 {
-    /* x4fast's Winograd weights for one layer and lane (576 KiB), and 3 MiB in
-     * use of 4.5 */
+    /* x4fast's Winograd weights for one layer and lane (576 KiB), 3 MiB in use
+     * of 4.5, 5 MiB of 12 */
     static const size_t sizes[][2] = {{(size_t)576 << 10, (size_t)576 << 10},
-                                      {(size_t)3 << 20, (size_t)9 << 19}};
+                                      {(size_t)3 << 20, (size_t)9 << 19},
+                                      {(size_t)5 << 20, (size_t)12 << 20}};
+    const size_t huge = (size_t)2 << 20;
 
     (void)state;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -74,10 +115,21 @@ static void test_big(void **state)
 #if !defined(__SANITIZE_ADDRESS__)
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
 
-        /* mapped: page-aligned, need faulted in by the one call, the rest not yet */
+        /* mapped: page-aligned, need faulted in by the one call, the rest not yet
+         * (a huge page is faulted in whole) */
+        size_t in = need;
+
+        if (cap >= huge) {
+            in = ((uintptr_t)p + need + huge - 1) / huge * huge - (uintptr_t)p;
+            in = in < cap ? in : cap;
+        }
+
         assert_int_equal((uintptr_t)p % page, 0);
         assert_int_equal(resident_pages(p, need), need / page);
-        assert_int_equal(resident_pages(p + need, cap - need), 0);
+        if (in < cap)
+            assert_int_equal(resident_pages(p + in, cap - in), 0);
+        if (cap >= huge && thp_madvise())
+            assert_int_equal(thp_eligible(p), 1);
 #endif
         use(p, need, cap);
         reel_pages_free(p, cap);
