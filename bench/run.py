@@ -570,31 +570,27 @@ class Bench:
             # the CPU has it), for the record
             return ff(x264_defaults)
 
-        def two():
-            # the replaced system: decode + crop to PNG files, then encode the PNGs (the
-            # resize, its AI step without AI, happens while encoding)
+        def two_step(png_vf, encode_vf, out):
             shutil.rmtree(frames, ignore_errors=True)
             os.makedirs(frames)
             t0 = time.monotonic()
-            ffmpeg("-i", src, "-vf", crop, os.path.join(frames, "%06d.png"))
+            ffmpeg("-i", src, "-vf", png_vf, os.path.join(frames, "%06d.png"))
             ffmpeg("-framerate", "30", "-i", os.path.join(frames, "%06d.png"), "-i", src,
-                   "-map", "0:v", "-map", "1:a", "-vf", scale, *x264, *aac, "-movflags",
-                   "+faststart", self.w("two.mp4"))
+                   "-map", "0:v", "-map", "1:a", *(["-vf", encode_vf] if encode_vf else []),
+                   *x264, *aac, "-movflags", "+faststart", self.w(out))
             return time.monotonic() - t0
+
+        def two():
+            # the replaced system: decode + crop to PNG files, then encode the PNGs (the
+            # resize, its AI step without AI, happens while encoding)
+            return two_step(crop, scale, "two.mp4")
 
         def two_b1():
             # not a row: the route as the replaced system's Modal code ran it
             # (../shared/reference/reel-ballers-contract.md, "Per frame", B1 without
             # the model): crop, Lanczos to the target, PNG at the output size, then encode
             # the PNGs; ffmpeg stands in for its OpenCV reads, resize and writes
-            shutil.rmtree(frames, ignore_errors=True)
-            os.makedirs(frames)
-            t0 = time.monotonic()
-            ffmpeg("-i", src, "-vf", f"{crop},{scale}", os.path.join(frames, "%06d.png"))
-            ffmpeg("-framerate", "30", "-i", os.path.join(frames, "%06d.png"), "-i", src,
-                   "-map", "0:v", "-map", "1:a", *x264, *aac, "-movflags", "+faststart",
-                   self.w("two_b1.mp4"))
-            return time.monotonic() - t0
+            return two_step(f"{crop},{scale}", None, "two_b1.mp4")
 
         # Order matters on this VM: the first process after an idle spell pays ~0.8 s of
         # page zeroing that the next one does not (the host hands back memory the guest
@@ -617,23 +613,24 @@ class Bench:
         ours, ff, two = times["ours"], times["ff"], times["two"]
         shutil.rmtree(frames, ignore_errors=True)
         self.raw["pipeline_x264_options"] = " ".join(x264)
+        def against_ours(name, key):
+            # a contender that is not a row: its raw times, and its median time / ours
+            self.raw[key] = times[name]
+            return statistics.median(t / o for t, o in zip(times[name], ours))
+
         if "ff_defaults" in times:
-            fd = times["ff_defaults"]
-            self.raw["pipeline_ffmpeg_x264_defaults_s"] = fd
             self.notes.append("pipe rows: the CLI and the two-step encode with clipreel's libx264 "
                               "configuration (%s); with libx264's own (its thread count, and "
                               "AVX-512 kernels where the CPU has them) the CLI's time / "
                               "clipreel's is %.3f (median)" %
                               (" ".join(x264_same_as_clipreel()),
-                               statistics.median(f / o for f, o in zip(fd, ours))))
+                               against_ours("ff_defaults", "pipeline_ffmpeg_x264_defaults_s")))
         if "two_b1" in times:
-            tb = times["two_b1"]
-            self.raw["pipeline_twostep_b1_s"] = tb
             self.notes.append("pipe rows: the two-step as the replaced system ran it (B1: crop and "
                               "Lanczos to %dx%d before the PNGs, then encode them) / clipreel: "
                               "%.3f (median; the row's two-step writes the crop's PNGs and "
                               "scales while encoding)" %
-                              (ow, oh, statistics.median(t / o for t, o in zip(tb, ours))))
+                              (ow, oh, against_ours("two_b1", "pipeline_twostep_b1_s")))
         self.raw.update({"pipeline_source": f"{sw}x{sh} {secs} s 30 fps BT.709, crop {cw}x{ch} -> "
                          f"{ow}x{oh}", "pipeline_clipreel_s": ours, "pipeline_ffmpeg_s": ff,
                          "pipeline_twostep_s": two, "pipeline_clipreel_cpu_s": cpu["ours"],
