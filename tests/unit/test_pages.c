@@ -104,7 +104,6 @@ static void test_big(void **state)
     static const size_t sizes[][2] = {{(size_t)576 << 10, (size_t)576 << 10},
                                       {(size_t)3 << 20, (size_t)9 << 19},
                                       {(size_t)5 << 20, (size_t)12 << 20}};
-    const size_t huge = (size_t)2 << 20;
 
     (void)state;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -113,7 +112,7 @@ static void test_big(void **state)
 
         assert_non_null(p);
 #if !defined(__SANITIZE_ADDRESS__)
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t page = (size_t)sysconf(_SC_PAGESIZE), huge = (size_t)2 << 20;
 
         /* mapped: page-aligned, need faulted in by the one call, the rest not yet
          * (a huge page is faulted in whole) */
