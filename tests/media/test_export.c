@@ -739,15 +739,21 @@ int main(void)
     reel_log_set_level(REEL_LOG_QUIET);
     av_log_set_level(AV_LOG_QUIET);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reel_structure),  cmocka_unit_test(test_marker_follows_crop),
+        cmocka_unit_test(test_reel_structure),
+        cmocka_unit_test(test_marker_follows_crop),
         cmocka_unit_test(test_marker_yuv_path),
-        cmocka_unit_test(test_dissolve_and_fade), cmocka_unit_test(test_fade_dark),
-        cmocka_unit_test(test_60fps_real_speed), cmocka_unit_test(test_silent_clip),
-        cmocka_unit_test(test_rotation),        cmocka_unit_test(test_upscale_small),
+        cmocka_unit_test(test_dissolve_and_fade),
+        cmocka_unit_test(test_fade_dark),
+        cmocka_unit_test(test_60fps_real_speed),
+        cmocka_unit_test(test_silent_clip),
+        cmocka_unit_test(test_rotation),
+        cmocka_unit_test(test_upscale_small),
         cmocka_unit_test(test_upscale_bf16_job),
         cmocka_unit_test(test_upscale_lanes_same_reel),
-        cmocka_unit_test(test_bad_sources),     cmocka_unit_test(test_bad_sources_order),
-        cmocka_unit_test(test_bad_output),      cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_bad_sources),
+        cmocka_unit_test(test_bad_sources_order),
+        cmocka_unit_test(test_bad_output),
+        cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
