@@ -12,7 +12,9 @@
  * under CLIPREEL_THP=off): the network's activations stream through tens of
  * MB per layer, and with 4 KiB pages the TLB misses cost x4fast ~10 % in fp32
  * (docs/internals/upscale.md); a huge page is faulted in whole, so up to 2 MiB
- * past `need` may be resident too. Smaller blocks, and every
+ * past `need` may be resident too. Every mapped block is followed by 256 KiB
+ * of address space nothing uses, so that two blocks never lie end to end
+ * (pages.c, guard). Smaller blocks, and every
  * block in an ASan build (which checks only what malloc hands out), come from
  * aligned_alloc. Either way the block is 64-byte aligned and freed by
  * reel_pages_free with the same capacity.

@@ -109,6 +109,21 @@
  */
 
 /*
+ * SCRATCH_GAP: the threads' shares of the scratch lie this far apart. Packed
+ * end to end, two threads working on one layer ran at ~70 % of two processes
+ * each working alone on it, in the machine's slow state (bf16 64->64 layer on
+ * 240x140: 1550-1630 GFLOP/s against 2220-2300 for the pair; x4fast on a
+ * 480x270 frame: 0.24 s against 0.16-0.17). By the gap between the shares:
+ * none 1610, 4 KiB 1670, 32 KiB 1895, 64 KiB 2160-2200, 128 KiB 2180-2230,
+ * 256 KiB and more 2260-2420. In the quick state it is worth ~5 % (2150-2180
+ * against 2260-2300). Why is not known for sure; the likely reading is that
+ * the hardware prefetchers run on past the end of one share into the other's
+ * lines, which then travel between the two cores. Nothing is read or written
+ * in the gap (docs/internals/upscale.md, Scratch gap).
+ */
+#define SCRATCH_GAP ((size_t)256 << 10)
+
+/*
  * PAIRS: in bf16, when in_c is a multiple of 32, the input pass takes the
  * channels 32 at a time: one vector of 32 bf16 (two 256-bit loads, the groups
  * may lie in different tensors) splits into its even channels (shifted into
@@ -398,6 +413,7 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
     c->m_bytes = (size_t)c->nxi * c->nb * c->out_c * sizeof(float);
     c->per_thread =
         c->v_bytes + c->m_bytes + (size_t)RING * (c->in_c / 16) * c->ty * sizeof(__m512);
+    c->stride = (c->per_thread + 4095) / 4096 * 4096 + SCRATCH_GAP;
     c->job = pick_job(c);
     c->body_job = pick_body_job(c);
     *out = c;
@@ -406,7 +422,7 @@ int reel_wino_create(ReelWinoConv **out, const ReelWinoSpec *sp, char *errmsg)
 
 size_t reel_wino_scratch(const ReelWinoConv *c)
 {
-    return c->per_thread * (size_t)c->threads;
+    return c->stride * (size_t)(c->threads - 1) + c->per_thread;
 }
 
 void reel_wino_free(ReelWinoConv **pc)
@@ -935,7 +951,7 @@ void reel_wino_run_io(const ReelWinoConv *c, const ReelWinoIo *io, void *scratch
 
 #pragma omp parallel num_threads(c->threads)
     {
-        char *mine = (char *)scratch + c->per_thread * (size_t)omp_get_thread_num();
+        char *mine = (char *)scratch + c->stride * (size_t)omp_get_thread_num();
 
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++)

@@ -30,6 +30,7 @@ struct ReelWinoConv {
     int nres;                  /* residual sums (spec) */
     float res_self[REEL_WINO_MAX_RES], res_coef[REEL_WINO_MAX_RES];
     size_t v_bytes, m_bytes, per_thread; /* scratch: V, M, then the input pass's ring */
+    size_t stride;                       /* from one thread's share to the next (SCRATCH_GAP) */
     ReelWinoJob job;                     /* the passes specialised for this tile and type */
     ReelWinoJob body_job; /* for one input and an aligned output, or NULL (wino.c, BODY) */
 };

@@ -4,7 +4,8 @@
  * before anything writes them (outside ASan, where blocks are malloc'd), and
  * its bytes past `need` are not (past the huge page `need` ends in, for a
  * block of 2 MiB or more); such a block may take huge pages where the
- * system's policy is madvise.
+ * system's policy is madvise; blocks mapped one after another do not lie end
+ * to end.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -135,11 +136,38 @@ static void test_big(void **state)
     }
 }
 
+/* Blocks mapped one after another lie 256 KiB apart at least: the kernel
+ * would place them end to end (pages.c, guard). */
+static void test_apart(void **state)
+{
+    static const size_t caps[] = {(size_t)256 << 10, (size_t)576 << 10, (size_t)3 << 20,
+                                  (size_t)300 << 10};
+    enum { N = sizeof(caps) / sizeof(caps[0]) };
+    uint8_t *p[N];
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        p[i] = reel_pages_new(caps[i], caps[i]);
+        use(p[i], caps[i], caps[i]);
+    }
+#if !defined(__SANITIZE_ADDRESS__)
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            /* j above i: from i's end to j's start */
+            if (i != j && p[j] > p[i])
+                assert_true((size_t)(p[j] - (p[i] + caps[i])) >= ((size_t)256 << 10));
+        }
+#endif
+    for (int i = 0; i < N; i++)
+        reel_pages_free(p[i], caps[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_big),
+        cmocka_unit_test(test_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

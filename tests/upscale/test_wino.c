@@ -14,7 +14,7 @@
  * (docs/internals/upscale.md: 42.4 dB for F(4x2), 49.8 for F(2x2) on one
  * random layer), the f32 floor below f32 rounding (~120 dB here), and all far
  * above what any wrong transform, index or mask gives (< 10 dB). Threads must
- * not change a single bit.
+ * not change a single bit. The threads' shares of the scratch lie apart.
  *
  * Exit 77 (skip) on CPUs without AVX-512; the bf16 layers are skipped (and
  * said so) on CPUs without AVX-512 BF16.
@@ -566,6 +566,39 @@ done:
     return bad;
 }
 
+/*
+ * The threads' shares of the scratch lie 256 KiB apart at least (wino.c,
+ * SCRATCH_GAP): the second starts that far past the end of the first, which
+ * is what one thread alone needs.
+ */
+static int check_scratch_gap(void)
+{
+    float w[16 * 16 * 9] = {0};
+    ReelWinoSpec sp = {
+        .kind = REEL_WINO_F32, .in_c = 16, .out_c = 16, .weight = w, .h = 40, .w = 40};
+    ReelWinoConv *one = NULL, *two = NULL;
+    char err[REEL_ERRMSG_SIZE];
+    int bad = 1;
+
+    sp.threads = 1;
+    if (reel_wino_create(&one, &sp, err) < 0)
+        goto done;
+    sp.threads = 2;
+    if (reel_wino_create(&two, &sp, err) < 0)
+        goto done;
+    bad = reel_wino_scratch(two) - reel_wino_scratch(one) <
+          reel_wino_scratch(one) + ((size_t)256 << 10);
+    if (bad)
+        fprintf(stderr, "FAIL scratch: %zu bytes for one thread, %zu for two\n",
+                reel_wino_scratch(one), reel_wino_scratch(two));
+done:
+    if (!one || !two)
+        fprintf(stderr, "create: %s\n", err);
+    reel_wino_free(&one);
+    reel_wino_free(&two);
+    return bad;
+}
+
 int main(void)
 {
     static const Case cases[] = {
@@ -632,7 +665,8 @@ int main(void)
         ran++;
     }
     failed += check_shared();
-    ran++;
+    failed += check_scratch_gap();
+    ran += 2;
     /* bf16, h, w, tile columns, residual */
     static const int shuffles[][5] = {{0, 9, 24, 4, 1},  {0, 7, 30, 4, 0}, {0, 1, 1, 4, 1},
                                       {1, 10, 40, 4, 1}, {1, 9, 23, 4, 1}, {1, 6, 18, 2, 1}};
