@@ -15,11 +15,13 @@ static const size_t map_min = (size_t)256 << 10;
 #endif
 static const size_t huge = (size_t)2 << 20; /* x86-64's huge page */
 /*
- * Every mapping ends with this much room that nothing uses. The kernel places
- * mappings next to one another, and two threads whose hot data lay within
- * ~128 KiB of each other's ran ~30 % slower (see the Winograd scratch's
- * SCRATCH_GAP in src/upscale/wino.c): one lane's scratch right below another
- * lane's buffers, say. The room is only address space: it is not faulted in.
+ * Every mapping ends with this much room that nothing uses. Two threads whose
+ * hot data lay within ~128 KiB of each other's ran up to ~30 % slower (the
+ * Winograd scratch's shares: SCRATCH_GAP in src/upscale/wino.c, measured
+ * there). The kernel places mappings end to end, so blocks of different
+ * threads could meet the same way: one lane's scratch right below another
+ * lane's buffers, say (not measured on its own). The room is only address
+ * space: it is not faulted in.
  */
 static const size_t guard = (size_t)256 << 10;
 
