@@ -429,6 +429,26 @@ class Bench:
             ratios.append(best[0] / best[1])
         return ratios
 
+    def threads_vs_processes(self, kind, rounds):
+        """The bare 64->64 layer (140x240, in cache) on two threads of one process / on two
+        one-thread processes at once (CPUs 0 and 1), in GFLOP/s, per round. A state
+        indicator: two threads packing their scratch shares end to end read ~0.7 here in
+        the slow state (docs/PERFORMANCE.md, Machine); ~1.0 is two cores' worth."""
+        ratios = []
+        for _ in range(rounds):
+            two = one_json(run([self.cp, "140", "240", "50", kind, "2"])[1])["gflops"]
+            procs = [subprocess.Popen(["taskset", "-c", str(cpu), self.cp, "140", "240", "50",
+                                       kind, "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                     for cpu in (0, 1)]
+            pair = 0.0
+            for p in procs:
+                out, err = p.communicate()
+                if p.returncode != 0:
+                    raise BenchError("conv_peak failed: " + err.decode(errors="replace")[-300:])
+                pair += one_json(out.decode(errors="replace"))["gflops"]
+            ratios.append(two / pair)
+        return ratios
+
     # net_vs_conv, bf16_speedup, bf16_vs_direct
     def network(self):
         H, W, reps = self.H, self.W, self.reps
@@ -490,6 +510,13 @@ class Bench:
                                   "separate cores (4 rounds, swapped): %.3f-%.3f, geometric mean "
                                   "%.3f (less moved by the VM's load than the two-thread row)" %
                                   (min(side), max(side), statistics.geometric_mean(side)))
+            if not self.quick and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+                tp = self.threads_vs_processes("wbf16", 3)
+                self.raw["layer_two_threads_vs_two_processes_bf16"] = tp
+                self.notes.append("two threads on the bf16 64->64 layer (140x240) / two one-thread "
+                                  "processes side by side: %.3f-%.3f (a state indicator: ~0.7 "
+                                  "when the threads' scratch lay packed, in the slow state)" %
+                                  (min(tp), max(tp)))
             self.notes.append("bf16: oneDNN 2.6 has no bf16 Winograd; clipreel's own Winograd "
                               "F(4x4,3x3) runs the 3x3 layers in both precisions (conv_peak "
                               "wbf16 / wf32 in the JSON: conv_peak_bf16_winograd_gflops, "
