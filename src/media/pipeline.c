@@ -87,8 +87,9 @@ typedef struct DecItem {
 } DecItem;
 
 /*
- * A transformed frame on its way to the compositor. PARK: how far a worker may
- * run ahead of the frame the compositor waits for. Each worker used to wait
+ * A transformed frame on its way to the compositor. A worker may run up to
+ * PARK frames ahead of the frame the compositor waits for, or twice the
+ * workers when there are more than 4 (Export.park_ahead). Each worker used to wait
  * for its frame's turn, idling its core whenever the other lane's frame came
  * late (its thread preempted by libx264's, say). A 68x120 crop upscaled on two
  * lanes into 270 frames of 272x480, 4 alternating runs: 9.10-10.16 s with
@@ -96,6 +97,7 @@ typedef struct DecItem {
  * bytes out.
  */
 #define PARK 8
+#define PARK_SLOTS (2 * REEL_UPSCALE_MAX_LANES) /* park_ahead's most */
 
 typedef struct Parked {
     AVFrame *frame; /* NULL: the end of the reel */
@@ -133,12 +135,13 @@ typedef struct Export {
      * compositor then takes them strictly in decode order (deliver): the worker
      * whose frame is next (next_seq, under lock) composites it, then the parked
      * frames that follow it; a frame that is not next yet is parked and its
-     * worker goes on to the next one, at most PARK frames ahead. */
+     * worker goes on to the next one, at most park_ahead frames ahead. */
     int nworkers;
     int64_t decoded_seq; /* decode stage only: frames handed out so far */
     pthread_cond_t turn; /* with lock: next_seq moved on, or err set */
     int64_t next_seq;
-    Parked park[PARK];   /* with lock: frame seq in slot seq % PARK */
+    Parked park[PARK_SLOTS]; /* with lock: frame seq in slot seq % PARK_SLOTS */
+    int park_ahead;          /* PARK, or twice nworkers if more */
     AVFrame *held[1024]; /* compositor (the turn's holder only): dissolve's held frames */
     int64_t emitted;     /* compositor: reel frames emitted */
 
@@ -991,7 +994,7 @@ static int hand_on(Export *ex, Parked *p)
  * Hand frame p over in decode order (taking p.frame; NULL: the end mark, one
  * per worker, all with the last seq). When p is next, this worker composites
  * it and then every parked frame that follows; else p is parked, once its seq
- * is within PARK of the next, and the worker goes on. The next frame is always
+ * is within park_ahead of the next, and the worker goes on. The next frame is always
  * a worker's (the decoded queue hands frames out in order), so the wait ends.
  * 0, 1 when a frame would be lost, or the export's error.
  */
@@ -1000,9 +1003,10 @@ static int deliver(Export *ex, Parked p)
     int ret = 0;
 
     pthread_mutex_lock(&ex->lock);
-    while (p.seq - ex->next_seq >= PARK && !ex->err)
+    while (p.seq - ex->next_seq >= ex->park_ahead && !ex->err)
         pthread_cond_wait(&ex->turn, &ex->lock);
-    if (ex->err || p.seq < ex->next_seq || (p.seq > ex->next_seq && ex->park[p.seq % PARK].used)) {
+    if (ex->err || p.seq < ex->next_seq ||
+        (p.seq > ex->next_seq && ex->park[p.seq % PARK_SLOTS].used)) {
         /* failed; or an end mark that another worker delivered or parked (a frame
          * there would be lost: 1) */
         ret = ex->err ? ex->err : p.frame ? 1 : 0;
@@ -1012,7 +1016,7 @@ static int deliver(Export *ex, Parked p)
     }
     if (p.seq > ex->next_seq) {
         p.used = 1;
-        ex->park[p.seq % PARK] = p;
+        ex->park[p.seq % PARK_SLOTS] = p;
         pthread_mutex_unlock(&ex->lock);
         return 0;
     }
@@ -1024,7 +1028,7 @@ static int deliver(Export *ex, Parked p)
             break;
         ex->next_seq++;
         pthread_cond_broadcast(&ex->turn);
-        Parked *q = &ex->park[ex->next_seq % PARK];
+        Parked *q = &ex->park[ex->next_seq % PARK_SLOTS];
         if (!q->used || q->seq != ex->next_seq)
             break;
         p = *q;
@@ -1605,6 +1609,7 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     ex.nworkers = workers_for(&ex);
     if (ex.nworkers < 1 || ex.nworkers > REEL_UPSCALE_MAX_LANES)
         ex.nworkers = 1;
+    ex.park_ahead = 2 * ex.nworkers > PARK ? 2 * ex.nworkers : PARK;
     if (!(ex.clip_upscaled = calloc((size_t)job->nb_clips, 1))) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
         goto end;
@@ -1682,7 +1687,7 @@ fail_stages:
         pthread_join(workers[i].tid, NULL);
     for (size_t i = 0; i < sizeof(ex.held) / sizeof(ex.held[0]); i++)
         av_frame_free(&ex.held[i]);
-    for (int i = 0; i < PARK; i++) /* parked when the export failed */
+    for (int i = 0; i < PARK_SLOTS; i++) /* parked when the export failed */
         av_frame_free(&ex.park[i].frame);
     for (int k = 0; ex.clip_upscaled && k < job->nb_clips; k++)
         upscaled_clips += ex.clip_upscaled[k];
