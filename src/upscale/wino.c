@@ -112,7 +112,7 @@
  * SCRATCH_GAP: the threads' shares of the scratch lie this far apart. Packed
  * end to end, two threads working on one layer ran at ~70 % of two processes
  * each working alone on it, in the machine's slow state (bf16 64->64 layer on
- * 240x140: 1550-1630 GFLOP/s against 2220-2300 for the pair; x4fast on a
+ * 240x140: 1340-1640 GFLOP/s against 2220-2300 for the pair; x4fast on a
  * 480x270 frame: 0.24 s against 0.16-0.17). By the gap between the shares:
  * none 1610, 4 KiB 1670, 32 KiB 1895, 64 KiB 2160-2200, 128 KiB 2180-2230,
  * 256 KiB and more 2260-2420. In the quick state it is worth ~5 % (2150-2180
