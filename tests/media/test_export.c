@@ -627,12 +627,19 @@ static int dir_has_leftovers(const char *dir, const char *stem)
     return system(cmd) == 0;
 }
 
-static void test_bad_sources(void **state)
+/* The bad sources' files: a good one, text, a truncated MP4, audio only */
+static void make_bad_sources(void)
 {
     gen("good.mp4", "testsrc=size=160x120:rate=30", NULL, 1);
     sh("echo 'not a video' > %s", data("text.mp4"));
     sh("head -c 3000 %s > %s", data("good.mp4"), data("trunc.mp4"));
     sh("ffmpeg -v error -y -f lavfi -i sine=d=1 -c:a aac %s", data("audioonly.m4a"));
+}
+
+static void test_bad_sources(void **state)
+{
+    (void)state;
+    make_bad_sources();
     static const char *const bad[][2] = {
         {"missing.mp4", "missing.mp4"},
         {"text.mp4", "text.mp4"},
@@ -672,7 +679,8 @@ static void test_bad_sources_order(void **state)
          "clips[clipIndex=3].source", "no video stream"},
     };
 
-    test_bad_sources(state); /* its files */
+    (void)state;
+    make_bad_sources();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char json[1024], err[REEL_ERRMSG_SIZE] = "";
         snprintf(json, sizeof(json),
