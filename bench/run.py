@@ -340,6 +340,21 @@ def export_job(path, sources, crop, out_size, upscale_mode, fps=30, precision=No
         json.dump(job, f)
 
 
+def pinned_pair(jobs):
+    """Run the (cpu, cmd) jobs at once, each pinned to its CPU (taskset); their JSON lines,
+    in order."""
+    procs = [(cmd, subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)) for cpu, cmd in jobs]
+    results = []
+    for cmd, p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise BenchError(os.path.basename(cmd[0]) + " failed: " +
+                             err.decode(errors="replace")[-300:])
+        results.append(one_json(out.decode(errors="replace")))
+    return results
+
+
 def summary_times(out):
     """clipreel export's summary line 'time: T s total, loading_model A s, ...' as a dict."""
     m = re.search(r"^time:\s+([\d.]+) s total(.*)$", out, re.M)
@@ -414,19 +429,12 @@ class Bench:
         processes' fastest frames."""
         ratios = []
         for i in range(rounds):
-            procs = []
-            for cpu, prec in zip((i % 2, 1 - i % 2), ("fp32", "bf16")):
-                cmd = ["taskset", "-c", str(cpu)] + self.upscale_bench_cmd(
-                    h, w, 3, precision=prec, threads=1)
-                procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE))
-            best = []
-            for p in procs:
-                out, err = p.communicate()
-                if p.returncode != 0:
-                    raise BenchError("upscale_bench failed: " + err.decode(errors="replace")[-300:])
-                best.append(min(one_json(out.decode(errors="replace"))["run_s"]))
-            ratios.append(best[0] / best[1])
+            cpus = (i % 2, 1 - i % 2)
+            fp32, bf16 = pinned_pair([(cpus[0], self.upscale_bench_cmd(h, w, 3, precision="fp32",
+                                                                      threads=1)),
+                                      (cpus[1], self.upscale_bench_cmd(h, w, 3, precision="bf16",
+                                                                      threads=1))])
+            ratios.append(min(fp32["run_s"]) / min(bf16["run_s"]))
         return ratios
 
     def threads_vs_processes(self, kind, rounds):
@@ -436,17 +444,10 @@ class Bench:
         the slow state (docs/PERFORMANCE.md, Machine); ~1.0 is two cores' worth."""
         ratios = []
         for _ in range(rounds):
-            two = one_json(run([self.cp, "140", "240", "50", kind, "2"])[1])["gflops"]
-            procs = [subprocess.Popen(["taskset", "-c", str(cpu), self.cp, "140", "240", "50",
-                                       kind, "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                     for cpu in (0, 1)]
-            pair = 0.0
-            for p in procs:
-                out, err = p.communicate()
-                if p.returncode != 0:
-                    raise BenchError("conv_peak failed: " + err.decode(errors="replace")[-300:])
-                pair += one_json(out.decode(errors="replace"))["gflops"]
-            ratios.append(two / pair)
+            layer = [self.cp, "140", "240", "50", kind]
+            two = one_json(run(layer + ["2"])[1])["gflops"]
+            pair = pinned_pair([(cpu, layer + ["1"]) for cpu in (0, 1)])
+            ratios.append(two / sum(r["gflops"] for r in pair))
         return ratios
 
     # net_vs_conv, bf16_speedup, bf16_vs_direct
