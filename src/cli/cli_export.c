@@ -4,6 +4,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,59 @@
 #include "core/log.h"
 #include "media/export.h"
 #include "upscale/upscale.h"
+
+/*
+ * Ctrl-C, SIGTERM (a service manager stopping us) and SIGHUP (the terminal
+ * gone) cancel the export: the engine stops its stages and removes its .part
+ * files, so nothing is left at the output paths, and then the process dies of
+ * the same signal (a calling shell or script sees how it ended). A second
+ * signal while that happens kills at once. A signal the parent set to be
+ * ignored (nohup, a background job's SIGINT) stays ignored.
+ */
+static atomic_int g_cancel;
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig)
+{
+    if (g_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    g_signal = sig;
+    atomic_store(&g_cancel, 1);
+}
+
+static void cancel_on_signals(ReelExportOptions *eo)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa = {0}, old;
+
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(sigs[i], &sa, NULL);
+    eo->cancel = &g_cancel;
+}
+
+static const char *sig_name(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+}
+
+/* After a cancelled export: die of the signal that cancelled it (the shell's
+ * 128 + N should the signal not end the process). */
+static int die_of_signal(void)
+{
+    int sig = g_signal;
+
+    fflush(stdout);
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return 128 + sig;
+}
 
 static void usage(FILE *f)
 {
@@ -61,6 +116,9 @@ static void usage(FILE *f)
             "{width, height, fps, include_audio, crf, preset, audio_bitrate, chapters,\n"
             "\"upscale\": {\"model\": \"realesr-general-x4v3|RealESRGAN_x4plus\", \"mode\",\n"
             "\"tile\", \"precision\": \"fp32|bf16\"}}}. Relative sources are relative to the job file.\n");
+    fputs("\nCtrl-C, SIGTERM or SIGHUP cancel the export: nothing is left at OUT (no .part\n"
+          "file), and the process ends by that signal.\n",
+          f);
 }
 
 #define REEL_CLI_MAX_PARTS 1000
@@ -288,6 +346,7 @@ int reel_cli_export(int argc, char **argv)
             reel_cli_omp_passive(); /* the process starts again here, or goes on */
     }
     reel_cli_progress_init(&prog, pmode);
+    cancel_on_signals(&eo); /* after the restart above: exec resets handlers */
     eo.progress = reel_cli_progress_cb;
     eo.progress_opaque = &prog;
     if (part > 0)
@@ -302,6 +361,12 @@ int reel_cli_export(int argc, char **argv)
     else
         ret = reel_export_run(job, &eo, &st, err);
     reel_cli_progress_end(&prog);
+    if (ret < 0 && g_signal) {
+        fprintf(stderr, "clipreel export: interrupted by %s: cancelled, nothing written\n",
+                sig_name(g_signal));
+        reel_job_free(&job);
+        return die_of_signal();
+    }
     if (ret < 0) {
         fprintf(stderr, "clipreel export: %s\n", err);
         reel_job_free(&job);
