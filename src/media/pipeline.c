@@ -1119,7 +1119,8 @@ static int mux_packet(Export *ex, Muxer *m, AVPacket *pkt, AVCodecContext *enc, 
     pkt->stream_index = st->index;
     if ((ret = av_interleaved_write_frame(m->oc, pkt)) < 0) {
         char b[128];
-        return ex_fail(ex, ret, "writing the output failed: %s", reel_strerror(ret, b, sizeof(b)));
+        return ex_fail(ex, ret, "%s: writing failed: %s", ex->opt->output_path,
+                       reel_strerror(ret, b, sizeof(b)));
     }
     return 0;
 }
@@ -1477,11 +1478,13 @@ static void vtt_time(char *buf, size_t size, double s)
              (int)(ms / 1000 % 60), (int)(ms % 1000));
 }
 
-static int write_vtt(Export *ex, const char *path, char *errmsg)
+/* The chapters into path (the temporary file); errors name the file the user
+ * asked for (shown). */
+static int write_vtt(Export *ex, const char *path, const char *shown, char *errmsg)
 {
     FILE *f = fopen(path, "w");
     if (!f)
-        return reel_fail(errmsg, REEL_ERR(errno), "%s: cannot write: %s", path, strerror(errno));
+        return reel_fail(errmsg, REEL_ERR(errno), "%s: cannot write: %s", shown, strerror(errno));
     fprintf(f, "WEBVTT\n");
     for (int k = 0; k < ex->job->nb_clips; k++) {
         char a[32], b[32];
@@ -1497,8 +1500,12 @@ static int write_vtt(Export *ex, const char *path, char *errmsg)
                 *c = ' ';
         fprintf(f, "\nchapter-%d\n%s --> %s\n%s\n", k + 1, a, b, title);
     }
-    if (fclose(f) != 0)
-        return reel_fail(errmsg, REEL_ERR(EIO), "%s: write failed", path);
+    /* a write that failed earlier, or the buffered rest going out now (a full disk) */
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
+    if (fclose(f) != 0 && !err)
+        err = errno ? errno : EIO;
+    if (err)
+        return reel_fail(errmsg, REEL_ERR(err), "%s: cannot write: %s", shown, strerror(err));
     return 0;
 }
 
@@ -1704,12 +1711,14 @@ fail_stages:
         goto end;
     }
     progress(&ex, REEL_PHASE_FINALIZING, job->nb_clips, 1);
-    if ((ret = av_write_trailer(mux.oc)) < 0) {
-        reel_fail(errmsg, ret, "%s: finishing the mp4 failed", opt->output_path);
+    /* the trailer, then the last buffered bytes: either may meet a full disk */
+    if ((ret = av_write_trailer(mux.oc)) < 0 || (ret = avio_closep(&mux.oc->pb)) < 0) {
+        char eb[128];
+        reel_fail(errmsg, ret, "%s: finishing the %s failed: %s", opt->output_path,
+                  mode == MODE_PART ? "part" : "mp4", reel_strerror(ret, eb, sizeof(eb)));
         goto end;
     }
-    avio_closep(&mux.oc->pb);
-    if (job->output.chapters && (ret = write_vtt(&ex, tmp_vtt, errmsg)) < 0)
+    if (job->output.chapters && (ret = write_vtt(&ex, tmp_vtt, vtt, errmsg)) < 0)
         goto end;
     if (rename(tmp_mp4, opt->output_path) < 0) {
         ret = reel_fail(errmsg, REEL_ERR(errno), "%s: cannot publish: %s", opt->output_path,
