@@ -161,6 +161,10 @@ static int export_parallel(ReelJob *job, ReelExportOptions *eo, ReelExportStats 
 
     if (!paths)
         return reel_fail(err, REEL_ERR(ENOMEM), "out of memory");
+    if ((ret = reel_export_check_outputs(job, eo, err)) < 0) { /* before the parts' work */
+        free(paths);
+        return ret;
+    }
     eo->progress = step_progress;
     eo->progress_opaque = &sp;
     snprintf(dir, sizeof(dir), "%s.parts.%d", out, (int)getpid());
@@ -317,6 +321,7 @@ int reel_cli_export(int argc, char **argv)
         return 2;
     }
     av_log_set_level(reel_log_get_level() >= REEL_LOG_DEBUG ? AV_LOG_INFO : AV_LOG_ERROR);
+    eo.job_path = argv[optind];
     if (reel_job_load(&job, argv[optind], NULL, err) < 0) {
         fprintf(stderr, "clipreel export: %s\n", err);
         return 1;
@@ -377,15 +382,7 @@ int reel_cli_export(int argc, char **argv)
                job->nb_clips, (long long)st.frames, st.width, st.height);
     } else if (pmode != REEL_CLI_PROGRESS_JSON) {
         char vtt[4096];
-        if (eo.chapters_path)
-            snprintf(vtt, sizeof(vtt), "%s", eo.chapters_path);
-        else {
-            size_t n = strlen(eo.output_path);
-            if (n > 4 && !strcmp(eo.output_path + n - 4, ".mp4"))
-                snprintf(vtt, sizeof(vtt), "%.*s.chapters.vtt", (int)(n - 4), eo.output_path);
-            else
-                snprintf(vtt, sizeof(vtt), "%s.chapters.vtt", eo.output_path);
-        }
+        reel_export_chapters_path(&eo, vtt, sizeof(vtt));
         printf("reel:      %s\n", eo.output_path);
         if (job->output.chapters)
             printf("chapters:  %s (%d)\n", vtt, st.chapters);

@@ -74,6 +74,7 @@ typedef void (*ReelProgressFn)(void *opaque, const ReelProgress *progress);
 typedef struct ReelExportOptions {
     const char *output_path;   /**< the .mp4 */
     const char *chapters_path; /**< .vtt; NULL = output path with .mp4 -> .chapters.vtt */
+    const char *job_path;      /**< the job's file, which no output may overwrite; may be NULL */
     const char *model_dir;     /**< NULL: $CLIPREEL_MODELS or "models" */
     struct ReelUpscaler *upscaler; /**< borrowed, already loaded; NULL: loaded on demand */
     ReelProgressFn progress;   /**< may be NULL */
@@ -113,6 +114,21 @@ typedef struct ReelExportStats {
     double phase_s[REEL_PHASE_CANCELLED + 1]; /**< wall seconds spent per phase */
     double total_s;
 } ReelExportStats;
+
+/**
+ * The chapters file an export with these options writes (opt->chapters_path, or
+ * the output path with .mp4, any case, replaced by .chapters.vtt) into buf.
+ */
+void reel_export_chapters_path(const ReelExportOptions *opt, char *buf, size_t size);
+
+/**
+ * Whether the reel's outputs (opt's output and chapters paths) may be written:
+ * neither is a folder, nor one of the job's sources or its file
+ * (opt->job_path), nor the other. Every export checks this before any work;
+ * callers that work before exporting (parts first) check it first.
+ * @return 0, or REEL_ERR(EINVAL / EISDIR) with errmsg naming the path
+ */
+int reel_export_check_outputs(const ReelJob *job, const ReelExportOptions *opt, char *errmsg);
 
 /**
  * Run one export. job must be valid (reel_job_parse); the export may complete

@@ -55,6 +55,7 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -1405,8 +1406,8 @@ static int open_muxer(Export *ex, Muxer *m, const char *tmp_path, char *errmsg)
         snprintf(buf, sizeof(buf), "%lld", (long long)ex->layout.nb_frames);
         av_dict_set(&m->oc->metadata, PART_FRAMES_KEY, buf, 0);
     }
-    if ((ret = avio_open(&m->oc->pb, tmp_path, AVIO_FLAG_WRITE)) < 0)
-        return reel_fail(errmsg, ret, "%s: cannot write: %s", tmp_path,
+    if ((ret = avio_open(&m->oc->pb, tmp_path, AVIO_FLAG_WRITE)) < 0) /* named as asked */
+        return reel_fail(errmsg, ret, "%s: cannot write: %s", ex->opt->output_path,
                          reel_strerror(ret, eb, sizeof(eb)));
     if (!part)
         av_dict_set(&mopts, "movflags", "+faststart", 0);
@@ -1555,13 +1556,71 @@ static int probe_all(Export *ex, char *errmsg)
     return 0;
 }
 
-static void derive_vtt_path(const char *out, char *buf, size_t size)
+void reel_export_chapters_path(const ReelExportOptions *opt, char *buf, size_t size)
 {
+    const char *out = opt->output_path;
     size_t n = strlen(out);
-    if (n > 4 && !strcasecmp(out + n - 4, ".mp4"))
+
+    if (opt->chapters_path)
+        snprintf(buf, size, "%s", opt->chapters_path);
+    else if (n > 4 && !strcasecmp(out + n - 4, ".mp4"))
         snprintf(buf, size, "%.*s.chapters.vtt", (int)(n - 4), out);
     else
         snprintf(buf, size, "%s.chapters.vtt", out);
+}
+
+/* Whether a and b name one existing file (any spelling, links included). */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* Before any work: the outputs must be files that are not one of the inputs
+ * (writing the reel there would destroy the input, published over it at the
+ * end) nor each other, and not folders (found only at the end otherwise). */
+static int check_outputs(const ReelJob *job, ExportMode mode, const ReelExportOptions *opt,
+                         const char *vtt, char *errmsg)
+{
+    const char *what = mode == MODE_ASSEMBLE ? "part" : "source";
+    const char *out = opt->output_path, *jp = opt->job_path;
+    int chapters = mode != MODE_PART && job->output.chapters;
+    struct stat st;
+
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+        return reel_fail(errmsg, REEL_ERR(EISDIR), "%s: is a folder, not a file to write", out);
+    if (chapters && stat(vtt, &st) == 0 && S_ISDIR(st.st_mode))
+        return reel_fail(errmsg, REEL_ERR(EISDIR), "%s: is a folder, not a file to write", vtt);
+    if (chapters && (!strcmp(out, vtt) || same_file(out, vtt)))
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "%s: both the reel and its chapters", out);
+    if (jp && (same_file(out, jp) || (chapters && same_file(vtt, jp))))
+        return reel_fail(errmsg, REEL_ERR(EINVAL),
+                         "%s: is the job file; writing there would destroy it",
+                         same_file(out, jp) ? out : vtt);
+    for (int k = 0; k < job->nb_clips; k++) {
+        const char *src = job->clips[k].source;
+        const char *hit = !src                              ? NULL
+                          : same_file(out, src)             ? out
+                          : chapters && same_file(vtt, src) ? vtt
+                                                            : NULL;
+        if (hit)
+            return reel_fail(errmsg, REEL_ERR(EINVAL),
+                             "%s: is clips[clipIndex=%d]'s %s; writing there would destroy it", hit,
+                             job->clips[k].clip_index, what);
+    }
+    return 0;
+}
+
+int reel_export_check_outputs(const ReelJob *job, const ReelExportOptions *opt, char *errmsg)
+{
+    char vtt[4096];
+
+    if (!opt || !opt->output_path)
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "export: no output path");
+    reel_export_chapters_path(opt, vtt, sizeof(vtt));
+    return check_outputs(job, MODE_REEL, opt, vtt, errmsg);
 }
 
 static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *opt,
@@ -1589,6 +1648,9 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     if (strlen(opt->output_path) > 4000 ||
         (opt->chapters_path && strlen(opt->chapters_path) > 4000))
         return reel_fail(errmsg, REEL_ERR(ENAMETOOLONG), "export: output path too long");
+    reel_export_chapters_path(opt, vtt, sizeof(vtt));
+    if ((ret = check_outputs(job, mode, opt, vtt, errmsg)) < 0)
+        return ret;
     ex.job = job;
     ex.mode = mode;
     ex.opt = opt;
@@ -1597,10 +1659,6 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     pthread_mutex_init(&ex.lock, NULL);
     pthread_mutex_init(&ex.model_lock, NULL);
     pthread_cond_init(&ex.turn, NULL);
-    if (opt->chapters_path)
-        snprintf(vtt, sizeof(vtt), "%s", opt->chapters_path);
-    else
-        derive_vtt_path(opt->output_path, vtt, sizeof(vtt));
     int id = atomic_fetch_add(&seq, 1);
     snprintf(tmp_mp4, sizeof(tmp_mp4), "%s.%d-%d.part", opt->output_path, (int)getpid(), id);
     snprintf(tmp_vtt, sizeof(tmp_vtt), "%s.%d-%d.part", vtt, (int)getpid(), id);
@@ -1847,6 +1905,9 @@ int reel_export_assemble(ReelJob *job, const char *const *parts, const ReelExpor
 
     if (!errmsg)
         errmsg = local_err;
+    /* the parts become the sources below: the job's own must be safe too */
+    if ((ret = reel_export_check_outputs(job, opt, errmsg)) < 0)
+        return ret;
     if ((ret = reel_job_clone(&as, job, -1)) < 0)
         return reel_fail(errmsg, ret, "out of memory");
     reel_size(job, &w, &h);

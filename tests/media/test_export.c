@@ -723,6 +723,70 @@ static void test_bad_output(void **state)
     }
 }
 
+/* An output that is one of the inputs (a clip's source, by any name; the job's
+ * file), a folder, or both the reel and its chapters: refused before any work,
+ * the error names the path, the input is untouched */
+static void test_outputs_over_inputs(void **state)
+{
+    char src[1200], link[1200], dotted[1200], job_file[1200], x[1200], cmd[8192];
+
+    (void)state;
+    gen("mine.mp4", "testsrc2=size=160x120:rate=30", "sine=frequency=440", 1);
+    char *dir = realpath(data_dir, NULL); /* the job's sources: absolute, as-is */
+    assert_non_null(dir);
+    snprintf(src, sizeof(src), "%s/keep.mp4", dir);
+    free(dir);
+    snprintf(link, sizeof(link), "%s", data("keep-link.mp4"));
+    snprintf(dotted, sizeof(dotted), "%s/./keep.mp4", data_dir);
+    snprintf(job_file, sizeof(job_file), "%s", data("keep.json"));
+    snprintf(x, sizeof(x), "%s", data("x.mp4"));
+    sh("cp %s %s && ln -f %s %s && cp %s %s.was", data("mine.mp4"), src, src, link, src, src);
+    FILE *f = fopen(job_file, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"clips\":[{\"source\":\"%s\"}],\"output\":{\"width\":160,\"height\":120,"
+            "\"upscale\":{\"mode\":\"off\"}}}",
+            src);
+    fclose(f);
+    sh("cp %s %s.was", job_file, job_file);
+    ReelJob *job = job_of(slurp(job_file));
+    struct {
+        const char *out, *chapters, *want;
+    } cases[] = {
+        {src, NULL, "keep.mp4: is clips[clipIndex=0]'s source"},
+        {link, NULL, "keep-link.mp4: is clips[clipIndex=0]'s source"},
+        {dotted, NULL, "/./keep.mp4: is clips[clipIndex=0]'s source"},
+        {x, src, "keep.mp4: is clips[clipIndex=0]'s source"},
+        {job_file, NULL, "keep.json: is the job file"},
+        {x, job_file, "keep.json: is the job file"},
+        {x, x, "x.mp4: both the reel and its chapters"},
+        {data_dir, NULL, ": is a folder"},
+        {x, data_dir, ": is a folder"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ReelExportOptions o = {0};
+        char err[REEL_ERRMSG_SIZE] = "";
+        const char *parts[] = {x}; /* the assembly checks before it reads its parts */
+
+        o.output_path = cases[i].out;
+        o.chapters_path = cases[i].chapters;
+        o.job_path = job_file;
+        int ret = reel_export_run(job, &o, NULL, err);
+        if (ret >= 0 || !strstr(err, cases[i].want))
+            fail_msg("case %zu (%s): want an error with '%s', got %d: %s", i, cases[i].out,
+                     cases[i].want, ret, err);
+        err[0] = '\0';
+        ret = reel_export_assemble(job, parts, &o, NULL, err);
+        if (ret >= 0 || !strstr(err, cases[i].want))
+            fail_msg("assembly, case %zu: want '%s', got %d: %s", i, cases[i].want, ret, err);
+    }
+    snprintf(cmd, sizeof(cmd), "cmp -s %s %s.was && cmp -s %s %s.was", src, src, job_file,
+             job_file);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(access(x, F_OK), -1);
+    reel_job_free(&job);
+}
+
 static void test_cancel(void **state)
 {
     gen("long.mp4", "testsrc2=size=320x240:rate=30", NULL, 10);
@@ -761,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_bad_sources),
         cmocka_unit_test(test_bad_sources_order),
         cmocka_unit_test(test_bad_output),
+        cmocka_unit_test(test_outputs_over_inputs),
         cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
