@@ -13,7 +13,10 @@
 
 typedef struct ReelSourceInfo {
     int width, height;         /**< decoded frame size */
-    int rot_width, rot_height; /**< after the clip's rotation (the crop's frame) */
+    double display_rotation;   /**< degrees counter-clockwise the file's display matrix turns
+                                    its frames for viewing (a phone's portrait video), 0-360 */
+    double rotation;           /**< display_rotation, then the clip's: what the frame turns */
+    int rot_width, rot_height; /**< after the rotation (the crop's frame) */
     double t0;                 /**< first decoded video frame's time, seconds: source time 0 */
     double duration;           /**< seconds of source time from t0 to the stream's end */
     int video_stream;

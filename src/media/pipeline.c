@@ -477,6 +477,7 @@ typedef struct Transform {
     int own_scaler;                           /* it is used (own_scaler()) */
     uint8_t *rgb, *rot, *up, *scaled;
     size_t rgb_size, rot_size, up_size, scaled_size;
+    AVFrame *turned; /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
 } Transform;
 
 static int sws_cs_of(int colorspace)
@@ -916,6 +917,62 @@ static int composite(Export *ex, int k, int64_t n, AVFrame *f)
     return emit(ex, f);
 }
 
+/* dst (w x h) = src plane turned q quarters counter-clockwise; src is h x w
+ * for q odd, w x h for q = 2. In 32x32 tiles, so that both sides stay in cache. */
+static void turn_plane(const uint8_t *src, ptrdiff_t ss, uint8_t *dst, ptrdiff_t ds, int w, int h,
+                       int q)
+{
+    int sw = q == 2 ? w : h; /* the source plane's width */
+    int sh = q == 2 ? h : w;
+
+    for (int ty = 0; ty < h; ty += 32)
+        for (int tx = 0; tx < w; tx += 32)
+            for (int y = ty; y < h && y < ty + 32; y++) {
+                uint8_t *d = dst + y * ds;
+                for (int x = tx; x < w && x < tx + 32; x++) {
+                    /* counter-clockwise: dst (x, y) shows src (sx, sy), as reel_rotate_rgb */
+                    int sx = q == 1 ? sw - 1 - y : q == 2 ? sw - 1 - x : y;
+                    int sy = q == 1 ? x : q == 2 ? sh - 1 - y : sh - 1 - x;
+                    d[x] = src[sy * ss + sx];
+                }
+            }
+}
+
+/* f turned by deg (a multiple of 90) in its own planar 8-bit YUV, into
+ * tr->turned: what a player shows, without leaving YUV (the RGB path converts
+ * and rotates the whole frame). NULL when f's format cannot be (a quarter turn
+ * of 4:2:2 would be 4:4:0; packed, high bit depth, RGB) or out of memory. */
+static const AVFrame *turn_yuv(Transform *tr, const AVFrame *f, double deg)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    int q = (int)lround(deg / 90.0) & 3;
+
+    if (!d || !(d->flags & AV_PIX_FMT_FLAG_PLANAR) || (d->flags & AV_PIX_FMT_FLAG_RGB) ||
+        d->comp[0].depth != 8 || d->nb_components != 3 ||
+        (q != 2 && d->log2_chroma_w != d->log2_chroma_h))
+        return NULL;
+    int w = q == 2 ? f->width : f->height, h = q == 2 ? f->height : f->width;
+    AVFrame *t = tr->turned;
+    if (!t || t->width != w || t->height != h || t->format != f->format) {
+        av_frame_free(&tr->turned);
+        if (!(t = tr->turned = av_frame_alloc()))
+            return NULL;
+        t->format = f->format, t->width = w, t->height = h;
+        if (av_frame_get_buffer(t, 64) < 0) {
+            av_frame_free(&tr->turned);
+            return NULL;
+        }
+    }
+    if (av_frame_copy_props(t, f) < 0)
+        return NULL;
+    for (int p = 0; p < 3; p++) {
+        int cw = p ? AV_CEIL_RSHIFT(w, q == 2 ? d->log2_chroma_w : d->log2_chroma_h) : w;
+        int ch = p ? AV_CEIL_RSHIFT(h, q == 2 ? d->log2_chroma_h : d->log2_chroma_w) : h;
+        turn_plane(f->data[p], f->linesize[p], t->data[p], t->linesize[p], cw, ch, q);
+    }
+    return t;
+}
+
 /* One decoded frame to one output frame: in YUV when no model and no rotation
  * is involved and the source is already BT.709 (the common case, and what the
  * ffmpeg CLI would do), else through RGB: rotate, crop, upscale, resize. */
@@ -925,18 +982,26 @@ static int transform_item(Export *ex, Transform *tr, int lane, DecItem *it, AVFr
     const AVFrame *f = it->frame;
     const uint8_t *crop;
     int W = f->width, H = f->height, stride, ret;
+    double turn = ex->src[it->clip].rotation; /* the file's display turn, then the clip's */
     AVFrame *out;
     ReelRect r;
 
-    if (clip->rotation != 0.0) { /* rotate the whole frame, then crop */
+    if (turn != 0.0 && fmod(turn, 90.0) == 0.0) { /* a quarter or half turn: in YUV if it can */
+        const AVFrame *t = turn_yuv(tr, f, turn);
+        if (t) {
+            f = t;
+            W = f->width, H = f->height, turn = 0.0;
+        }
+    }
+    if (turn != 0.0) { /* rotate the whole frame, then crop */
         ReelRect whole = {0, 0, W, H};
         int rw, rh;
         if ((ret = to_rgb(ex, tr, f, &whole)) < 0)
             return ret;
-        reel_rotated_size(W, H, clip->rotation, &rw, &rh);
+        reel_rotated_size(W, H, turn, &rw, &rh);
         if (grow(&tr->rot, &tr->rot_size, (size_t)rw * rh * 3 + 64) < 0)
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
-        reel_rotate_rgb(tr->rgb, W, H, W * 3, tr->rot, rw, rh, rw * 3, clip->rotation);
+        reel_rotate_rgb(tr->rgb, W, H, W * 3, tr->rot, rw, rh, rw * 3, turn);
         r = reel_crop_at(clip, it->t, rw, rh, ex->job->aspect_w, ex->job->aspect_h);
         crop = tr->rot + (size_t)r.y * rw * 3 + (size_t)r.x * 3;
         stride = rw * 3;
@@ -1090,6 +1155,7 @@ static void *transform_thread(void *arg)
     av_free(tr.scaled);
     av_free(tr.rgb);
     av_free(tr.rot);
+    av_frame_free(&tr.turned);
     av_free(tr.up);
     return NULL;
 }

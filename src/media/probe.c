@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <libavcodec/avcodec.h>
+#include <libavutil/display.h>
 
 #include "core/error.h"
 #include "core/job.h"
@@ -71,6 +72,30 @@ void reel_rotated_size(int W, int H, double deg, int *rw, int *rh)
         *rw = (int)ceil(W * c + H * s - 1e-9);
         *rh = (int)ceil(W * s + H * c - 1e-9);
     }
+}
+
+/*
+ * The turn, counter-clockwise in degrees (0-360), that a stream's display
+ * matrix asks of its frames: phones store a portrait video's frames landscape
+ * and mark them to be shown turned a quarter. Players, browsers (the editor
+ * the crops are drawn in) and ffmpeg's own autorotation show the turned frame.
+ * Within half a degree of a quarter turn it is that quarter turn, made
+ * exactly. A mirrored matrix is taken for its rotation alone.
+ */
+static double display_rotation(const AVStream *s)
+{
+    size_t size = 0;
+    const int32_t *m =
+        (const int32_t *)av_stream_get_side_data(s, AV_PKT_DATA_DISPLAYMATRIX, &size);
+
+    if (!m || size < 9 * sizeof(int32_t))
+        return 0.0;
+    double a = av_display_rotation_get(m), q = round(a / 90.0) * 90.0;
+    if (isnan(a))
+        return 0.0;
+    if (fabs(a - q) < 0.5)
+        a = q;
+    return fmod(fmod(a, 360.0) + 360.0, 360.0);
 }
 
 int reel_media_probe(const char *path, const char *what, double rotation, ReelSourceInfo *info,
@@ -152,7 +177,10 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
                         path, info->width, info->height);
         goto end;
     }
-    reel_rotated_size(info->width, info->height, rotation, &info->rot_width, &info->rot_height);
+    info->display_rotation = display_rotation(s);
+    info->rotation = fmod(info->display_rotation + rotation, 360.0);
+    reel_rotated_size(info->width, info->height, info->rotation, &info->rot_width,
+                      &info->rot_height);
     ret = 0;
 end:
     av_frame_free(&frame);

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 
 #include <cmocka.h>
+#include <libavformat/avformat.h>
+#include <libavutil/display.h>
 
 #include "core/error.h"
 
@@ -118,3 +120,38 @@ char *slurp(const char *path)
     return buf;
 }
 
+void remux_turned(const char *src, const char *dst, double ccw)
+{
+    AVFormatContext *in = NULL, *out = NULL;
+    AVPacket *pkt = av_packet_alloc();
+
+    assert_non_null(pkt);
+    assert_int_equal(avformat_open_input(&in, src, NULL, NULL), 0);
+    assert_true(avformat_find_stream_info(in, NULL) >= 0);
+    assert_true(avformat_alloc_output_context2(&out, NULL, NULL, dst) >= 0);
+    for (unsigned i = 0; i < in->nb_streams; i++) {
+        AVStream *s = avformat_new_stream(out, NULL);
+        assert_non_null(s);
+        assert_true(avcodec_parameters_copy(s->codecpar, in->streams[i]->codecpar) >= 0);
+        s->codecpar->codec_tag = 0;
+        s->time_base = in->streams[i]->time_base;
+        if (s->codecpar->codec_type == AVMEDIA_TYPE_VIDEO) {
+            int32_t *m = (int32_t *)av_stream_new_side_data(s, AV_PKT_DATA_DISPLAYMATRIX,
+                                                            9 * sizeof(int32_t));
+            assert_non_null(m);
+            av_display_rotation_set(m, -ccw); /* it takes clockwise degrees */
+        }
+    }
+    assert_true(avio_open(&out->pb, dst, AVIO_FLAG_WRITE) >= 0);
+    assert_true(avformat_write_header(out, NULL) >= 0);
+    while (av_read_frame(in, pkt) >= 0) {
+        av_packet_rescale_ts(pkt, in->streams[pkt->stream_index]->time_base,
+                             out->streams[pkt->stream_index]->time_base);
+        assert_true(av_interleaved_write_frame(out, pkt) >= 0);
+    }
+    assert_true(av_write_trailer(out) >= 0);
+    avio_closep(&out->pb);
+    avformat_free_context(out);
+    avformat_close_input(&in);
+    av_packet_free(&pkt);
+}

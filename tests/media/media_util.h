@@ -28,5 +28,9 @@ json_t *stream_of(json_t *probe, const char *type);
 double jnum(json_t *o, const char *key);
 /** A small file's text (static buffer, 64 KiB), or NULL. */
 char *slurp(const char *path);
+/* Copy the file src to dst (same container) with its video stream marked to be
+ * shown turned ccw degrees counter-clockwise (a display matrix, as phones write
+ * for portrait video). */
+void remux_turned(const char *src, const char *dst, double ccw);
 
 #endif

@@ -723,6 +723,76 @@ static void test_bad_output(void **state)
     }
 }
 
+/* A phone's portrait video: frames stored landscape, marked to be shown turned
+ * a quarter (a display matrix). The crop's coordinates are those of the frame
+ * as shown (the editor's, a browser's, ffmpeg's): the reel of the marked file
+ * is the reel of the same frames stored upright, for each quarter turn, and the
+ * clip's own rotation applies after the file's (quarter turns in YUV, other
+ * angles through RGB). */
+static void test_display_rotation(void **state)
+{
+    static const struct {
+        const char *filter; /* upright -> stored */
+        double ccw;         /* the turn that shows the stored frame upright */
+    } turns[] = {{"transpose=clock", 90}, {"transpose=cclock", 270}, {"hflip,vflip", 180}};
+    /* a clip's crop; the clip's own rotation */
+    static const struct {
+        int x, y, w, h;
+        double rotation;
+    } crops[] = {{0, 0, 40, 40, 0},  {100, 250, 40, 40, 0}, {20, 60, 120, 120, 0},
+                 {0, 0, 40, 40, 90}, {31, 77, 42, 42, 0},   {60, 100, 80, 80, 30}};
+    const int keep[] = {0, 15, 29};
+
+    (void)state;
+    /* upright 160x320 (portrait), lossless: a white square top left, the test pattern */
+    sh("ffmpeg -v error -y -f lavfi -i \"testsrc2=size=160x320:rate=30:duration=1,drawbox=x=0:"
+       "y=0:w=40:h=40:color=white:t=fill\" -c:v libx264 -qp 0 -pix_fmt yuv444p %s",
+       data("upright.mp4"));
+    for (size_t t = 0; t < sizeof(turns) / sizeof(turns[0]); t++) {
+        char stored[1200], marked[1200];
+        snprintf(stored, sizeof(stored), "%s/stored%zu.mp4", data_dir, t);
+        snprintf(marked, sizeof(marked), "%s/marked%zu.mp4", data_dir, t);
+        sh("ffmpeg -v error -y -i %s -vf %s -c:v libx264 -qp 0 -pix_fmt yuv444p %s",
+           data("upright.mp4"), turns[t].filter, stored);
+        remux_turned(stored, marked, turns[t].ccw);
+        for (size_t c = 0; c < sizeof(crops) / sizeof(crops[0]); c++) {
+            const char *srcs[] = {"upright.mp4", marked};
+            Frames fr[2];
+            for (int k = 0; k < 2; k++) {
+                char json[1024], out[1200], err[REEL_ERRMSG_SIZE] = "";
+                snprintf(json, sizeof(json),
+                         "{\"clips\":[{\"source\":\"%s\",\"rotation\":%g,\"cropKeyframes\":"
+                         "[{\"time\":0,\"x\":%d,\"y\":%d,\"width\":%d,\"height\":%d}]}],"
+                         "\"globalAspectRatio\":\"1:1\",\"output\":{\"width\":%d,\"height\":"
+                         "%d,\"upscale\":{\"mode\":\"off\"}}}",
+                         srcs[k], crops[c].rotation, crops[c].x, crops[c].y, crops[c].w, crops[c].h,
+                         crops[c].w, crops[c].h);
+                snprintf(out, sizeof(out), "%s/turned_%d.mp4", data_dir, k);
+                ReelJob *job = job_of(json);
+                if (export_to(job, out, err) < 0)
+                    fail_msg("turn %g, crop %zu, %s: %s", turns[t].ccw, c, srcs[k], err);
+                reel_job_free(&job);
+                fr[k] = decode_frames(out, keep, 3);
+                assert_int_equal(fr[k].count, 30);
+            }
+            double se = 0, n = 0, white = 0;
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < fr[0].w * fr[0].h * 3; j++) {
+                    double d = (double)fr[0].rgb[keep[i]][j] - fr[1].rgb[keep[i]][j];
+                    se += d * d, n++;
+                    white += fr[1].rgb[keep[i]][j];
+                }
+            double psnr = se > 0 ? 10 * log10(255.0 * 255.0 * n / se) : 99;
+            white /= n; /* the first crop is the white square, the second none of it */
+            if (psnr < 40 || (c == 0 && white < 230) || (c == 1 && white > 200))
+                fail_msg("turn %g, crop %zu: PSNR %.1f dB against the upright file, mean %.0f",
+                         turns[t].ccw, c, psnr, white);
+            frames_free(&fr[0]);
+            frames_free(&fr[1]);
+        }
+    }
+}
+
 /* An output that is one of the inputs (a clip's source, by any name; the job's
  * file), a folder, or both the reel and its chapters: refused before any work,
  * the error names the path, the input is untouched */
@@ -824,6 +894,7 @@ int main(void)
         cmocka_unit_test(test_upscale_lanes_same_reel),
         cmocka_unit_test(test_bad_sources),
         cmocka_unit_test(test_bad_sources_order),
+        cmocka_unit_test(test_display_rotation),
         cmocka_unit_test(test_bad_output),
         cmocka_unit_test(test_outputs_over_inputs),
         cmocka_unit_test(test_cancel),
