@@ -1545,6 +1545,33 @@ static void vtt_time(char *buf, size_t size, double s)
              (int)(ms / 1000 % 60), (int)(ms % 1000));
 }
 
+/* A title as one line of cue text: a cue's text must not contain "-->" nor a
+ * blank line, and '&' and '<' start escapes and tags there, so line breaks
+ * become spaces and & < > their character references (players show the title
+ * as typed; the MP4's chapter titles stay as typed). */
+static void vtt_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '\n':
+        case '\r':
+            fputc(' ', f);
+            break;
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        default:
+            fputc(*s, f);
+        }
+    }
+}
+
 /* The chapters into path (the temporary file); errors name the file the user
  * asked for (shown). */
 static int write_vtt(Export *ex, const char *path, const char *shown, char *errmsg)
@@ -1559,13 +1586,9 @@ static int write_vtt(Export *ex, const char *path, const char *shown, char *errm
             k + 1 < ex->job->nb_clips ? ex->layout.clips[k + 1].start : ex->layout.nb_frames;
         vtt_time(a, sizeof(a), ex->layout.clips[k].start / ex->fps);
         vtt_time(b, sizeof(b), end / ex->fps);
-        /* a cue's text must not contain "-->" or blank lines: titles are one line */
-        char title[256];
-        snprintf(title, sizeof(title), "%s", ex->job->clips[k].title);
-        for (char *c = title; *c; c++)
-            if (*c == '\n' || *c == '\r')
-                *c = ' ';
-        fprintf(f, "\nchapter-%d\n%s --> %s\n%s\n", k + 1, a, b, title);
+        fprintf(f, "\nchapter-%d\n%s --> %s\n", k + 1, a, b);
+        vtt_text(f, ex->job->clips[k].title);
+        fputc('\n', f);
     }
     /* a write that failed earlier, or the buffered rest going out now (a full disk) */
     int err = ferror(f) ? (errno ? errno : EIO) : 0;

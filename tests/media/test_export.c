@@ -276,6 +276,50 @@ static void test_reel_structure(void **state)
     reel_job_free(&job);
 }
 
+/* Chapter titles as typed, whatever they hold: in the .vtt escaped as cue text
+ * (no "-->" to end a cue, no tags, no blank line), whole (no byte cut from a
+ * long UTF-8 title); in the MP4 as typed */
+static void test_chapter_titles(void **state)
+{
+    char name[2048] = "<b>Tom & Jerry</b> --> \\\"go\\\"\\nnext ";
+    char want_vtt[4096] = "&lt;b&gt;Tom &amp; Jerry&lt;/b&gt; --&gt; \"go\" next ";
+    char want_mp4[2048] = "<b>Tom & Jerry</b> --> \"go\"\nnext ";
+    char json[4096];
+
+    (void)state;
+    for (int i = 0; i < 300; i++) { /* 600 bytes of "é" */
+        strcat(name, "\xc3\xa9");
+        strcat(want_vtt, "\xc3\xa9");
+        strcat(want_mp4, "\xc3\xa9");
+    }
+    gen("a30.mp4", "testsrc2=size=320x240:rate=30", "sine=frequency=440:sample_rate=44100", 3);
+    snprintf(json, sizeof(json),
+             "{\"clips\":[{\"source\":\"a30.mp4\",\"clipName\":\"%s\",\"trimRange\":"
+             "{\"start\":0,\"end\":0.5}},{\"source\":\"a30.mp4\",\"clipName\":\"B\","
+             "\"trimRange\":{\"start\":0,\"end\":0.5}}],\"output\":{\"width\":160,"
+             "\"height\":120,\"upscale\":{\"mode\":\"off\"}}}",
+             name);
+    ReelJob *job = job_of(json);
+    export_ok(job, data("titles.mp4"));
+    char *vtt = slurp(data("titles.chapters.vtt"));
+    assert_non_null(vtt);
+    char cue[8192];
+    snprintf(cue, sizeof(cue), "00:00:00.000 --> 00:00:00.500\n%s\n\nchapter-2\n", want_vtt);
+    if (!strstr(vtt, cue))
+        fail_msg("want the cue\n%s\nin\n%s", cue, vtt);
+    int arrows = 0;
+    for (const char *p = vtt; (p = strstr(p, "-->")); p++)
+        arrows++;
+    assert_int_equal(arrows, 2); /* the two timing lines' */
+    json_t *p = ffprobe(data("titles.mp4"));
+    json_t *ch = json_object_get(p, "chapters");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json_array_get(ch, 0), "tags"), "title")),
+        want_mp4);
+    json_decref(p);
+    reel_job_free(&job);
+}
+
 /* Weight of a pixel for a marker's centroid: luma (a white marker) or blue
  * minus green (a marker that differs from the grey around it only in Cb). */
 static double marker_weight(const uint8_t *p, int chroma)
@@ -882,6 +926,7 @@ int main(void)
     av_log_set_level(AV_LOG_QUIET);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reel_structure),
+        cmocka_unit_test(test_chapter_titles),
         cmocka_unit_test(test_marker_follows_crop),
         cmocka_unit_test(test_marker_yuv_path),
         cmocka_unit_test(test_dissolve_and_fade),
