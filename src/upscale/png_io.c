@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <png.h>
 
@@ -121,6 +122,7 @@ done:
 int reel_png_write(const char *path, const uint8_t *rgb, int w, int h, ptrdiff_t stride,
                    char *errmsg)
 {
+    char tmp[4200];
     PngJob *job;
     int ret;
 
@@ -135,9 +137,12 @@ int reel_png_write(const char *path, const uint8_t *rgb, int w, int h, ptrdiff_t
     }
     for (int y = 0; y < h; y++)
         job->rows[y] = (png_bytep)(rgb + (ptrdiff_t)y * stride);
-    if (!(job->f = fopen(path, "wb"))) {
-        ret = REEL_ERR(errno);
-        reel_fail(errmsg, ret, "%s: cannot create: %s", path, strerror(errno));
+    /* written beside path, then renamed over it: a failed write (a full disk)
+     * leaves whatever was at path, possibly the input, as it was */
+    snprintf(tmp, sizeof(tmp), "%s.%d.part", path, (int)getpid());
+    if (strlen(path) > sizeof(tmp) - 32 || !(job->f = fopen(tmp, "wb"))) {
+        ret = strlen(path) > sizeof(tmp) - 32 ? REEL_ERR(ENAMETOOLONG) : REEL_ERR(errno);
+        reel_fail(errmsg, ret, "%s: cannot create: %s", path, strerror(-ret));
         goto done;
     }
     job->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, job, on_error, on_warning);
@@ -162,8 +167,10 @@ done:
         png_destroy_write_struct(&job->png, job->info ? &job->info : NULL);
     if (job->f && fclose(job->f) != 0 && ret == 0)
         ret = reel_fail(errmsg, REEL_ERR(errno), "%s: cannot write: %s", path, strerror(errno));
+    if (ret == 0 && rename(tmp, path) != 0)
+        ret = reel_fail(errmsg, REEL_ERR(errno), "%s: cannot write: %s", path, strerror(errno));
     if (ret < 0 && job->f)
-        remove(path);
+        remove(tmp);
     free(job->rows);
     free(job);
     return ret;

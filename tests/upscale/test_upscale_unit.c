@@ -32,6 +32,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1030,6 +1032,35 @@ static void test_png_roundtrip_and_errors(void **state)
     for (int y = 0; y < 3; y++)
         memcpy(packed + y * 21, img + y * 30, 21);
     expect_rgb(path, 7, 3, packed);
+
+    /* a write that fails half way (the file size limit standing in for a full
+     * disk) leaves the file that was at the path as it was, and nothing beside */
+    {
+        size_t n = 256 * 256 * 3;
+        uint8_t *noise = malloc(n);
+        struct rlimit old_lim, lim;
+        assert_non_null(noise);
+        uint32_t x = 2463534242u; /* xorshift: incompressible, ~196 KB of PNG */
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            noise[i] = (uint8_t)(x >> 24);
+        }
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old_lim), 0);
+        lim = old_lim;
+        lim.rlim_cur = 16384;
+        void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+        int ret = reel_png_write(path, noise, 256, 256, 256 * 3, err);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old_lim), 0);
+        signal(SIGXFSZ, was);
+        assert_true(ret < 0);
+        assert_non_null(strstr(err, path));
+        expect_rgb(path, 7, 3, packed);
+        char cmd[1200];
+        snprintf(cmd, sizeof(cmd), "ls %s.*.part 2>/dev/null | grep -q .", path);
+        assert_int_not_equal(system(cmd), 0);
+        free(noise);
+    }
 
     assert_int_equal(reel_png_write(path, img, 7, 3, 20, err), REEL_ERR(EINVAL));
     assert_int_equal(reel_png_write("/nonexistent/dir/x.png", img, 7, 3, 21, err),
