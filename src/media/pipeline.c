@@ -69,6 +69,7 @@
 #include "core/log.h"
 #include "core/timeline.h"
 #include "media/audio.h"
+#include "media/hdr.h"
 #include "media/media_int.h"
 #include "media/queue.h"
 #include "media/resize.h"
@@ -471,13 +472,16 @@ static void *decode_thread(void *arg)
 
 typedef struct Transform {
     struct SwsContext *to_rgb, *resize, *to_yuv, *yuv_scale;
-    int src_w, src_h, src_fmt, src_cs, src_range;
+    int src_w, src_h, src_fmt, src_cs, src_range, src_hdr;
     int ys_w, ys_h, ys_fmt, ys_xodd, ys_yodd; /* what yuv_scale was made for */
     ReelResize lanczos;                       /* the YUV path's own scaler (media/resize.h) */
     int own_scaler;                           /* it is used (own_scaler()) */
     uint8_t *rgb, *rot, *up, *scaled;
     size_t rgb_size, rot_size, up_size, scaled_size;
     AVFrame *turned; /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
+    ReelToneMap *hdr; /* an HDR or BT.2020 source's way to BT.709 (media/hdr.h) */
+    uint8_t *rgb48;   /* its RGB48 before that */
+    size_t rgb48_size;
 } Transform;
 
 static int sws_cs_of(int colorspace)
@@ -553,27 +557,44 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r
     }
     if (!desc)
         return ex_fail(ex, REEL_ERROR_MEDIA, "unsupported source pixel format %d", f->format);
+    /* HDR or BT.2020: swscale to 16-bit R'G'B', then to BT.709 light and signal */
+    ReelHdrKind hdr = reel_hdr_kind(f->color_trc, f->color_primaries);
+    int bt2020 = f->color_primaries == AVCOL_PRI_BT2020 ||
+                 (hdr != REEL_HDR_WIDE && f->color_primaries == AVCOL_PRI_UNSPECIFIED);
+    enum AVPixelFormat rgb_fmt = hdr ? AV_PIX_FMT_RGB48 : AV_PIX_FMT_RGB24;
+    if (hdr && !reel_tonemap_is(tr->hdr, hdr, bt2020)) {
+        reel_tonemap_free(&tr->hdr);
+        if (!(tr->hdr = reel_tonemap_new(hdr, bt2020)))
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+        tr->src_w = 0; /* a new scaler: its output format changes */
+    }
     if (!tr->to_rgb || reg->width != tr->src_w || reg->height != tr->src_h ||
-        f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range) {
+        f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range ||
+        (int)hdr != tr->src_hdr) {
         sws_freeContext(tr->to_rgb);
-        tr->to_rgb = sws_getContext(
-            reg->width, reg->height, f->format, reg->width, reg->height, AV_PIX_FMT_RGB24,
-            SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP, NULL, NULL,
-            NULL);
+        tr->to_rgb =
+            sws_getContext(reg->width, reg->height, f->format, reg->width, reg->height, rgb_fmt,
+                           SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP,
+                           NULL, NULL, NULL);
         if (!tr->to_rgb)
             return ex_fail(ex, REEL_ERROR_MEDIA, "unsupported source pixel format %s",
                            av_get_pix_fmt_name(f->format));
         sws_setColorspaceDetails(tr->to_rgb, sws_getCoefficients(cs), full, sws_getCoefficients(cs),
                                  1, 0, 1 << 16, 1 << 16);
         tr->src_w = reg->width, tr->src_h = reg->height, tr->src_fmt = f->format;
-        tr->src_cs = cs, tr->src_range = full;
-        if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0)
+        tr->src_cs = cs, tr->src_range = full, tr->src_hdr = (int)hdr;
+        if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0 ||
+            (hdr &&
+             grow(&tr->rgb48, &tr->rgb48_size, (size_t)reg->width * reg->height * 6 + 64) < 0))
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
     }
     region_planes(f, desc, reg->x, reg->y, src);
-    uint8_t *dst[4] = {tr->rgb};
-    int dst_stride[4] = {reg->width * 3};
+    uint8_t *dst[4] = {hdr ? tr->rgb48 : tr->rgb};
+    int dst_stride[4] = {reg->width * (hdr ? 6 : 3)};
     sws_scale(tr->to_rgb, src, f->linesize, 0, reg->height, dst, dst_stride);
+    if (hdr)
+        reel_tonemap_run(tr->hdr, (const uint16_t *)tr->rgb48, (ptrdiff_t)reg->width * 6,
+                         reg->width, reg->height, tr->rgb, (ptrdiff_t)reg->width * 3);
     return 0;
 }
 
@@ -684,6 +705,7 @@ static int yuv_direct(const AVFrame *f)
            !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL | AV_PIX_FMT_FLAG_BITSTREAM |
                          AV_PIX_FMT_FLAG_HWACCEL)) &&
            sws_cs_of(f->colorspace) == SWS_CS_ITU709 && f->color_range != AVCOL_RANGE_JPEG &&
+           reel_hdr_kind(f->color_trc, f->color_primaries) == REEL_HDR_NONE &&
            f->format != AV_PIX_FMT_YUVJ420P && f->format != AV_PIX_FMT_YUVJ422P &&
            f->format != AV_PIX_FMT_YUVJ444P;
 }
@@ -1156,6 +1178,8 @@ static void *transform_thread(void *arg)
     av_free(tr.rgb);
     av_free(tr.rot);
     av_frame_free(&tr.turned);
+    reel_tonemap_free(&tr.hdr);
+    av_free(tr.rgb48);
     av_free(tr.up);
     return NULL;
 }

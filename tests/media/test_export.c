@@ -837,6 +837,163 @@ static void test_display_rotation(void **state)
     }
 }
 
+/* A source in HDR (BT.2100 HLG or PQ, BT.2020, 10-bit), as phones record by
+ * default, comes out in the reel's SDR BT.709 with the colours it was shot
+ * in: patches of known SDR colours are encoded here from the standard's
+ * formulas (display light, SDR white at 203 cd/m2, BT.2020 primaries; HLG's
+ * OOTF on luminance, for a 1000 cd/m2 display) and must come back within a few
+ * levels. Greys are also checked on sources made by zimg (ffmpeg's zscale), an
+ * implementation of its own. SDR white (reference white) is rolled off a little. */
+#define HDR_PATCHES 8
+static void make_hdr_source(const char *path, int pq, const uint8_t (*rgb)[3])
+{
+    static const double m[9] = {0.6274, 0.3293, 0.0433, 0.0691, 0.9195,
+                                0.0114, 0.0164, 0.0880, 0.8956}; /* BT.709 -> BT.2020 */
+    const double a = 0.17883277, b = 1 - 4 * a, c = 0.5 - a * log(4 * a);
+    uint16_t px[HDR_PATCHES][3];
+    char cmd[2048];
+
+    for (int k = 0; k < HDR_PATCHES; k++) {
+        double l[3], d[3], e[3];
+        for (int ch = 0; ch < 3; ch++)
+            l[ch] = pow(rgb[k][ch] / 255.0, 2.4); /* SDR display light (BT.1886) */
+        for (int ch = 0; ch < 3; ch++)
+            d[ch] = 203.0 * (m[3 * ch] * l[0] + m[3 * ch + 1] * l[1] + m[3 * ch + 2] * l[2]);
+        double yd = 0.2627 * d[0] + 0.6780 * d[1] + 0.0593 * d[2];
+        for (int ch = 0; ch < 3; ch++) {
+            if (pq) {
+                double y = pow(d[ch] / 10000.0, 2610.0 / 16384);
+                e[ch] =
+                    pow((3424.0 / 4096 + 2413.0 / 128 * y) / (1 + 2392.0 / 128 * y), 2523.0 / 32);
+            } else { /* the OOTF undone, then the OETF */
+                double s = yd > 0 ? pow(yd / 1000.0, -0.2 / 1.2) * d[ch] / 1000.0 : 0;
+                e[ch] = s <= 1.0 / 12 ? sqrt(3 * s) : a * log(12 * s - b) + c;
+            }
+            px[k][ch] = (uint16_t)lrint(fmin(fmax(e[ch], 0), 1) * 65535);
+        }
+    }
+    snprintf(cmd, sizeof(cmd),
+             "ffmpeg -v error -y -f rawvideo -pix_fmt rgb48le -s %dx32 -r 30 -i - -vf "
+             "scale=out_color_matrix=bt2020:out_range=tv,format=yuv420p10le -colorspace bt2020nc "
+             "-color_primaries bt2020 -color_trc %s -color_range tv -c:v libx265 -x265-params "
+             "log-level=error:lossless=1 %s",
+             32 * HDR_PATCHES, pq ? "smpte2084" : "arib-std-b67", path);
+    FILE *f = popen(cmd, "w");
+    assert_non_null(f);
+    for (int n = 0; n < 6; n++)
+        for (int y = 0; y < 32; y++)
+            for (int k = 0; k < HDR_PATCHES; k++)
+                for (int x = 0; x < 32; x++)
+                    fwrite(px[k], 2, 3, f); /* little-endian hosts */
+    assert_int_equal(pclose(f), 0);
+}
+
+/* The reel of src as full-range RGB at the middle of each patch */
+static void hdr_reel_patches(const char *src, uint8_t (*got)[3])
+{
+    char json[1024], cmd[2048];
+    snprintf(json, sizeof(json),
+             "{\"clips\":[{\"source\":\"%s\"}],\"globalAspectRatio\":\"%d:1\",\"output\":"
+             "{\"width\":%d,\"height\":32,\"upscale\":{\"mode\":\"off\"}}}",
+             src, HDR_PATCHES, 32 * HDR_PATCHES);
+    ReelJob *job = job_of(json);
+    export_ok(job, data("hdr_reel.mp4"));
+    reel_job_free(&job);
+    snprintf(cmd, sizeof(cmd),
+             "ffmpeg -v error -i %s -frames:v 1 -vf scale=in_color_matrix=bt709:in_range=tv:"
+             "out_range=pc:flags=accurate_rnd+full_chroma_int,format=rgb24 -f rawvideo -",
+             data("hdr_reel.mp4"));
+    FILE *f = popen(cmd, "r");
+    uint8_t row[32 * HDR_PATCHES * 3];
+    assert_non_null(f);
+    for (int y = 0; y <= 16; y++) /* row 16 */
+        assert_int_equal(fread(row, 1, sizeof(row), f), sizeof(row));
+    uint8_t rest[sizeof(row)];
+    while (fread(rest, 1, sizeof(rest), f) == sizeof(rest))
+        ;
+    assert_int_equal(pclose(f), 0);
+    for (int k = 0; k < HDR_PATCHES; k++)
+        memcpy(got[k], row + (32 * k + 16) * 3, 3);
+}
+
+static void test_hdr_sources(void **state)
+{
+    /* red, green, blue, skin, grey, dark green, light grey, deep blue: all inside
+     * BT.709 and below the roll-off (light 0.8 of SDR white) */
+    static const uint8_t want[HDR_PATCHES][3] = {{200, 30, 30},   {30, 200, 30},   {30, 30, 200},
+                                                 {224, 172, 105}, {128, 128, 128}, {40, 60, 50},
+                                                 {220, 220, 220}, {20, 40, 110}};
+    uint8_t got[HDR_PATCHES][3];
+
+    (void)state;
+    for (int pq = 0; pq < 2; pq++) {
+        make_hdr_source(data("hdr_src.mp4"), pq, want);
+        hdr_reel_patches(data("hdr_src.mp4"), got);
+        /* within 3 levels, or 0.4 % of white in light: a saturated colour's weak
+         * component is the difference of two large BT.2020 ones, so the 10-bit
+         * source's rounding shows larger there in levels (PQ: 36 for 30) */
+        for (int k = 0; k < HDR_PATCHES; k++)
+            for (int ch = 0; ch < 3; ch++)
+                if (abs(got[k][ch] - want[k][ch]) > 3 &&
+                    fabs(pow(got[k][ch] / 255.0, 2.4) - pow(want[k][ch] / 255.0, 2.4)) > 0.004)
+                    fail_msg("%s patch %d: got %d %d %d, want %d %d %d", pq ? "PQ" : "HLG", k,
+                             got[k][0], got[k][1], got[k][2], want[k][0], want[k][1], want[k][2]);
+    }
+    /* SDR white is HDR reference white (HLG 75 %, PQ 58 %): rolled off to 0.90 of
+     * white in light, 244; the roll-off keeps the order of the greys below it */
+    static const uint8_t whites[HDR_PATCHES][3] = {
+        {255, 255, 255}, {250, 250, 250}, {240, 240, 240}, {230, 230, 230},
+        {220, 220, 220}, {210, 210, 210}, {200, 200, 200}, {190, 190, 190}};
+    for (int pq = 0; pq < 2; pq++) {
+        make_hdr_source(data("hdr_src.mp4"), pq, whites);
+        hdr_reel_patches(data("hdr_src.mp4"), got);
+        if (abs(got[0][1] - 244) > 2)
+            fail_msg("%s: reference white at %d, want 244", pq ? "PQ" : "HLG", got[0][1]);
+        for (int k = 1; k < HDR_PATCHES; k++)
+            if (got[k][1] >= got[k - 1][1])
+                fail_msg("%s: grey %d at %d, not below %d", pq ? "PQ" : "HLG", whites[k][1],
+                         got[k][1], got[k - 1][1]);
+    }
+    /* greys by zimg */
+    static const char *const zimg[] = {"arib-std-b67", "smpte2084"};
+    for (int z = 0; z < 2; z++) {
+        sh("ffmpeg -v error -y -f lavfi -i \"color=c=0x404040:size=64x32:d=0.2,format=rgb24[a];"
+           "color=c=0xb4b4b4:size=64x32:d=0.2,format=rgb24[b];[a][b]hstack,format=gbrpf32le,"
+           "zscale=tin=bt709:t=linear:npl=203,zscale=p=bt2020:pin=bt709,zscale=t=%s:npl=203:"
+           "m=bt2020nc:r=tv,format=yuv420p10le\" -colorspace bt2020nc -color_primaries bt2020 "
+           "-color_trc %s -color_range tv -c:v libx265 -x265-params log-level=error:lossless=1 "
+           "%s",
+           zimg[z], zimg[z], data("hdr_zimg.mp4"));
+        char json[1024];
+        snprintf(json, sizeof(json),
+                 "{\"clips\":[{\"source\":\"hdr_zimg.mp4\"}],\"globalAspectRatio\":\"4:1\","
+                 "\"output\":{\"width\":128,\"height\":32,\"upscale\":{\"mode\":\"off\"}}}");
+        ReelJob *job = job_of(json);
+        export_ok(job, data("hdr_zimg_reel.mp4"));
+        reel_job_free(&job);
+        json_t *p = ffprobe(data("hdr_zimg_reel.mp4"));
+        json_t *v = stream_of(p, "video");
+        assert_string_equal(json_string_value(json_object_get(v, "color_transfer")), "bt709");
+        assert_string_equal(json_string_value(json_object_get(v, "color_primaries")), "bt709");
+        json_decref(p);
+        char cmd[2048];
+        snprintf(cmd, sizeof(cmd),
+                 "ffmpeg -v error -i %s -frames:v 1 -f rawvideo -pix_fmt yuv420p - | od -An -tu1 "
+                 "-v -w128 | sed -n 16p", /* row 15 of the Y plane, as coded */
+                 data("hdr_zimg_reel.mp4"));
+        FILE *f = popen(cmd, "r");
+        int left = 0, right = 0;
+        assert_non_null(f);
+        assert_int_equal(fscanf(f, "%d", &left), 1);
+        for (int i = 1; i < 96; i++)
+            assert_int_equal(fscanf(f, "%d", &right), 1);
+        pclose(f);
+        /* 0x40 and 0xb4 in limited range: 71 and 171 */
+        if (abs(left - 71) > 3 || abs(right - 171) > 3)
+            fail_msg("zimg's %s greys: Y %d and %d, want 71 and 171", zimg[z], left, right);
+    }
+}
+
 /* An output that is one of the inputs (a clip's source, by any name; the job's
  * file), a folder, or both the reel and its chapters: refused before any work,
  * the error names the path, the input is untouched */
@@ -940,6 +1097,7 @@ int main(void)
         cmocka_unit_test(test_bad_sources),
         cmocka_unit_test(test_bad_sources_order),
         cmocka_unit_test(test_display_rotation),
+        cmocka_unit_test(test_hdr_sources),
         cmocka_unit_test(test_bad_output),
         cmocka_unit_test(test_outputs_over_inputs),
         cmocka_unit_test(test_cancel),
