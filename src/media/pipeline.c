@@ -478,7 +478,7 @@ typedef struct Transform {
     int own_scaler;                           /* it is used (own_scaler()) */
     uint8_t *rgb, *rot, *up, *scaled;
     size_t rgb_size, rot_size, up_size, scaled_size;
-    AVFrame *turned; /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
+    AVFrame *turned;  /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
     ReelToneMap *hdr; /* an HDR or BT.2020 source's way to BT.709 (media/hdr.h) */
     uint8_t *rgb48;   /* its RGB48 before that */
     size_t rgb48_size;
