@@ -8,7 +8,8 @@
  * luminance), BT.2020 to BT.709 primaries, colours outside BT.709 clipped,
  * then light above 0.8 rolled off towards 1.0 (on the largest component, so
  * that hue stays: extended Reinhard, slope 1 at 0.8, 1.0 at the 1000 cd/m2
- * peak), then the BT.709 OETF through a table.
+ * peak), then encoded for an SDR display (BT.1886's 2.4 power inverted)
+ * through a table.
  */
 #include "media/hdr.h"
 
@@ -17,7 +18,7 @@
 
 #include <libavutil/pixfmt.h>
 
-#define LIGHT_STEPS 16384 /* the BT.709 OETF's table: light 0..1 */
+#define LIGHT_STEPS 16384 /* the SDR encoding's table: light 0..1 */
 #define YS_STEPS 4096     /* HLG's OOTF gain's table: scene luminance 0..1 */
 
 static const double ref_white = 203.0; /* cd/m2 (BT.2408 HDR reference white) */

@@ -5,7 +5,7 @@
  * SDR BT.709 (DESIGN section 3). Read as BT.709, such a clip comes out
  * washed out and wrongly coloured, so its R'G'B' is taken to light, its gamut
  * mapped to BT.709, its highlights rolled off and the result encoded as
- * BT.709 (docs/internals/media.md, "HDR sources"). In RGB48 (what swscale
+ * BT.709 (docs/internals/media.md, "HDR and BT.2020 sources"). In RGB48 (what swscale
  * makes of the source with its own matrix and range) to RGB24.
  */
 #ifndef REEL_MEDIA_HDR_H

@@ -13,9 +13,8 @@
 
 typedef struct ReelSourceInfo {
     int width, height;         /**< decoded frame size */
-    double display_rotation;   /**< degrees counter-clockwise the file's display matrix turns
-                                    its frames for viewing (a phone's portrait video), 0-360 */
-    double rotation;           /**< display_rotation, then the clip's: what the frame turns */
+    double rotation;           /**< degrees counter-clockwise the frame turns: the file's
+                                    display matrix (a phone's portrait video), then the clip's */
     int rot_width, rot_height; /**< after the rotation (the crop's frame) */
     double t0;                 /**< first decoded video frame's time, seconds: source time 0 */
     double duration;           /**< seconds of source time from t0 to the stream's end */

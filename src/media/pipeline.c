@@ -566,7 +566,6 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r
         reel_tonemap_free(&tr->hdr);
         if (!(tr->hdr = reel_tonemap_new(hdr, bt2020)))
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
-        tr->src_w = 0; /* a new scaler: its output format changes */
     }
     if (!tr->to_rgb || reg->width != tr->src_w || reg->height != tr->src_h ||
         f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range ||
@@ -1698,30 +1697,24 @@ static int check_outputs(const ReelJob *job, ExportMode mode, const ReelExportOp
                          const char *vtt, char *errmsg)
 {
     const char *what = mode == MODE_ASSEMBLE ? "part" : "source";
-    const char *out = opt->output_path, *jp = opt->job_path;
-    int chapters = mode != MODE_PART && job->output.chapters;
+    const char *outs[2] = {opt->output_path,
+                           mode != MODE_PART && job->output.chapters ? vtt : NULL};
     struct stat st;
 
-    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
-        return reel_fail(errmsg, REEL_ERR(EISDIR), "%s: is a folder, not a file to write", out);
-    if (chapters && stat(vtt, &st) == 0 && S_ISDIR(st.st_mode))
-        return reel_fail(errmsg, REEL_ERR(EISDIR), "%s: is a folder, not a file to write", vtt);
-    if (chapters && (!strcmp(out, vtt) || same_file(out, vtt)))
-        return reel_fail(errmsg, REEL_ERR(EINVAL), "%s: both the reel and its chapters", out);
-    if (jp && (same_file(out, jp) || (chapters && same_file(vtt, jp))))
-        return reel_fail(errmsg, REEL_ERR(EINVAL),
-                         "%s: is the job file; writing there would destroy it",
-                         same_file(out, jp) ? out : vtt);
-    for (int k = 0; k < job->nb_clips; k++) {
-        const char *src = job->clips[k].source;
-        const char *hit = !src                              ? NULL
-                          : same_file(out, src)             ? out
-                          : chapters && same_file(vtt, src) ? vtt
-                                                            : NULL;
-        if (hit)
+    if (outs[1] && (!strcmp(outs[0], outs[1]) || same_file(outs[0], outs[1])))
+        return reel_fail(errmsg, REEL_ERR(EINVAL), "%s: both the reel and its chapters", outs[0]);
+    for (int i = 0; i < 2 && outs[i]; i++) {
+        if (stat(outs[i], &st) == 0 && S_ISDIR(st.st_mode))
+            return reel_fail(errmsg, REEL_ERR(EISDIR), "%s: is a folder, not a file to write",
+                             outs[i]);
+        if (opt->job_path && same_file(outs[i], opt->job_path))
             return reel_fail(errmsg, REEL_ERR(EINVAL),
-                             "%s: is clips[clipIndex=%d]'s %s; writing there would destroy it", hit,
-                             job->clips[k].clip_index, what);
+                             "%s: is the job file; writing there would destroy it", outs[i]);
+        for (int k = 0; k < job->nb_clips; k++)
+            if (job->clips[k].source && same_file(outs[i], job->clips[k].source))
+                return reel_fail(errmsg, REEL_ERR(EINVAL),
+                                 "%s: is clips[clipIndex=%d]'s %s; writing there would destroy it",
+                                 outs[i], job->clips[k].clip_index, what);
     }
     return 0;
 }

@@ -177,8 +177,7 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
                         path, info->width, info->height);
         goto end;
     }
-    info->display_rotation = display_rotation(s);
-    info->rotation = fmod(info->display_rotation + rotation, 360.0);
+    info->rotation = fmod(display_rotation(s) + rotation, 360.0);
     reel_rotated_size(info->width, info->height, info->rotation, &info->rot_width,
                       &info->rot_height);
     ret = 0;

@@ -139,10 +139,13 @@ int reel_png_write(const char *path, const uint8_t *rgb, int w, int h, ptrdiff_t
         job->rows[y] = (png_bytep)(rgb + (ptrdiff_t)y * stride);
     /* written beside path, then renamed over it: a failed write (a full disk)
      * leaves whatever was at path, possibly the input, as it was */
-    snprintf(tmp, sizeof(tmp), "%s.%d.part", path, (int)getpid());
-    if (strlen(path) > sizeof(tmp) - 32 || !(job->f = fopen(tmp, "wb"))) {
-        ret = strlen(path) > sizeof(tmp) - 32 ? REEL_ERR(ENAMETOOLONG) : REEL_ERR(errno);
-        reel_fail(errmsg, ret, "%s: cannot create: %s", path, strerror(-ret));
+    if (snprintf(tmp, sizeof(tmp), "%s.%d.part", path, (int)getpid()) >= (int)sizeof(tmp))
+        errno = ENAMETOOLONG;
+    else
+        job->f = fopen(tmp, "wb");
+    if (!job->f) {
+        ret = REEL_ERR(errno);
+        reel_fail(errmsg, ret, "%s: cannot create: %s", path, strerror(errno));
         goto done;
     }
     job->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, job, on_error, on_warning);
