@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 /* ASan checks what malloc hands out: there every block is malloc'd */
@@ -45,6 +46,14 @@ void *reel_pages_new(size_t need, size_t cap)
     if (cap >= huge)
         (void)madvise(p, map_len(cap), MADV_HUGEPAGE);
     (void)madvise(p, need, MADV_POPULATE_WRITE);
+    return p;
+}
+
+void *reel_pages_zeroed(size_t cap)
+{
+    void *p = reel_pages_new(cap, cap);
+    if (p && cap < map_min) /* fresh mappings are zeroed already */
+        memset(p, 0, cap);
     return p;
 }
 

@@ -30,6 +30,9 @@
  */
 void *reel_pages_new(size_t need, size_t cap);
 
+/** A zeroed block of cap bytes, all of it faulted in; free it as above. */
+void *reel_pages_zeroed(size_t cap);
+
 /** Free a block from reel_pages_new(_, cap); NULL is fine. */
 void reel_pages_free(void *p, size_t cap);
 

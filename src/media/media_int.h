@@ -11,6 +11,8 @@
 #include <libavformat/avformat.h>
 #include <libavutil/frame.h>
 
+#include "media/framepool.h"
+
 typedef struct ReelSourceInfo {
     int width, height;         /**< decoded frame size */
     double rotation;           /**< degrees counter-clockwise the frame turns: the file's
@@ -42,9 +44,10 @@ struct ReelJob;
 int reel_media_probe_clips(const struct ReelJob *job, ReelSourceInfo *info, char *errmsg);
 
 /** Open path's video decoder with `threads` threads (0: one per core, frame
- * threads). Caller frees both. */
-int reel_media_open_video(const char *path, int threads, AVFormatContext **fmt,
-                          AVCodecContext **dec, int *stream);
+ * threads), its frames from a pool of huge pages (media/framepool.h) when
+ * pool is not NULL. Caller frees all three, the pool after the decoder. */
+int reel_media_open_video(const char *path, int threads, ReelDecoderPool **pool,
+                          AVFormatContext **fmt, AVCodecContext **dec, int *stream);
 
 /** Size of a W x H frame rotated by deg (counter-clockwise). */
 void reel_rotated_size(int W, int H, double deg, int *rw, int *rh);

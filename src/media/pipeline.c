@@ -69,6 +69,7 @@
 #include "core/log.h"
 #include "core/timeline.h"
 #include "media/audio.h"
+#include "media/framepool.h"
 #include "media/hdr.h"
 #include "media/media_int.h"
 #include "media/queue.h"
@@ -313,6 +314,7 @@ static void progress(Export *ex, ReelPhase phase, int clip, int force)
 typedef struct Decoder {
     AVFormatContext *fmt;
     AVCodecContext *dec;
+    ReelDecoderPool *pool;
     AVPacket *pkt;
     int stream;
     double tb, t0;
@@ -323,6 +325,7 @@ typedef struct Decoder {
 static void decoder_close(Decoder *d)
 {
     avcodec_free_context(&d->dec);
+    reel_framepool_detach(&d->pool);
     avformat_close_input(&d->fmt);
     av_packet_free(&d->pkt);
 }
@@ -372,7 +375,7 @@ static int decode_clip(Export *ex, int k)
     if ((ret = reel_clip_frames_init(&cf, clip, ex->fps)) < 0)
         return ex_fail(ex, ret, "out of memory");
     if (!(d.pkt = av_packet_alloc()) ||
-        (ret = reel_media_open_video(clip->source, 0, &d.fmt, &d.dec, &d.stream)) < 0) {
+        (ret = reel_media_open_video(clip->source, 0, &d.pool, &d.fmt, &d.dec, &d.stream)) < 0) {
         ret = ex_fail(ex, REEL_ERROR_MEDIA, "%s: cannot read %s", what, clip->source);
         goto end;
     }
@@ -1787,8 +1790,8 @@ static int export_job(ReelJob *job, ExportMode mode, const ReelExportOptions *op
     }
     ex.ls_y = FFALIGN(ex.out_w, 64);
     ex.ls_c = FFALIGN(ex.out_w / 2, 64);
-    if (!(ex.out_pool = av_buffer_pool_init(
-              (size_t)ex.ls_y * ex.out_h + (size_t)ex.ls_c * ex.out_h + 64, NULL))) {
+    if (!(ex.out_pool =
+              reel_framepool_new((size_t)ex.ls_y * ex.out_h + (size_t)ex.ls_c * ex.out_h + 64))) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
         goto end;
     }

@@ -20,8 +20,8 @@
 #include "core/error.h"
 #include "core/job.h"
 
-int reel_media_open_video(const char *path, int threads, AVFormatContext **pfmt,
-                          AVCodecContext **pdec, int *pstream)
+int reel_media_open_video(const char *path, int threads, ReelDecoderPool **pool,
+                          AVFormatContext **pfmt, AVCodecContext **pdec, int *pstream)
 {
     AVFormatContext *fmt = NULL;
     AVCodecContext *dec = NULL;
@@ -48,6 +48,10 @@ int reel_media_open_video(const char *path, int threads, AVFormatContext **pfmt,
         goto fail;
     dec->pkt_timebase = fmt->streams[st]->time_base;
     dec->thread_count = threads;
+    if (pool && !(*pool = reel_framepool_attach(dec))) {
+        ret = AVERROR(ENOMEM);
+        goto fail;
+    }
     if ((ret = avcodec_open2(dec, codec, NULL)) < 0)
         goto fail;
     *pfmt = fmt;
@@ -56,6 +60,8 @@ int reel_media_open_video(const char *path, int threads, AVFormatContext **pfmt,
     return 0;
 fail:
     avcodec_free_context(&dec);
+    if (pool)
+        reel_framepool_detach(pool);
     avformat_close_input(&fmt);
     return ret;
 }
@@ -103,6 +109,7 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
 {
     AVFormatContext *fmt = NULL;
     AVCodecContext *dec = NULL;
+    ReelDecoderPool *pool = NULL;
     AVPacket *pkt = av_packet_alloc();
     AVFrame *frame = av_frame_alloc();
     char buf[128];
@@ -116,7 +123,7 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
     /* one thread: frame threads would decode a frame per thread before the
      * first came out, and start and fill a pool per thread (~0.1 s for a
      * 1080p source here, for one frame that takes ~5 ms alone) */
-    if ((ret = reel_media_open_video(path, 1, &fmt, &dec, &st)) < 0) {
+    if ((ret = reel_media_open_video(path, 1, &pool, &fmt, &dec, &st)) < 0) {
         if (ret == AVERROR_STREAM_NOT_FOUND)
             ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no video stream", what, path);
         else
@@ -185,6 +192,7 @@ end:
     av_frame_free(&frame);
     av_packet_free(&pkt);
     avcodec_free_context(&dec);
+    reel_framepool_detach(&pool);
     avformat_close_input(&fmt);
     return ret;
 }
