@@ -30,7 +30,8 @@ struct ReelToneMap {
     int bt2020;               /* BT.2020 primaries to map to BT.709's */
     float light[65536];       /* code -> light (HLG: scene light 0..1) */
     float ootf[YS_STEPS + 1]; /* HLG: scene luminance -> display gain, in SDR white */
-    uint8_t oetf[LIGHT_STEPS + 1];
+    uint8_t oetf[LIGHT_STEPS + 1]; /* light -> 8-bit R'G'B' */
+    float signal[LIGHT_STEPS + 1]; /* light -> R'G'B' 0..1 */
 };
 
 ReelHdrKind reel_hdr_kind(int color_trc, int color_primaries)
@@ -90,8 +91,10 @@ ReelToneMap *reel_tonemap_new(ReelHdrKind kind, int bt2020)
     /* HLG's OOTF: display light = peak * Ys^(gamma - 1) * scene light, gamma 1.2 */
     for (int i = 0; i <= YS_STEPS; i++)
         t->ootf[i] = (float)(peak * pow((double)i / YS_STEPS, 0.2) / ref_white);
-    for (int i = 0; i <= LIGHT_STEPS; i++)
-        t->oetf[i] = (uint8_t)lrint(255.0 * sdr_signal((double)i / LIGHT_STEPS));
+    for (int i = 0; i <= LIGHT_STEPS; i++) {
+        t->signal[i] = (float)sdr_signal((double)i / LIGHT_STEPS);
+        t->oetf[i] = (uint8_t)lrint(255.0 * t->signal[i]);
+    }
     return t;
 }
 
@@ -115,13 +118,42 @@ static float roll_off(float x)
     return knee + (1.0f - knee) * s * (1.0f + s / (w * w)) / (1.0f + s);
 }
 
+/* BT.2020 to BT.709 primaries, in light (BT.2087) */
+static const float to709[9] = {1.6605f,  -0.5876f, -0.0728f, -0.1246f, 1.1329f,
+                               -0.0083f, -0.0182f, -0.1006f, 1.1187f};
+static const float same[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+
+/* One pixel's R'G'B' codes (16-bit) to BT.709 light 0..1, the roll-off's
+ * gain folded in: o[] times *gain is what the SDR display shows. */
+static inline void to_light(const ReelToneMap *t, const float *m, int hlg, int r16, int g16,
+                            int b16, float o[3], float *gain)
+{
+    float r = t->light[r16], g = t->light[g16], b = t->light[b16];
+    if (hlg) { /* scene light to display light, in SDR white */
+        float ys = 0.2627f * r + 0.6780f * g + 0.0593f * b;
+        float k = t->ootf[(int)(ys * YS_STEPS + 0.5f)];
+        r *= k, g *= k, b *= k;
+    }
+    o[0] = m[0] * r + m[1] * g + m[2] * b;
+    o[1] = m[3] * r + m[4] * g + m[5] * b;
+    o[2] = m[6] * r + m[7] * g + m[8] * b;
+    float top = 0.0f;
+    for (int c = 0; c < 3; c++) {
+        o[c] = o[c] > 0.0f ? o[c] : 0.0f; /* outside BT.709: clipped */
+        top = o[c] > top ? o[c] : top;
+    }
+    *gain = top > knee ? roll_off(top) / top : 1.0f;
+}
+
+/* the SDR encoding's table index of light l (clipped to 1) */
+static inline int light_step(float l)
+{
+    return (int)((l < 1.0f ? l : 1.0f) * LIGHT_STEPS + 0.5f);
+}
+
 void reel_tonemap_run(const ReelToneMap *t, const uint16_t *src, ptrdiff_t src_stride, int w, int h,
                       uint8_t *dst, ptrdiff_t dst_stride)
 {
-    /* BT.2020 to BT.709 primaries, in light (BT.2087) */
-    static const float to709[9] = {1.6605f,  -0.5876f, -0.0728f, -0.1246f, 1.1329f,
-                                   -0.0083f, -0.0182f, -0.1006f, 1.1187f};
-    static const float same[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
     const float *m = t->bt2020 ? to709 : same;
     const int hlg = t->kind == REEL_HDR_HLG;
 
@@ -129,23 +161,193 @@ void reel_tonemap_run(const ReelToneMap *t, const uint16_t *src, ptrdiff_t src_s
         const uint16_t *s = (const uint16_t *)((const uint8_t *)src + y * src_stride);
         uint8_t *d = dst + y * dst_stride;
         for (int x = 0; x < w; x++, s += 3, d += 3) {
-            float r = t->light[s[0]], g = t->light[s[1]], b = t->light[s[2]];
-            if (hlg) { /* scene light to display light, in SDR white */
-                float ys = 0.2627f * r + 0.6780f * g + 0.0593f * b;
-                float k = t->ootf[(int)(ys * YS_STEPS + 0.5f)];
-                r *= k, g *= k, b *= k;
+            float o[3], gain;
+            to_light(t, m, hlg, s[0], s[1], s[2], o, &gain);
+            for (int c = 0; c < 3; c++)
+                d[c] = t->oetf[light_step(o[c] * gain)];
+        }
+    }
+}
+
+/*
+ * The YUV route, vectorised: a row is done CHUNK pixels at a time, stage by
+ * stage over small arrays, so that the compiler makes vector code of every
+ * loop (the tables read with gathers); target_clones builds it for AVX-512,
+ * AVX2 and plain x86-64, picked when the program starts. No FMA contraction
+ * (this file is compiled with -ffp-contract=off): each clone then rounds
+ * every operation the same way, and a frame is bit-identical on every CPU,
+ * which parallel exports rely on.
+ */
+#define CHUNK 256
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+typedef struct Coefs {
+    float y0, ys, c0, cs; /* codes to Y' 0..1 and to Cb, Cr -0.5..0.5 */
+    float rv, gu, gv, bu; /* the source's Y'CbCr to R'G'B' */
+} Coefs;
+
+/* n pixels of one row: Y', Cb, Cr (floats) to the output's Y' bytes and each
+ * pixel's BT.709 Cb, Cr (floats, -0.5..0.5) */
+CLONES static void map_chunk(const ReelToneMap *t, const Coefs *k, const float *yv, const float *u,
+                             const float *v, int n, uint8_t *dy, float *cb, float *cr)
+{
+    const float *m = t->bt2020 ? to709 : same;
+    int ir[CHUNK], ig[CHUNK], ib[CHUNK];
+    float r[CHUNK], g[CHUNK], b[CHUNK];
+
+    for (int i = 0; i < n; i++) {
+        float rs = yv[i] + k->rv * v[i], gs = yv[i] + k->gu * u[i] + k->gv * v[i];
+        float bs = yv[i] + k->bu * u[i];
+        rs = rs > 0.0f ? (rs < 1.0f ? rs : 1.0f) : 0.0f;
+        gs = gs > 0.0f ? (gs < 1.0f ? gs : 1.0f) : 0.0f;
+        bs = bs > 0.0f ? (bs < 1.0f ? bs : 1.0f) : 0.0f;
+        ir[i] = (int)(rs * 65535.0f + 0.5f);
+        ig[i] = (int)(gs * 65535.0f + 0.5f);
+        ib[i] = (int)(bs * 65535.0f + 0.5f);
+    }
+    for (int i = 0; i < n; i++) {
+        r[i] = t->light[ir[i]];
+        g[i] = t->light[ig[i]];
+        b[i] = t->light[ib[i]];
+    }
+    if (t->kind == REEL_HDR_HLG) /* scene light to display light, in SDR white */
+        for (int i = 0; i < n; i++) {
+            float ys = 0.2627f * r[i] + 0.6780f * g[i] + 0.0593f * b[i];
+            float gain = t->ootf[(int)(ys * YS_STEPS + 0.5f)];
+            r[i] *= gain, g[i] *= gain, b[i] *= gain;
+        }
+    const float w = (float)((peak / ref_white - knee) / (1.0 - knee));
+    for (int i = 0; i < n; i++) {
+        float o0 = m[0] * r[i] + m[1] * g[i] + m[2] * b[i];
+        float o1 = m[3] * r[i] + m[4] * g[i] + m[5] * b[i];
+        float o2 = m[6] * r[i] + m[7] * g[i] + m[8] * b[i];
+        o0 = o0 > 0.0f ? o0 : 0.0f; /* outside BT.709: clipped */
+        o1 = o1 > 0.0f ? o1 : 0.0f;
+        o2 = o2 > 0.0f ? o2 : 0.0f;
+        float top = o0 > o1 ? o0 : o1;
+        top = top > o2 ? top : o2;
+        /* roll_off(top) / top, as a select: both sides computed */
+        float s = (top - knee) / (1.0f - knee);
+        float rolled = knee + (1.0f - knee) * s * (1.0f + s / (w * w)) / (1.0f + s);
+        float gain = top > knee ? rolled / top : 1.0f;
+        o0 *= gain, o1 *= gain, o2 *= gain;
+        ir[i] = (int)((o0 < 1.0f ? o0 : 1.0f) * LIGHT_STEPS + 0.5f);
+        ig[i] = (int)((o1 < 1.0f ? o1 : 1.0f) * LIGHT_STEPS + 0.5f);
+        ib[i] = (int)((o2 < 1.0f ? o2 : 1.0f) * LIGHT_STEPS + 0.5f);
+    }
+    for (int i = 0; i < n; i++) {
+        float rs = t->signal[ir[i]], gs = t->signal[ig[i]], bs = t->signal[ib[i]];
+        float l = 0.2126f * rs + 0.7152f * gs + 0.0722f * bs;
+        float yo = 16.0f + 219.0f * l + 0.5f;
+        dy[i] = (uint8_t)(yo < 0.0f ? 0 : yo > 255.0f ? 255 : (int)yo);
+        cb[i] = (bs - l) * (1.0f / 1.8556f);
+        cr[i] = (rs - l) * (1.0f / 1.5748f);
+    }
+}
+
+/* n samples from a row of 8- or 16-bit codes, from x0, as (code - zero) * scale */
+CLONES static void load_row(const uint8_t *row, int wide, int x0, int n, float zero, float scale,
+                            float *out)
+{
+    if (wide) {
+        const uint16_t *p = (const uint16_t *)row + x0;
+        for (int i = 0; i < n; i++)
+            out[i] = ((float)p[i] - zero) * scale;
+    } else {
+        for (int i = 0; i < n; i++)
+            out[i] = ((float)row[x0 + i] - zero) * scale;
+    }
+}
+
+/* Plane p's chroma (Cb or Cr, -0.5..0.5) at luma pixels x0..x0+n-1 of row y,
+ * interpolated where it is subsampled: a chroma sample sits in the middle of
+ * the 2 (or 2x2) pixels it covers, so a pixel takes 3/4 of its own sample and
+ * 1/4 of the next one on its side (bilinear; the region's edge repeats) */
+CLONES static void load_chroma(const ReelYuvRegion *s, const Coefs *k, int p, int y, int x0, int n,
+                               float *out)
+{
+    const int wide = s->depth > 8, cw = (s->width + (1 << s->log2_cw) - 1) >> s->log2_cw;
+    const int ch = (s->height + (1 << s->log2_ch) - 1) >> s->log2_ch;
+    int cy = y >> s->log2_ch, cy2 = cy;
+    float a = 1.0f, b = 0.0f;
+    if (s->log2_ch) {
+        cy2 = y & 1 ? cy + 1 : cy - 1;
+        cy2 = cy2 < 0 ? 0 : cy2 >= ch ? ch - 1 : cy2;
+        a = 0.75f, b = 0.25f;
+    }
+    /* the chroma samples this stretch needs, one more each side */
+    int lo = (x0 >> s->log2_cw) - 1, hi = ((x0 + n - 1) >> s->log2_cw) + 1;
+    float row[CHUNK + 2], row2[CHUNK + 2];
+    int first = lo < 0 ? 0 : lo, last = hi >= cw ? cw - 1 : hi;
+    load_row(s->plane[p] + cy * s->stride[p], wide, first, last - first + 1, k->c0, k->cs,
+             row + (first - lo));
+    load_row(s->plane[p] + cy2 * s->stride[p], wide, first, last - first + 1, k->c0, k->cs,
+             row2 + (first - lo));
+    if (lo < first)
+        row[0] = row[1], row2[0] = row2[1];
+    if (hi > last)
+        row[hi - lo] = row[hi - lo - 1], row2[hi - lo] = row2[hi - lo - 1];
+    for (int i = 0; i <= hi - lo; i++)
+        row[i] = a * row[i] + b * row2[i];
+    if (!s->log2_cw) {
+        for (int i = 0; i < n; i++)
+            out[i] = row[i + 1];
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        int x = x0 + i, c = (x >> 1) - lo;
+        out[i] = 0.75f * row[c] + 0.25f * row[x & 1 ? c + 1 : c - 1];
+    }
+}
+
+static inline uint8_t chroma8(float sum, float count)
+{
+    float c = 128.0f + 224.0f * sum / count + 0.5f;
+    return (uint8_t)(c < 0.0f ? 0 : c > 255.0f ? 255 : (int)c);
+}
+
+void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *const dst[3],
+                      const int dst_stride[3])
+{
+    const int wide = s->depth > 8;
+    const float one = (float)(1 << (s->depth - 8)); /* an 8-bit step in the source's codes */
+    const float kr = (float)s->kr, kb = (float)s->kb, kg = 1.0f - kr - kb;
+    Coefs k = {.y0 = s->full_range ? 0.0f : 16.0f * one,
+               .ys = s->full_range ? 1.0f / (255.0f * one) : 1.0f / (219.0f * one),
+               .c0 = 128.0f * one,
+               .cs = s->full_range ? 1.0f / (255.0f * one) : 1.0f / (224.0f * one),
+               .rv = 2.0f * (1.0f - kr),
+               .bu = 2.0f * (1.0f - kb)};
+    k.gu = -k.bu * kb / kg;
+    k.gv = -k.rv * kr / kg;
+    float yv[CHUNK], u[CHUNK], v[CHUNK], cb[2][CHUNK], cr[2][CHUNK];
+
+    for (int by = 0; by < s->height; by += 2) {
+        int rows = by + 1 < s->height ? 2 : 1;
+        uint8_t *du = dst[1] + (by / 2) * dst_stride[1], *dv = dst[2] + (by / 2) * dst_stride[2];
+        for (int x0 = 0; x0 < s->width; x0 += CHUNK) {
+            int n = s->width - x0 < CHUNK ? s->width - x0 : CHUNK;
+            for (int j = 0; j < rows; j++) {
+                int y = by + j;
+                load_chroma(s, &k, 1, y, x0, n, u);
+                load_chroma(s, &k, 2, y, x0, n, v);
+                load_row(s->plane[0] + y * s->stride[0], wide, x0, n, k.y0, k.ys, yv);
+                map_chunk(t, &k, yv, u, v, n, dst[0] + y * dst_stride[0] + x0, cb[j], cr[j]);
             }
-            float o[3] = {m[0] * r + m[1] * g + m[2] * b, m[3] * r + m[4] * g + m[5] * b,
-                          m[6] * r + m[7] * g + m[8] * b};
-            float top = 0.0f;
-            for (int c = 0; c < 3; c++) {
-                o[c] = o[c] > 0.0f ? o[c] : 0.0f; /* outside BT.709: clipped */
-                top = o[c] > top ? o[c] : top;
-            }
-            float gain = top > knee ? roll_off(top) / top : 1.0f;
-            for (int c = 0; c < 3; c++) {
-                float l = o[c] * gain;
-                d[c] = t->oetf[(int)((l < 1.0f ? l : 1.0f) * LIGHT_STEPS + 0.5f)];
+            for (int i = 0; i < n; i += 2) { /* each 2x2 block's mean */
+                int cols = i + 1 < n ? 2 : 1;
+                float sb = 0.0f, sr = 0.0f;
+                for (int j = 0; j < rows; j++)
+                    for (int c = 0; c < cols; c++)
+                        sb += cb[j][i + c], sr += cr[j][i + c];
+                du[(x0 + i) / 2] = chroma8(sb, (float)(rows * cols));
+                dv[(x0 + i) / 2] = chroma8(sr, (float)(rows * cols));
             }
         }
     }

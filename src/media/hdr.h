@@ -42,4 +42,26 @@ int reel_tonemap_is(const ReelToneMap *t, ReelHdrKind kind, int bt2020);
 void reel_tonemap_run(const ReelToneMap *t, const uint16_t *src, ptrdiff_t src_stride, int w, int h,
                       uint8_t *dst, ptrdiff_t dst_stride);
 
+/** A region of a planar Y'CbCr frame, as reel_tonemap_yuv reads it. */
+typedef struct ReelYuvRegion {
+    const uint8_t *plane[3]; /* the region's first sample in Y, Cb, Cr */
+    ptrdiff_t stride[3];     /* bytes per line */
+    int width, height;       /* in luma samples */
+    int log2_cw, log2_ch;    /* chroma subsampling, 0 or 1 each */
+    int depth;               /* bits per sample: 8 (a byte) or 9-16 (two, native endian) */
+    int full_range;
+    double kr, kb; /* the source matrix's red and blue weights (BT.2020: 0.2627, 0.0593) */
+} ReelYuvRegion;
+
+/**
+ * The region to 8-bit 4:2:0 Y'CbCr, BT.709 limited range (dst: width x height
+ * luma, half of each rounded up in chroma): each pixel, with its chroma
+ * (interpolated bilinearly where subsampled, samples sited in the middle of
+ * the pixels they cover), through the tone map as reel_tonemap_run's, then
+ * Y' per pixel and Cb, Cr the mean of each 2x2 block's. The region's edges
+ * repeat: give it a margin.
+ */
+void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *src, uint8_t *const dst[3],
+                      const int dst_stride[3]);
+
 #endif

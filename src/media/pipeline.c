@@ -479,11 +479,13 @@ typedef struct Transform {
     int ys_w, ys_h, ys_fmt, ys_xodd, ys_yodd; /* what yuv_scale was made for */
     ReelResize lanczos;                       /* the YUV path's own scaler (media/resize.h) */
     int own_scaler;                           /* it is used (own_scaler()) */
+    int hdr_in_yuv;                           /* HDR without AI tone-mapped in YUV */
     uint8_t *rgb, *rot, *up, *scaled;
     size_t rgb_size, rot_size, up_size, scaled_size;
     AVFrame *turned;  /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
     ReelToneMap *hdr; /* an HDR or BT.2020 source's way to BT.709 (media/hdr.h) */
-    uint8_t *rgb48;   /* its RGB48 before that */
+    uint8_t *rgb48;   /* its RGB48 before that (RGB path) */
+    AVFrame *mapped;  /* or its region in BT.709 4:2:0 (YUV path: tonemap_region) */
     size_t rgb48_size;
 } Transform;
 
@@ -531,6 +533,19 @@ static void region_planes(const AVFrame *f, const AVPixFmtDescriptor *desc, int 
     }
 }
 
+/* tr->hdr made ready for f, of kind hdr (not NONE) */
+static int tonemap_for(Export *ex, Transform *tr, const AVFrame *f, ReelHdrKind hdr)
+{
+    int bt2020 = f->color_primaries == AVCOL_PRI_BT2020 ||
+                 (hdr != REEL_HDR_WIDE && f->color_primaries == AVCOL_PRI_UNSPECIFIED);
+    if (!reel_tonemap_is(tr->hdr, hdr, bt2020)) {
+        reel_tonemap_free(&tr->hdr);
+        if (!(tr->hdr = reel_tonemap_new(hdr, bt2020)))
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+    }
+    return 0;
+}
+
 /* Region (x, y, w, h) of a frame as packed RGB24 in tr->rgb (stride 3 * w):
  * only what the crop needs is converted. */
 static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *reg)
@@ -540,6 +555,7 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r
     int cs = sws_cs_of(f->colorspace);
     const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(f->format);
     const uint8_t *src[4] = {NULL};
+    int ret;
 
     if (f->format == AV_PIX_FMT_GBRP) { /* parts (and RGB H.264): repack, exactly */
         if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0)
@@ -562,14 +578,9 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r
         return ex_fail(ex, REEL_ERROR_MEDIA, "unsupported source pixel format %d", f->format);
     /* HDR or BT.2020: swscale to 16-bit R'G'B', then to BT.709 light and signal */
     ReelHdrKind hdr = reel_hdr_kind(f->color_trc, f->color_primaries);
-    int bt2020 = f->color_primaries == AVCOL_PRI_BT2020 ||
-                 (hdr != REEL_HDR_WIDE && f->color_primaries == AVCOL_PRI_UNSPECIFIED);
     enum AVPixelFormat rgb_fmt = hdr ? AV_PIX_FMT_RGB48 : AV_PIX_FMT_RGB24;
-    if (hdr && !reel_tonemap_is(tr->hdr, hdr, bt2020)) {
-        reel_tonemap_free(&tr->hdr);
-        if (!(tr->hdr = reel_tonemap_new(hdr, bt2020)))
-            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
-    }
+    if (hdr && (ret = tonemap_for(ex, tr, f, hdr)) < 0)
+        return ret;
     if (!tr->to_rgb || reg->width != tr->src_w || reg->height != tr->src_h ||
         f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range ||
         (int)hdr != tr->src_hdr) {
@@ -710,6 +721,95 @@ static int yuv_direct(const AVFrame *f)
            reel_hdr_kind(f->color_trc, f->color_primaries) == REEL_HDR_NONE &&
            f->format != AV_PIX_FMT_YUVJ420P && f->format != AV_PIX_FMT_YUVJ422P &&
            f->format != AV_PIX_FMT_YUVJ444P;
+}
+
+/* The red and blue weights of a source's Y'CbCr matrix, the one the RGB path
+ * has swscale use (sws_cs_of). */
+static void luma_weights(int colorspace, double *kr, double *kb)
+{
+    switch (sws_cs_of(colorspace)) {
+    case SWS_CS_ITU709:
+        *kr = 0.2126, *kb = 0.0722;
+        break;
+    case SWS_CS_BT2020:
+        *kr = 0.2627, *kb = 0.0593;
+        break;
+    case SWS_CS_SMPTE240M:
+        *kr = 0.212, *kb = 0.087;
+        break;
+    case SWS_CS_FCC:
+        *kr = 0.30, *kb = 0.11;
+        break;
+    default:
+        *kr = 0.299, *kb = 0.114;
+        break;
+    }
+}
+
+/* Whether an HDR or BT.2020 frame can be tone-mapped in YUV (tonemap_region):
+ * planar Y'CbCr of 8 to 16 bits, chroma subsampled at most 2x each way. */
+static int hdr_yuv(const AVFrame *f)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    return reel_hdr_kind(f->color_trc, f->color_primaries) != REEL_HDR_NONE && d &&
+           (d->flags & AV_PIX_FMT_FLAG_PLANAR) && d->nb_components == 3 &&
+           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_BE | AV_PIX_FMT_FLAG_HWACCEL)) &&
+           d->comp[0].depth >= 8 && d->comp[0].depth <= 16 && d->log2_chroma_w <= 1 &&
+           d->log2_chroma_h <= 1;
+}
+
+/* Region g of an HDR or BT.2020 frame (hdr_yuv) tone-mapped into tr->mapped:
+ * 8-bit 4:2:0, BT.709 limited range, g's size, for the YUV path's scaler.
+ * Per pixel what the RGB path does, without its two RGB conversions and its
+ * RGB Lanczos (docs/internals/media.md, HDR). */
+static const AVFrame *tonemap_region(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *g)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    ReelYuvRegion src = {.width = g->width,
+                         .height = g->height,
+                         .log2_cw = d->log2_chroma_w,
+                         .log2_ch = d->log2_chroma_h,
+                         .depth = d->comp[0].depth,
+                         .full_range = f->color_range == AVCOL_RANGE_JPEG};
+    const uint8_t *planes[4] = {NULL};
+    AVFrame *m = tr->mapped;
+
+    if (tonemap_for(ex, tr, f, reel_hdr_kind(f->color_trc, f->color_primaries)) < 0)
+        return NULL;
+    if (!m || m->width != g->width || m->height != g->height) {
+        av_frame_free(&tr->mapped);
+        if (!(m = tr->mapped = av_frame_alloc()))
+            goto nomem;
+        m->format = AV_PIX_FMT_YUV420P, m->width = g->width, m->height = g->height;
+        if (av_frame_get_buffer(m, 64) < 0) {
+            av_frame_free(&tr->mapped);
+            goto nomem;
+        }
+    }
+    m->color_range = AVCOL_RANGE_MPEG;
+    m->colorspace = AVCOL_SPC_BT709;
+    m->color_primaries = AVCOL_PRI_BT709;
+    m->color_trc = AVCOL_TRC_BT709;
+    region_planes(f, d, g->x, g->y, planes);
+    for (int p = 0; p < 3; p++) {
+        src.plane[p] = planes[p];
+        src.stride[p] = f->linesize[p];
+    }
+    luma_weights(f->colorspace == AVCOL_SPC_UNSPECIFIED ? AVCOL_SPC_BT2020_NCL : f->colorspace,
+                 &src.kr, &src.kb);
+    reel_tonemap_yuv(tr->hdr, &src, m->data, m->linesize);
+    return m;
+nomem:
+    ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+    return NULL;
+}
+
+/* CLIPREEL_TONEMAP=rgb: HDR sources take the RGB path even without AI (for
+ * the tests, which check both routes, and for comparisons) */
+static int tonemap_in_yuv(void)
+{
+    const char *e = getenv("CLIPREEL_TONEMAP");
+    return !e || strcmp(e, "rgb") != 0;
 }
 
 /* CLIPREEL_YUV_SCALER=swscale: swscale for every crop (for the benchmark) */
@@ -942,9 +1042,10 @@ static int composite(Export *ex, int k, int64_t n, AVFrame *f)
 }
 
 /* dst (w x h) = src plane turned q quarters counter-clockwise; src is h x w
- * for q odd, w x h for q = 2. In 32x32 tiles, so that both sides stay in cache. */
+ * for q odd, w x h for q = 2; samples of bps bytes (1 or 2). In 32x32 tiles,
+ * so that both sides stay in cache. */
 static void turn_plane(const uint8_t *src, ptrdiff_t ss, uint8_t *dst, ptrdiff_t ds, int w, int h,
-                       int q)
+                       int q, int bps)
 {
     int sw = q == 2 ? w : h; /* the source plane's width */
     int sh = q == 2 ? h : w;
@@ -957,24 +1058,28 @@ static void turn_plane(const uint8_t *src, ptrdiff_t ss, uint8_t *dst, ptrdiff_t
                     /* counter-clockwise: dst (x, y) shows src (sx, sy), as reel_rotate_rgb */
                     int sx = q == 1 ? sw - 1 - y : q == 2 ? sw - 1 - x : y;
                     int sy = q == 1 ? x : q == 2 ? sh - 1 - y : sh - 1 - x;
-                    d[x] = src[sy * ss + sx];
+                    if (bps == 1)
+                        d[x] = src[sy * ss + sx];
+                    else
+                        ((uint16_t *)d)[x] = ((const uint16_t *)(src + sy * ss))[sx];
                 }
             }
 }
 
-/* f turned by deg (a multiple of 90) in its own planar 8-bit YUV, into
- * tr->turned: what a player shows, without leaving YUV (the RGB path converts
- * and rotates the whole frame). NULL when f's format cannot be (a quarter turn
- * of 4:2:2 would be 4:4:0; packed, high bit depth, RGB) or out of memory. */
+/* f turned by deg (a multiple of 90) in its own planar YUV (8 to 16 bits),
+ * into tr->turned: what a player shows, without leaving YUV (the RGB path
+ * converts and rotates the whole frame). NULL when f's format cannot be (a
+ * quarter turn of 4:2:2 would be 4:4:0; packed, RGB) or out of memory. */
 static const AVFrame *turn_yuv(Transform *tr, const AVFrame *f, double deg)
 {
     const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
     int q = (int)lround(deg / 90.0) & 3;
 
     if (!d || !(d->flags & AV_PIX_FMT_FLAG_PLANAR) || (d->flags & AV_PIX_FMT_FLAG_RGB) ||
-        d->comp[0].depth != 8 || d->nb_components != 3 ||
+        d->comp[0].depth < 8 || d->comp[0].depth > 16 || d->nb_components != 3 ||
         (q != 2 && d->log2_chroma_w != d->log2_chroma_h))
         return NULL;
+    int bps = d->comp[0].depth > 8 ? 2 : 1;
     int w = q == 2 ? f->width : f->height, h = q == 2 ? f->height : f->width;
     AVFrame *t = tr->turned;
     if (!t || t->width != w || t->height != h || t->format != f->format) {
@@ -992,7 +1097,7 @@ static const AVFrame *turn_yuv(Transform *tr, const AVFrame *f, double deg)
     for (int p = 0; p < 3; p++) {
         int cw = p ? AV_CEIL_RSHIFT(w, q == 2 ? d->log2_chroma_w : d->log2_chroma_h) : w;
         int ch = p ? AV_CEIL_RSHIFT(h, q == 2 ? d->log2_chroma_h : d->log2_chroma_w) : h;
-        turn_plane(f->data[p], f->linesize[p], t->data[p], t->linesize[p], cw, ch, q);
+        turn_plane(f->data[p], f->linesize[p], t->data[p], t->linesize[p], cw, ch, q, bps);
     }
     return t;
 }
@@ -1033,6 +1138,16 @@ static int transform_item(Export *ex, Transform *tr, int lane, DecItem *it, AVFr
         r = reel_crop_at(clip, it->t, W, H, ex->job->aspect_w, ex->job->aspect_h);
         if (!need_model(ex, &r) && yuv_direct(f)) {
             if (!(*pout = yuv_to_out(ex, tr, f, &r)))
+                return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
+            return 0;
+        }
+        if (!need_model(ex, &r) && tr->hdr_in_yuv && hdr_yuv(f)) { /* tone-mapped in YUV */
+            ReelRect g = region_of(f, &r);
+            const AVFrame *m = tonemap_region(ex, tr, f, &g);
+            if (!m)
+                return REEL_ERR(ENOMEM); /* failed already */
+            ReelRect in = {r.x - g.x, r.y - g.y, r.width, r.height};
+            if (!(*pout = yuv_to_out(ex, tr, m, &in)))
                 return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
             return 0;
         }
@@ -1145,6 +1260,7 @@ static void *transform_thread(void *arg)
     memset(&tr, 0, sizeof(tr));
     reel_resize_init(&tr.lanczos);
     tr.own_scaler = own_scaler();
+    tr.hdr_in_yuv = tonemap_in_yuv();
     while (reel_queue_pop(&ex->decoded, &p) == 0) {
         DecItem *it = p;
         AVFrame *out = NULL;
@@ -1181,6 +1297,7 @@ static void *transform_thread(void *arg)
     av_free(tr.rot);
     av_frame_free(&tr.turned);
     reel_tonemap_free(&tr.hdr);
+    av_frame_free(&tr.mapped);
     av_free(tr.rgb48);
     av_free(tr.up);
     return NULL;

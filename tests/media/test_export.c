@@ -888,14 +888,17 @@ static void make_hdr_source(const char *path, int pq, const uint8_t (*rgb)[3])
     assert_int_equal(pclose(f), 0);
 }
 
-/* The reel of src as full-range RGB at the middle of each patch */
-static void hdr_reel_patches(const char *src, uint8_t (*got)[3])
+/* The reel of src (shown turned ccw quarter turns: 0, 1 or 2) as full-range RGB
+ * at the middle of each patch, in the order the source has them */
+static void hdr_reel_patches(const char *src, int ccw, uint8_t (*got)[3])
 {
+    const int long_side = 32 * HDR_PATCHES, w = ccw == 1 ? 32 : long_side,
+              h = ccw == 1 ? long_side : 32;
     char json[1024], cmd[2048];
     snprintf(json, sizeof(json),
-             "{\"clips\":[{\"source\":\"%s\"}],\"globalAspectRatio\":\"%d:1\",\"output\":"
-             "{\"width\":%d,\"height\":32,\"upscale\":{\"mode\":\"off\"}}}",
-             src, HDR_PATCHES, 32 * HDR_PATCHES);
+             "{\"clips\":[{\"source\":\"%s\"}],\"globalAspectRatio\":\"%d:%d\",\"output\":"
+             "{\"width\":%d,\"height\":%d,\"upscale\":{\"mode\":\"off\"}}}",
+             src, w / 32, h / 32, w, h);
     ReelJob *job = job_of(json);
     export_ok(job, data("hdr_reel.mp4"));
     reel_job_free(&job);
@@ -904,16 +907,31 @@ static void hdr_reel_patches(const char *src, uint8_t (*got)[3])
              "out_range=pc:flags=accurate_rnd+full_chroma_int,format=rgb24 -f rawvideo -",
              data("hdr_reel.mp4"));
     FILE *f = popen(cmd, "r");
-    uint8_t row[32 * HDR_PATCHES * 3];
+    static uint8_t frame[32 * HDR_PATCHES * 32 * 3];
     assert_non_null(f);
-    for (int y = 0; y <= 16; y++) /* row 16 */
-        assert_int_equal(fread(row, 1, sizeof(row), f), sizeof(row));
-    uint8_t rest[sizeof(row)];
-    while (fread(rest, 1, sizeof(rest), f) == sizeof(rest))
+    assert_int_equal(fread(frame, 1, sizeof(frame), f), sizeof(frame));
+    uint8_t rest[4096];
+    while (fread(rest, 1, sizeof(rest), f) > 0)
         ;
     assert_int_equal(pclose(f), 0);
+    for (int k = 0; k < HDR_PATCHES; k++) {
+        int c = 32 * k + 16, x = ccw == 0 ? c : ccw == 1 ? 16 : long_side - 1 - c;
+        int y = ccw == 0 ? 16 : ccw == 1 ? long_side - 1 - c : 15;
+        memcpy(got[k], frame + ((size_t)y * w + x) * 3, 3);
+    }
+}
+
+/* got within 3 levels of want, or 0.4 % of white in light: a saturated
+ * colour's weak component is the difference of two large BT.2020 ones, so the
+ * 10-bit source's rounding shows larger there in levels (PQ: 36 for 30) */
+static void assert_patches(const uint8_t (*got)[3], const uint8_t (*want)[3], const char *what)
+{
     for (int k = 0; k < HDR_PATCHES; k++)
-        memcpy(got[k], row + (32 * k + 16) * 3, 3);
+        for (int ch = 0; ch < 3; ch++)
+            if (abs(got[k][ch] - want[k][ch]) > 3 &&
+                fabs(pow(got[k][ch] / 255.0, 2.4) - pow(want[k][ch] / 255.0, 2.4)) > 0.004)
+                fail_msg("%s patch %d: got %d %d %d, want %d %d %d", what, k, got[k][0], got[k][1],
+                         got[k][2], want[k][0], want[k][1], want[k][2]);
 }
 
 static void test_hdr_sources(void **state)
@@ -926,18 +944,25 @@ static void test_hdr_sources(void **state)
     uint8_t got[HDR_PATCHES][3];
 
     (void)state;
+    /* both routes: in YUV (no AI, the default) and through RGB (what AI and free
+     * rotations take); and a source shown turned (phones' portrait video: in
+     * its own 10-bit YUV first) */
     for (int pq = 0; pq < 2; pq++) {
         make_hdr_source(data("hdr_src.mp4"), pq, want);
-        hdr_reel_patches(data("hdr_src.mp4"), got);
-        /* within 3 levels, or 0.4 % of white in light: a saturated colour's weak
-         * component is the difference of two large BT.2020 ones, so the 10-bit
-         * source's rounding shows larger there in levels (PQ: 36 for 30) */
-        for (int k = 0; k < HDR_PATCHES; k++)
-            for (int ch = 0; ch < 3; ch++)
-                if (abs(got[k][ch] - want[k][ch]) > 3 &&
-                    fabs(pow(got[k][ch] / 255.0, 2.4) - pow(want[k][ch] / 255.0, 2.4)) > 0.004)
-                    fail_msg("%s patch %d: got %d %d %d, want %d %d %d", pq ? "PQ" : "HLG", k,
-                             got[k][0], got[k][1], got[k][2], want[k][0], want[k][1], want[k][2]);
+        for (int rgb = 0; rgb < 2; rgb++) {
+            char what[64];
+            if (rgb)
+                setenv("CLIPREEL_TONEMAP", "rgb", 1);
+            for (int ccw = 0; ccw < 3; ccw++) {
+                if (ccw)
+                    remux_turned(data("hdr_src.mp4"), data("hdr_turned.mp4"), 90.0 * ccw);
+                hdr_reel_patches(data(ccw ? "hdr_turned.mp4" : "hdr_src.mp4"), ccw, got);
+                snprintf(what, sizeof(what), "%s, %s route, turned %d", pq ? "PQ" : "HLG",
+                         rgb ? "RGB" : "YUV", 90 * ccw);
+                assert_patches((const uint8_t(*)[3])got, want, what);
+            }
+            unsetenv("CLIPREEL_TONEMAP");
+        }
     }
     /* SDR white is HDR reference white (HLG 75 %, PQ 58 %): rolled off to 0.90 of
      * white in light, 244; the roll-off keeps the order of the greys below it */
@@ -946,7 +971,7 @@ static void test_hdr_sources(void **state)
         {220, 220, 220}, {210, 210, 210}, {200, 200, 200}, {190, 190, 190}};
     for (int pq = 0; pq < 2; pq++) {
         make_hdr_source(data("hdr_src.mp4"), pq, whites);
-        hdr_reel_patches(data("hdr_src.mp4"), got);
+        hdr_reel_patches(data("hdr_src.mp4"), 0, got);
         if (abs(got[0][1] - 244) > 2)
             fail_msg("%s: reference white at %d, want 244", pq ? "PQ" : "HLG", got[0][1]);
         for (int k = 1; k < HDR_PATCHES; k++)
