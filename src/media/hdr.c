@@ -192,24 +192,31 @@ typedef struct Coefs {
     float rv, gu, gv, bu; /* the source's Y'CbCr to R'G'B' */
 } Coefs;
 
-/* n pixels of one row: Y', Cb, Cr (floats) to the output's Y' bytes and each
- * pixel's BT.709 Cb, Cr (floats, -0.5..0.5) */
-CLONES static void map_chunk(const ReelToneMap *t, const Coefs *k, const float *yv, const float *u,
-                             const float *v, int n, uint8_t *dy, float *cb, float *cr)
+/* n pixels of one row: Y', Cb, Cr to R'G'B' 0..1 (clipped, as the RGB path's
+ * 16-bit R'G'B' is) */
+CLONES static void to_rgb_signal(const Coefs *k, const float *yv, const float *u, const float *v,
+                                 int n, float *r, float *g, float *b)
 {
-    const float *m = t->bt2020 ? to709 : same;
-    int ir[CHUNK], ig[CHUNK], ib[CHUNK];
-    float r[CHUNK], g[CHUNK], b[CHUNK];
-
     for (int i = 0; i < n; i++) {
         float rs = yv[i] + k->rv * v[i], gs = yv[i] + k->gu * u[i] + k->gv * v[i];
         float bs = yv[i] + k->bu * u[i];
-        rs = rs > 0.0f ? (rs < 1.0f ? rs : 1.0f) : 0.0f;
-        gs = gs > 0.0f ? (gs < 1.0f ? gs : 1.0f) : 0.0f;
-        bs = bs > 0.0f ? (bs < 1.0f ? bs : 1.0f) : 0.0f;
-        ir[i] = (int)(rs * 65535.0f + 0.5f);
-        ig[i] = (int)(gs * 65535.0f + 0.5f);
-        ib[i] = (int)(bs * 65535.0f + 0.5f);
+        r[i] = rs > 0.0f ? (rs < 1.0f ? rs : 1.0f) : 0.0f;
+        g[i] = gs > 0.0f ? (gs < 1.0f ? gs : 1.0f) : 0.0f;
+        b[i] = bs > 0.0f ? (bs < 1.0f ? bs : 1.0f) : 0.0f;
+    }
+}
+
+/* n pixels' R'G'B' (0..1, in place) through the tone map: the source's
+ * signal in, BT.709's SDR signal out (reel_tonemap_run's mapping) */
+CLONES static void tone_chunk(const ReelToneMap *t, int n, float *r, float *g, float *b)
+{
+    const float *m = t->bt2020 ? to709 : same;
+    int ir[CHUNK], ig[CHUNK], ib[CHUNK];
+
+    for (int i = 0; i < n; i++) {
+        ir[i] = (int)(r[i] * 65535.0f + 0.5f);
+        ig[i] = (int)(g[i] * 65535.0f + 0.5f);
+        ib[i] = (int)(b[i] * 65535.0f + 0.5f);
     }
     for (int i = 0; i < n; i++) {
         r[i] = t->light[ir[i]];
@@ -242,12 +249,23 @@ CLONES static void map_chunk(const ReelToneMap *t, const Coefs *k, const float *
         ib[i] = (int)((o2 < 1.0f ? o2 : 1.0f) * LIGHT_STEPS + 0.5f);
     }
     for (int i = 0; i < n; i++) {
-        float rs = t->signal[ir[i]], gs = t->signal[ig[i]], bs = t->signal[ib[i]];
-        float l = 0.2126f * rs + 0.7152f * gs + 0.0722f * bs;
+        r[i] = t->signal[ir[i]];
+        g[i] = t->signal[ig[i]];
+        b[i] = t->signal[ib[i]];
+    }
+}
+
+/* n pixels' BT.709 R'G'B' (0..1) to the output's Y' bytes and each pixel's
+ * Cb, Cr (-0.5..0.5) */
+CLONES static void to_709(int n, const float *r, const float *g, const float *b, uint8_t *dy,
+                          float *cb, float *cr)
+{
+    for (int i = 0; i < n; i++) {
+        float l = 0.2126f * r[i] + 0.7152f * g[i] + 0.0722f * b[i];
         float yo = 16.0f + 219.0f * l + 0.5f;
         dy[i] = (uint8_t)(yo < 0.0f ? 0 : yo > 255.0f ? 255 : (int)yo);
-        cb[i] = (bs - l) * (1.0f / 1.8556f);
-        cr[i] = (rs - l) * (1.0f / 1.5748f);
+        cb[i] = (b[i] - l) * (1.0f / 1.8556f);
+        cr[i] = (r[i] - l) * (1.0f / 1.5748f);
     }
 }
 
@@ -326,7 +344,7 @@ void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *con
                .bu = 2.0f * (1.0f - kb)};
     k.gu = -k.bu * kb / kg;
     k.gv = -k.rv * kr / kg;
-    float yv[CHUNK], u[CHUNK], v[CHUNK], cb[2][CHUNK], cr[2][CHUNK];
+    float yv[CHUNK], u[CHUNK], v[CHUNK], r[CHUNK], g[CHUNK], b[CHUNK], cb[2][CHUNK], cr[2][CHUNK];
 
     for (int by = 0; by < s->height; by += 2) {
         int rows = by + 1 < s->height ? 2 : 1;
@@ -338,7 +356,10 @@ void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *con
                 load_chroma(s, &k, 1, y, x0, n, u);
                 load_chroma(s, &k, 2, y, x0, n, v);
                 load_row(s->plane[0] + y * s->stride[0], wide, x0, n, k.y0, k.ys, yv);
-                map_chunk(t, &k, yv, u, v, n, dst[0] + y * dst_stride[0] + x0, cb[j], cr[j]);
+                to_rgb_signal(&k, yv, u, v, n, r, g, b);
+                if (t)
+                    tone_chunk(t, n, r, g, b);
+                to_709(n, r, g, b, dst[0] + y * dst_stride[0] + x0, cb[j], cr[j]);
             }
             for (int i = 0; i < n; i += 2) { /* each 2x2 block's mean */
                 int cols = i + 1 < n ? 2 : 1;

@@ -6,7 +6,9 @@
  * washed out and wrongly coloured, so its R'G'B' is taken to light, its gamut
  * mapped to BT.709, its highlights rolled off and the result encoded as
  * BT.709 (docs/internals/media.md, "HDR and BT.2020 sources"). In RGB48 (what swscale
- * makes of the source with its own matrix and range) to RGB24.
+ * makes of the source with its own matrix and range) to RGB24, or from the
+ * source's Y'CbCr to BT.709's (reel_tonemap_yuv, which also brings SDR sources
+ * in other matrices and ranges to BT.709 limited range).
  */
 #ifndef REEL_MEDIA_HDR_H
 #define REEL_MEDIA_HDR_H
@@ -57,9 +59,10 @@ typedef struct ReelYuvRegion {
  * The region to 8-bit 4:2:0 Y'CbCr, BT.709 limited range (dst: width x height
  * luma, half of each rounded up in chroma): each pixel, with its chroma
  * (interpolated bilinearly where subsampled, samples sited in the middle of
- * the pixels they cover), through the tone map as reel_tonemap_run's, then
- * Y' per pixel and Cb, Cr the mean of each 2x2 block's. The region's edges
- * repeat: give it a margin.
+ * the pixels they cover), to R'G'B' by the source's matrix and range, through
+ * the tone map t as reel_tonemap_run's (t NULL: an SDR source, its R'G'B'
+ * kept), then Y' per pixel and Cb, Cr the mean of each 2x2 block's. The
+ * region's edges repeat: give it a margin.
  */
 void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *src, uint8_t *const dst[3],
                       const int dst_stride[3]);

@@ -479,13 +479,13 @@ typedef struct Transform {
     int ys_w, ys_h, ys_fmt, ys_xodd, ys_yodd; /* what yuv_scale was made for */
     ReelResize lanczos;                       /* the YUV path's own scaler (media/resize.h) */
     int own_scaler;                           /* it is used (own_scaler()) */
-    int hdr_in_yuv;                           /* HDR without AI tone-mapped in YUV */
+    int convert_in_yuv; /* no AI: other colours brought to BT.709 in YUV (convert_region) */
     uint8_t *rgb, *rot, *up, *scaled;
     size_t rgb_size, rot_size, up_size, scaled_size;
     AVFrame *turned;  /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
     ReelToneMap *hdr; /* an HDR or BT.2020 source's way to BT.709 (media/hdr.h) */
     uint8_t *rgb48;   /* its RGB48 before that (RGB path) */
-    AVFrame *mapped;  /* or its region in BT.709 4:2:0 (YUV path: tonemap_region) */
+    AVFrame *mapped;  /* or its region in BT.709 4:2:0 (YUV path: convert_region) */
     size_t rgb48_size;
 } Transform;
 
@@ -533,6 +533,13 @@ static void region_planes(const AVFrame *f, const AVPixFmtDescriptor *desc, int 
     }
 }
 
+/* Whether f's Y'CbCr is full range (JPEG's) */
+static int full_range(const AVFrame *f)
+{
+    return f->color_range == AVCOL_RANGE_JPEG || f->format == AV_PIX_FMT_YUVJ420P ||
+           f->format == AV_PIX_FMT_YUVJ422P || f->format == AV_PIX_FMT_YUVJ444P;
+}
+
 /* tr->hdr made ready for f, of kind hdr (not NONE) */
 static int tonemap_for(Export *ex, Transform *tr, const AVFrame *f, ReelHdrKind hdr)
 {
@@ -550,8 +557,7 @@ static int tonemap_for(Export *ex, Transform *tr, const AVFrame *f, ReelHdrKind 
  * only what the crop needs is converted. */
 static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *reg)
 {
-    int full = f->color_range == AVCOL_RANGE_JPEG || f->format == AV_PIX_FMT_YUVJ420P ||
-               f->format == AV_PIX_FMT_YUVJ422P || f->format == AV_PIX_FMT_YUVJ444P;
+    int full = full_range(f);
     int cs = sws_cs_of(f->colorspace);
     const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(f->format);
     const uint8_t *src[4] = {NULL};
@@ -746,35 +752,38 @@ static void luma_weights(int colorspace, double *kr, double *kb)
     }
 }
 
-/* Whether an HDR or BT.2020 frame can be tone-mapped in YUV (tonemap_region):
- * planar Y'CbCr of 8 to 16 bits, chroma subsampled at most 2x each way. */
-static int hdr_yuv(const AVFrame *f)
+/* Whether a frame the YUV path cannot take as it is (yuv_direct) can be
+ * brought to BT.709 in YUV (convert_region): planar Y'CbCr of 8 to 16 bits,
+ * chroma subsampled at most 2x each way. */
+static int yuv_convertible(const AVFrame *f)
 {
     const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
-    return reel_hdr_kind(f->color_trc, f->color_primaries) != REEL_HDR_NONE && d &&
-           (d->flags & AV_PIX_FMT_FLAG_PLANAR) && d->nb_components == 3 &&
-           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_BE | AV_PIX_FMT_FLAG_HWACCEL)) &&
+    return d && (d->flags & AV_PIX_FMT_FLAG_PLANAR) && d->nb_components == 3 &&
+           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_BE | AV_PIX_FMT_FLAG_HWACCEL |
+                         AV_PIX_FMT_FLAG_PAL)) &&
            d->comp[0].depth >= 8 && d->comp[0].depth <= 16 && d->log2_chroma_w <= 1 &&
            d->log2_chroma_h <= 1;
 }
 
-/* Region g of an HDR or BT.2020 frame (hdr_yuv) tone-mapped into tr->mapped:
- * 8-bit 4:2:0, BT.709 limited range, g's size, for the YUV path's scaler.
- * Per pixel what the RGB path does, without its two RGB conversions and its
- * RGB Lanczos (docs/internals/media.md, HDR). */
-static const AVFrame *tonemap_region(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *g)
+/* Region g of a frame (yuv_convertible) in the reel's colours, into
+ * tr->mapped: 8-bit 4:2:0, BT.709 limited range, g's size, for the YUV path's
+ * scaler. The source's matrix and range undone, and HDR or BT.2020 tone-mapped,
+ * per pixel as the RGB path does, without its two RGB conversions and its RGB
+ * Lanczos (docs/internals/media.md, Colour). */
+static const AVFrame *convert_region(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *g)
 {
     const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    ReelHdrKind hdr = reel_hdr_kind(f->color_trc, f->color_primaries);
     ReelYuvRegion src = {.width = g->width,
                          .height = g->height,
                          .log2_cw = d->log2_chroma_w,
                          .log2_ch = d->log2_chroma_h,
                          .depth = d->comp[0].depth,
-                         .full_range = f->color_range == AVCOL_RANGE_JPEG};
+                         .full_range = full_range(f)};
     const uint8_t *planes[4] = {NULL};
     AVFrame *m = tr->mapped;
 
-    if (tonemap_for(ex, tr, f, reel_hdr_kind(f->color_trc, f->color_primaries)) < 0)
+    if (hdr && tonemap_for(ex, tr, f, hdr) < 0)
         return NULL;
     if (!m || m->width != g->width || m->height != g->height) {
         av_frame_free(&tr->mapped);
@@ -795,20 +804,23 @@ static const AVFrame *tonemap_region(Export *ex, Transform *tr, const AVFrame *f
         src.plane[p] = planes[p];
         src.stride[p] = f->linesize[p];
     }
-    luma_weights(f->colorspace == AVCOL_SPC_UNSPECIFIED ? AVCOL_SPC_BT2020_NCL : f->colorspace,
+    /* untagged: BT.2020's matrix for HDR, BT.601's for SDR (as the RGB path) */
+    luma_weights(hdr && f->colorspace == AVCOL_SPC_UNSPECIFIED ? AVCOL_SPC_BT2020_NCL
+                                                               : f->colorspace,
                  &src.kr, &src.kb);
-    reel_tonemap_yuv(tr->hdr, &src, m->data, m->linesize);
+    reel_tonemap_yuv(hdr ? tr->hdr : NULL, &src, m->data, m->linesize);
     return m;
 nomem:
     ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
     return NULL;
 }
 
-/* CLIPREEL_TONEMAP=rgb: HDR sources take the RGB path even without AI (for
- * the tests, which check both routes, and for comparisons) */
-static int tonemap_in_yuv(void)
+/* CLIPREEL_CONVERT=rgb: sources in other colours than the reel's take the RGB
+ * path even without AI (for the tests, which check both routes, and for
+ * comparisons) */
+static int convert_in_yuv(void)
 {
-    const char *e = getenv("CLIPREEL_TONEMAP");
+    const char *e = getenv("CLIPREEL_CONVERT");
     return !e || strcmp(e, "rgb") != 0;
 }
 
@@ -1141,9 +1153,9 @@ static int transform_item(Export *ex, Transform *tr, int lane, DecItem *it, AVFr
                 return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
             return 0;
         }
-        if (!need_model(ex, &r) && tr->hdr_in_yuv && hdr_yuv(f)) { /* tone-mapped in YUV */
-            ReelRect g = region_of(f, &r);
-            const AVFrame *m = tonemap_region(ex, tr, f, &g);
+        if (!need_model(ex, &r) && tr->convert_in_yuv && yuv_convertible(f)) {
+            ReelRect g = region_of(f, &r); /* to BT.709 in YUV, then as above */
+            const AVFrame *m = convert_region(ex, tr, f, &g);
             if (!m)
                 return REEL_ERR(ENOMEM); /* failed already */
             ReelRect in = {r.x - g.x, r.y - g.y, r.width, r.height};
@@ -1260,7 +1272,7 @@ static void *transform_thread(void *arg)
     memset(&tr, 0, sizeof(tr));
     reel_resize_init(&tr.lanczos);
     tr.own_scaler = own_scaler();
-    tr.hdr_in_yuv = tonemap_in_yuv();
+    tr.convert_in_yuv = convert_in_yuv();
     while (reel_queue_pop(&ex->decoded, &p) == 0) {
         DecItem *it = p;
         AVFrame *out = NULL;

@@ -952,7 +952,7 @@ static void test_hdr_sources(void **state)
         for (int rgb = 0; rgb < 2; rgb++) {
             char what[64];
             if (rgb)
-                setenv("CLIPREEL_TONEMAP", "rgb", 1);
+                setenv("CLIPREEL_CONVERT", "rgb", 1);
             for (int ccw = 0; ccw < 3; ccw++) {
                 if (ccw)
                     remux_turned(data("hdr_src.mp4"), data("hdr_turned.mp4"), 90.0 * ccw);
@@ -961,7 +961,7 @@ static void test_hdr_sources(void **state)
                          rgb ? "RGB" : "YUV", 90 * ccw);
                 assert_patches((const uint8_t(*)[3])got, want, what);
             }
-            unsetenv("CLIPREEL_TONEMAP");
+            unsetenv("CLIPREEL_CONVERT");
         }
     }
     /* SDR white is HDR reference white (HLG 75 %, PQ 58 %): rolled off to 0.90 of
@@ -1016,6 +1016,53 @@ static void test_hdr_sources(void **state)
         /* 0x40 and 0xb4 in limited range: 71 and 171 */
         if (abs(left - 71) > 3 || abs(right - 171) > 3)
             fail_msg("zimg's %s greys: Y %d and %d, want 71 and 171", zimg[z], left, right);
+    }
+}
+
+/* SDR sources in other colours than the reel's (BT.601's matrix, full range)
+ * come out in BT.709 limited range with their colours, by both routes: in
+ * YUV (no AI, the default) and through RGB (CLIPREEL_CONVERT=rgb) */
+static void test_sdr_colours(void **state)
+{
+    static const uint8_t want[HDR_PATCHES][3] = {{200, 30, 30},   {30, 200, 30},   {30, 30, 200},
+                                                 {224, 172, 105}, {128, 128, 128}, {40, 60, 50},
+                                                 {235, 235, 235}, {20, 40, 110}};
+    static const struct {
+        const char *matrix, *range, *tag;
+    } kinds[] = {
+        {"bt601", "tv", "smpte170m"}, {"bt709", "pc", "bt709"}, {"bt601", "pc", "bt470bg"}};
+    uint8_t got[HDR_PATCHES][3];
+    char cmd[2048], what[96];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        snprintf(cmd, sizeof(cmd),
+                 "ffmpeg -v error -y -f rawvideo -pix_fmt rgb24 -s %dx32 -r 30 -i - -vf "
+                 "scale=out_color_matrix=%s:out_range=%s:flags=accurate_rnd,format=yuv420p "
+                 "-colorspace %s -color_range %s -c:v libx264 -qp 0 -frames:v 6 %s",
+                 32 * HDR_PATCHES, kinds[i].matrix, kinds[i].range, kinds[i].tag, kinds[i].range,
+                 data("sdr_src.mp4"));
+        FILE *f = popen(cmd, "w");
+        assert_non_null(f);
+        for (int n = 0; n < 6; n++)
+            for (int y = 0; y < 32; y++)
+                for (int k = 0; k < HDR_PATCHES; k++)
+                    for (int x = 0; x < 32; x++)
+                        fwrite(want[k], 1, 3, f);
+        assert_int_equal(pclose(f), 0);
+        for (int rgb = 0; rgb < 2; rgb++) {
+            if (rgb)
+                setenv("CLIPREEL_CONVERT", "rgb", 1);
+            hdr_reel_patches(data("sdr_src.mp4"), 0, got);
+            unsetenv("CLIPREEL_CONVERT");
+            snprintf(what, sizeof(what), "%s %s range, %s route", kinds[i].matrix, kinds[i].range,
+                     rgb ? "RGB" : "YUV");
+            for (int k = 0; k < HDR_PATCHES; k++)
+                for (int ch = 0; ch < 3; ch++)
+                    if (abs(got[k][ch] - want[k][ch]) > 2)
+                        fail_msg("%s patch %d: got %d %d %d, want %d %d %d", what, k, got[k][0],
+                                 got[k][1], got[k][2], want[k][0], want[k][1], want[k][2]);
+        }
     }
 }
 
@@ -1123,6 +1170,7 @@ int main(void)
         cmocka_unit_test(test_bad_sources_order),
         cmocka_unit_test(test_display_rotation),
         cmocka_unit_test(test_hdr_sources),
+        cmocka_unit_test(test_sdr_colours),
         cmocka_unit_test(test_bad_output),
         cmocka_unit_test(test_outputs_over_inputs),
         cmocka_unit_test(test_cancel),
