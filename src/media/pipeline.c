@@ -485,8 +485,8 @@ typedef struct Transform {
     AVFrame *turned;  /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
     ReelToneMap *hdr; /* an HDR or BT.2020 source's way to BT.709 (media/hdr.h) */
     uint8_t *rgb48;   /* its RGB48 before that (RGB path) */
-    AVFrame *mapped;  /* or its region in BT.709 4:2:0 (YUV path: convert_region) */
     size_t rgb48_size;
+    AVFrame *mapped; /* a region brought to BT.709 4:2:0 (YUV path: convert_region) */
 } Transform;
 
 static int sws_cs_of(int colorspace)
@@ -1114,9 +1114,11 @@ static const AVFrame *turn_yuv(Transform *tr, const AVFrame *f, double deg)
     return t;
 }
 
-/* One decoded frame to one output frame: in YUV when no model and no rotation
- * is involved and the source is already BT.709 (the common case, and what the
- * ffmpeg CLI would do), else through RGB: rotate, crop, upscale, resize. */
+/* One decoded frame to one output frame: in YUV when no model and no free
+ * rotation is involved (quarter turns are made in YUV), straight when the
+ * source is already BT.709 limited (the common case, and what the ffmpeg CLI
+ * would do), else after convert_region; through RGB otherwise: rotate, crop,
+ * upscale, resize. */
 static int transform_item(Export *ex, Transform *tr, int lane, DecItem *it, AVFrame **pout)
 {
     const ReelClip *clip = &ex->job->clips[it->clip];
