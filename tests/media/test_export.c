@@ -845,6 +845,21 @@ static void test_display_rotation(void **state)
  * levels. Greys are also checked on sources made by zimg (ffmpeg's zscale), an
  * implementation of its own. SDR white (reference white) is rolled off a little. */
 #define HDR_PATCHES 8
+/* Six frames of HDR_PATCHES patches of 32x32 side by side into the command
+ * cmd's input; patch k's pixel is the 3 samples of `bytes` bytes at
+ * px + 3 * bytes * k */
+static void pipe_patches(const char *cmd, const void *px, size_t bytes)
+{
+    FILE *f = popen(cmd, "w");
+    assert_non_null(f);
+    for (int n = 0; n < 6; n++)
+        for (int y = 0; y < 32; y++)
+            for (int k = 0; k < HDR_PATCHES; k++)
+                for (int x = 0; x < 32; x++)
+                    fwrite((const uint8_t *)px + 3 * bytes * k, bytes, 3, f);
+    assert_int_equal(pclose(f), 0);
+}
+
 static void make_hdr_source(const char *path, int pq, const uint8_t (*rgb)[3])
 {
     static const double m[9] = {0.6274, 0.3293, 0.0433, 0.0691, 0.9195,
@@ -878,14 +893,7 @@ static void make_hdr_source(const char *path, int pq, const uint8_t (*rgb)[3])
              "-color_primaries bt2020 -color_trc %s -color_range tv -c:v libx265 -x265-params "
              "log-level=error:lossless=1 %s",
              32 * HDR_PATCHES, pq ? "smpte2084" : "arib-std-b67", path);
-    FILE *f = popen(cmd, "w");
-    assert_non_null(f);
-    for (int n = 0; n < 6; n++)
-        for (int y = 0; y < 32; y++)
-            for (int k = 0; k < HDR_PATCHES; k++)
-                for (int x = 0; x < 32; x++)
-                    fwrite(px[k], 2, 3, f); /* little-endian hosts */
-    assert_int_equal(pclose(f), 0);
+    pipe_patches(cmd, px, 2); /* little-endian hosts */
 }
 
 /* The reel of src (shown turned ccw quarter turns: 0, 1 or 2) as full-range RGB
@@ -1042,14 +1050,7 @@ static void test_sdr_colours(void **state)
                  "-colorspace %s -color_range %s -c:v libx264 -qp 0 -frames:v 6 %s",
                  32 * HDR_PATCHES, kinds[i].matrix, kinds[i].range, kinds[i].tag, kinds[i].range,
                  data("sdr_src.mp4"));
-        FILE *f = popen(cmd, "w");
-        assert_non_null(f);
-        for (int n = 0; n < 6; n++)
-            for (int y = 0; y < 32; y++)
-                for (int k = 0; k < HDR_PATCHES; k++)
-                    for (int x = 0; x < 32; x++)
-                        fwrite(want[k], 1, 3, f);
-        assert_int_equal(pclose(f), 0);
+        pipe_patches(cmd, want, 1);
         for (int rgb = 0; rgb < 2; rgb++) {
             if (rgb)
                 setenv("CLIPREEL_CONVERT", "rgb", 1);
