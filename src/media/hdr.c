@@ -242,7 +242,8 @@ CLONES static void tone_chunk(const ReelToneMap *t, int n, float *r, float *g, f
         /* roll_off(top) / top, as a select: both sides computed */
         float s = (top - knee) / (1.0f - knee);
         float rolled = knee + (1.0f - knee) * s * (1.0f + s / (w * w)) / (1.0f + s);
-        float gain = top > knee ? rolled / top : 1.0f;
+        float q = rolled / (top > knee ? top : 1.0f); /* no division under a branch: */
+        float gain = top > knee ? q : 1.0f;           /* AVX2 vectorises only then */
         o0 *= gain, o1 *= gain, o2 *= gain;
         ir[i] = (int)((o0 < 1.0f ? o0 : 1.0f) * LIGHT_STEPS + 0.5f);
         ig[i] = (int)((o1 < 1.0f ? o1 : 1.0f) * LIGHT_STEPS + 0.5f);
@@ -330,6 +331,34 @@ static inline uint8_t chroma8(float sum, float count)
     return (uint8_t)(c < 0.0f ? 0 : c > 255.0f ? 255 : (int)c);
 }
 
+/* Cb and Cr of n pixels in `rows` rows (1 or 2): each 2x2 block's mean into
+ * du, dv (the sums in one order everywhere: row by row, left to right) */
+CLONES static void block_means(int n, int rows, const float (*cb)[CHUNK], const float (*cr)[CHUNK],
+                               uint8_t *du, uint8_t *dv)
+{
+    int pairs = n / 2;
+    if (rows == 2) {
+        for (int i = 0; i < pairs; i++) {
+            du[i] =
+                chroma8(cb[0][2 * i] + cb[0][2 * i + 1] + cb[1][2 * i] + cb[1][2 * i + 1], 4.0f);
+            dv[i] =
+                chroma8(cr[0][2 * i] + cr[0][2 * i + 1] + cr[1][2 * i] + cr[1][2 * i + 1], 4.0f);
+        }
+    } else {
+        for (int i = 0; i < pairs; i++) {
+            du[i] = chroma8(cb[0][2 * i] + cb[0][2 * i + 1], 2.0f);
+            dv[i] = chroma8(cr[0][2 * i] + cr[0][2 * i + 1], 2.0f);
+        }
+    }
+    if (n & 1) { /* a last column alone */
+        float sb = cb[0][n - 1], sr = cr[0][n - 1];
+        if (rows == 2)
+            sb += cb[1][n - 1], sr += cr[1][n - 1];
+        du[pairs] = chroma8(sb, (float)rows);
+        dv[pairs] = chroma8(sr, (float)rows);
+    }
+}
+
 void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *const dst[3],
                       const int dst_stride[3])
 {
@@ -361,15 +390,8 @@ void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *con
                     tone_chunk(t, n, r, g, b);
                 to_709(n, r, g, b, dst[0] + y * dst_stride[0] + x0, cb[j], cr[j]);
             }
-            for (int i = 0; i < n; i += 2) { /* each 2x2 block's mean */
-                int cols = i + 1 < n ? 2 : 1;
-                float sb = 0.0f, sr = 0.0f;
-                for (int j = 0; j < rows; j++)
-                    for (int c = 0; c < cols; c++)
-                        sb += cb[j][i + c], sr += cr[j][i + c];
-                du[(x0 + i) / 2] = chroma8(sb, (float)(rows * cols));
-                dv[(x0 + i) / 2] = chroma8(sr, (float)(rows * cols));
-            }
+            block_means(n, rows, (const float(*)[CHUNK])cb, (const float(*)[CHUNK])cr, du + x0 / 2,
+                        dv + x0 / 2);
         }
     }
 }
