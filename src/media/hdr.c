@@ -109,68 +109,13 @@ int reel_tonemap_is(const ReelToneMap *t, ReelHdrKind kind, int bt2020)
     return t && t->kind == kind && t->bt2020 == bt2020;
 }
 
-/* Light above the knee towards 1.0: extended Reinhard on (x - knee) / (1 - knee),
- * whose white point is the peak's, so that the peak lands on 1.0 */
-static float roll_off(float x)
-{
-    const float w = (float)((peak / ref_white - knee) / (1.0 - knee));
-    float s = (x - knee) / (1.0f - knee);
-    return knee + (1.0f - knee) * s * (1.0f + s / (w * w)) / (1.0f + s);
-}
-
 /* BT.2020 to BT.709 primaries, in light (BT.2087) */
 static const float to709[9] = {1.6605f,  -0.5876f, -0.0728f, -0.1246f, 1.1329f,
                                -0.0083f, -0.0182f, -0.1006f, 1.1187f};
 static const float same[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
 
-/* One pixel's R'G'B' codes (16-bit) to BT.709 light 0..1, the roll-off's
- * gain folded in: o[] times *gain is what the SDR display shows. */
-static inline void to_light(const ReelToneMap *t, const float *m, int hlg, int r16, int g16,
-                            int b16, float o[3], float *gain)
-{
-    float r = t->light[r16], g = t->light[g16], b = t->light[b16];
-    if (hlg) { /* scene light to display light, in SDR white */
-        float ys = 0.2627f * r + 0.6780f * g + 0.0593f * b;
-        float k = t->ootf[(int)(ys * YS_STEPS + 0.5f)];
-        r *= k, g *= k, b *= k;
-    }
-    o[0] = m[0] * r + m[1] * g + m[2] * b;
-    o[1] = m[3] * r + m[4] * g + m[5] * b;
-    o[2] = m[6] * r + m[7] * g + m[8] * b;
-    float top = 0.0f;
-    for (int c = 0; c < 3; c++) {
-        o[c] = o[c] > 0.0f ? o[c] : 0.0f; /* outside BT.709: clipped */
-        top = o[c] > top ? o[c] : top;
-    }
-    *gain = top > knee ? roll_off(top) / top : 1.0f;
-}
-
-/* the SDR encoding's table index of light l (clipped to 1) */
-static inline int light_step(float l)
-{
-    return (int)((l < 1.0f ? l : 1.0f) * LIGHT_STEPS + 0.5f);
-}
-
-void reel_tonemap_run(const ReelToneMap *t, const uint16_t *src, ptrdiff_t src_stride, int w, int h,
-                      uint8_t *dst, ptrdiff_t dst_stride)
-{
-    const float *m = t->bt2020 ? to709 : same;
-    const int hlg = t->kind == REEL_HDR_HLG;
-
-    for (int y = 0; y < h; y++) {
-        const uint16_t *s = (const uint16_t *)((const uint8_t *)src + y * src_stride);
-        uint8_t *d = dst + y * dst_stride;
-        for (int x = 0; x < w; x++, s += 3, d += 3) {
-            float o[3], gain;
-            to_light(t, m, hlg, s[0], s[1], s[2], o, &gain);
-            for (int c = 0; c < 3; c++)
-                d[c] = t->oetf[light_step(o[c] * gain)];
-        }
-    }
-}
-
 /*
- * The YUV route, vectorised: a row is done CHUNK pixels at a time, stage by
+ * Both routes, vectorised: a row is done CHUNK pixels at a time, stage by
  * stage over small arrays, so that the compiler makes vector code of every
  * loop (the tables read with gathers); target_clones builds it for AVX-512,
  * AVX2 and plain x86-64, picked when the program starts. No FMA contraction
@@ -206,18 +151,16 @@ CLONES static void to_rgb_signal(const Coefs *k, const float *yv, const float *u
     }
 }
 
-/* n pixels' R'G'B' (0..1, in place) through the tone map: the source's
- * signal in, BT.709's SDR signal out (reel_tonemap_run's mapping) */
-CLONES static void tone_chunk(const ReelToneMap *t, int n, float *r, float *g, float *b)
+/* The mapping itself: n pixels' 16-bit R'G'B' codes to the SDR encoding's
+ * table indices (light 0..1 in LIGHT_STEPS), in place. Light above the knee
+ * rolls off towards 1.0 on the largest component (extended Reinhard on
+ * (x - knee) / (1 - knee), whose white point is the peak's, so that the peak
+ * lands on 1.0). */
+CLONES static void map_codes(const ReelToneMap *t, int n, int *ir, int *ig, int *ib)
 {
     const float *m = t->bt2020 ? to709 : same;
-    int ir[CHUNK], ig[CHUNK], ib[CHUNK];
+    float r[CHUNK], g[CHUNK], b[CHUNK];
 
-    for (int i = 0; i < n; i++) {
-        ir[i] = (int)(r[i] * 65535.0f + 0.5f);
-        ig[i] = (int)(g[i] * 65535.0f + 0.5f);
-        ib[i] = (int)(b[i] * 65535.0f + 0.5f);
-    }
     for (int i = 0; i < n; i++) {
         r[i] = t->light[ir[i]];
         g[i] = t->light[ig[i]];
@@ -239,7 +182,7 @@ CLONES static void tone_chunk(const ReelToneMap *t, int n, float *r, float *g, f
         o2 = o2 > 0.0f ? o2 : 0.0f;
         float top = o0 > o1 ? o0 : o1;
         top = top > o2 ? top : o2;
-        /* roll_off(top) / top, as a select: both sides computed */
+        /* the roll-off's gain, as a select: both sides computed */
         float s = (top - knee) / (1.0f - knee);
         float rolled = knee + (1.0f - knee) * s * (1.0f + s / (w * w)) / (1.0f + s);
         float q = rolled / (top > knee ? top : 1.0f); /* no division under a branch: */
@@ -249,6 +192,45 @@ CLONES static void tone_chunk(const ReelToneMap *t, int n, float *r, float *g, f
         ig[i] = (int)((o1 < 1.0f ? o1 : 1.0f) * LIGHT_STEPS + 0.5f);
         ib[i] = (int)((o2 < 1.0f ? o2 : 1.0f) * LIGHT_STEPS + 0.5f);
     }
+}
+
+void reel_tonemap_run(const ReelToneMap *t, const uint16_t *src, ptrdiff_t src_stride, int w, int h,
+                      uint8_t *dst, ptrdiff_t dst_stride)
+{
+    int ir[CHUNK], ig[CHUNK], ib[CHUNK];
+
+    for (int y = 0; y < h; y++) {
+        const uint16_t *s = (const uint16_t *)((const uint8_t *)src + y * src_stride);
+        uint8_t *d = dst + y * dst_stride;
+        for (int x0 = 0; x0 < w; x0 += CHUNK) {
+            int n = w - x0 < CHUNK ? w - x0 : CHUNK;
+            for (int i = 0; i < n; i++) {
+                ir[i] = s[3 * (x0 + i)];
+                ig[i] = s[3 * (x0 + i) + 1];
+                ib[i] = s[3 * (x0 + i) + 2];
+            }
+            map_codes(t, n, ir, ig, ib);
+            for (int i = 0; i < n; i++) {
+                d[3 * (x0 + i)] = t->oetf[ir[i]];
+                d[3 * (x0 + i) + 1] = t->oetf[ig[i]];
+                d[3 * (x0 + i) + 2] = t->oetf[ib[i]];
+            }
+        }
+    }
+}
+
+/* n pixels' R'G'B' (0..1, in place) through the tone map: the source's
+ * signal in, BT.709's SDR signal out (reel_tonemap_run's mapping) */
+CLONES static void tone_chunk(const ReelToneMap *t, int n, float *r, float *g, float *b)
+{
+    int ir[CHUNK], ig[CHUNK], ib[CHUNK];
+
+    for (int i = 0; i < n; i++) {
+        ir[i] = (int)(r[i] * 65535.0f + 0.5f);
+        ig[i] = (int)(g[i] * 65535.0f + 0.5f);
+        ib[i] = (int)(b[i] * 65535.0f + 0.5f);
+    }
+    map_codes(t, n, ir, ig, ib);
     for (int i = 0; i < n; i++) {
         r[i] = t->signal[ir[i]];
         g[i] = t->signal[ig[i]];

@@ -794,11 +794,11 @@ static const AVFrame *convert_region(Export *ex, Transform *tr, const AVFrame *f
             av_frame_free(&tr->mapped);
             goto nomem;
         }
+        m->color_range = AVCOL_RANGE_MPEG;
+        m->colorspace = AVCOL_SPC_BT709;
+        m->color_primaries = AVCOL_PRI_BT709;
+        m->color_trc = AVCOL_TRC_BT709;
     }
-    m->color_range = AVCOL_RANGE_MPEG;
-    m->colorspace = AVCOL_SPC_BT709;
-    m->color_primaries = AVCOL_PRI_BT709;
-    m->color_trc = AVCOL_TRC_BT709;
     region_planes(f, d, g->x, g->y, planes);
     for (int p = 0; p < 3; p++) {
         src.plane[p] = planes[p];
@@ -1150,18 +1150,16 @@ static int transform_item(Export *ex, Transform *tr, int lane, DecItem *it, AVFr
         stride = rw * 3;
     } else {
         r = reel_crop_at(clip, it->t, W, H, ex->job->aspect_w, ex->job->aspect_h);
-        if (!need_model(ex, &r) && yuv_direct(f)) {
-            if (!(*pout = yuv_to_out(ex, tr, f, &r)))
-                return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
-            return 0;
-        }
-        if (!need_model(ex, &r) && tr->convert_in_yuv && yuv_convertible(f)) {
-            ReelRect g = region_of(f, &r); /* to BT.709 in YUV, then as above */
-            const AVFrame *m = convert_region(ex, tr, f, &g);
-            if (!m)
-                return REEL_ERR(ENOMEM); /* failed already */
-            ReelRect in = {r.x - g.x, r.y - g.y, r.width, r.height};
-            if (!(*pout = yuv_to_out(ex, tr, m, &in)))
+        int direct = yuv_direct(f);
+        if (!need_model(ex, &r) && (direct || (tr->convert_in_yuv && yuv_convertible(f)))) {
+            ReelRect in = r;
+            if (!direct) { /* to BT.709 in YUV first: the region around the crop */
+                ReelRect g = region_of(f, &r);
+                if (!(f = convert_region(ex, tr, f, &g)))
+                    return REEL_ERR(ENOMEM); /* failed already */
+                in.x -= g.x, in.y -= g.y;
+            }
+            if (!(*pout = yuv_to_out(ex, tr, f, &in)))
                 return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory (resize)");
             return 0;
         }
