@@ -27,9 +27,9 @@ static const float knee = 0.8f;        /* light kept as it is up to here */
 
 struct ReelToneMap {
     ReelHdrKind kind;
-    int bt2020;               /* BT.2020 primaries to map to BT.709's */
-    float light[65536];       /* code -> light (HLG: scene light 0..1) */
-    float ootf[YS_STEPS + 1]; /* HLG: scene luminance -> display gain, in SDR white */
+    int bt2020;                    /* BT.2020 primaries to map to BT.709's */
+    float light[65536];            /* code -> light (HLG: scene light 0..1) */
+    float ootf[YS_STEPS + 1];      /* HLG: scene luminance -> display gain, in SDR white */
     uint8_t oetf[LIGHT_STEPS + 1]; /* light -> 8-bit R'G'B' */
     float signal[LIGHT_STEPS + 1]; /* light -> R'G'B' 0..1 */
 };
