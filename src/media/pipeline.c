@@ -375,7 +375,8 @@ static int decode_clip(Export *ex, int k)
     if ((ret = reel_clip_frames_init(&cf, clip, ex->fps)) < 0)
         return ex_fail(ex, ret, "out of memory");
     if (!(d.pkt = av_packet_alloc()) ||
-        (ret = reel_media_open_video(clip->source, 0, &d.pool, &d.fmt, &d.dec, &d.stream)) < 0) {
+        (ret = reel_media_open_video(clip->source, 0, &ex->src[k], &d.pool, &d.fmt, &d.dec,
+                                     &d.stream)) < 0) {
         ret = ex_fail(ex, REEL_ERROR_MEDIA, "%s: cannot read %s", what, clip->source);
         goto end;
     }
@@ -2061,6 +2062,8 @@ end:
     reel_queue_uninit(&ex.audio_pkts);
     av_buffer_pool_uninit(&ex.out_pool); /* freed when the last frame is */
     reel_layout_uninit(&ex.layout);
+    for (int k = 0; ex.src && k < job->nb_clips; k++)
+        reel_source_info_uninit(&ex.src[k]);
     free(ex.src);
     free(ex.clip_upscaled);
     pthread_cond_destroy(&ex.turn);

@@ -20,23 +20,59 @@
 #include "core/error.h"
 #include "core/job.h"
 
-int reel_media_open_video(const char *path, int threads, ReelDecoderPool **pool,
-                          AVFormatContext **pfmt, AVCodecContext **pdec, int *pstream)
+void reel_source_info_uninit(ReelSourceInfo *info)
+{
+    avcodec_parameters_free(&info->par);
+}
+
+/*
+ * Whether fmt, just opened, holds the stream a probe of the same file found,
+ * as it found it: a container whose header lists its streams (not MPEG-TS,
+ * say, where streams appear as packets come) and the same codec at the same
+ * index.
+ */
+static int holds_known(const AVFormatContext *fmt, const ReelSourceInfo *known)
+{
+    const AVCodecParameters *par;
+
+    if (!known || !known->par || (fmt->ctx_flags & AVFMTCTX_NOHEADER) ||
+        known->video_stream < 0 || (unsigned)known->video_stream >= fmt->nb_streams)
+        return 0;
+    par = fmt->streams[known->video_stream]->codecpar;
+    return par->codec_type == AVMEDIA_TYPE_VIDEO && par->codec_id == known->par->codec_id;
+}
+
+int reel_media_open_video(const char *path, int threads, const ReelSourceInfo *known,
+                          ReelDecoderPool **pool, AVFormatContext **pfmt, AVCodecContext **pdec,
+                          int *pstream)
 {
     AVFormatContext *fmt = NULL;
     AVCodecContext *dec = NULL;
     const AVCodec *codec = NULL;
+    const AVCodecParameters *par;
     int ret, st;
 
     *pfmt = NULL;
     *pdec = NULL;
     if ((ret = avformat_open_input(&fmt, path, NULL, NULL)) < 0)
         return ret;
-    if ((ret = avformat_find_stream_info(fmt, NULL)) < 0)
-        goto fail;
-    if ((st = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0)) < 0) {
-        ret = st;
-        goto fail;
+    if (holds_known(fmt, known)) {
+        /* the probe's parameters (the decode delay it measured among them), so
+         * the decoder starts as it would have after the search */
+        st = known->video_stream;
+        par = known->par;
+        if (!(codec = avcodec_find_decoder(par->codec_id))) {
+            ret = AVERROR_DECODER_NOT_FOUND;
+            goto fail;
+        }
+    } else {
+        if ((ret = avformat_find_stream_info(fmt, NULL)) < 0)
+            goto fail;
+        if ((st = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0)) < 0) {
+            ret = st;
+            goto fail;
+        }
+        par = fmt->streams[st]->codecpar;
     }
     for (unsigned i = 0; i < fmt->nb_streams; i++)
         fmt->streams[i]->discard = (int)i == st ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
@@ -44,7 +80,7 @@ int reel_media_open_video(const char *path, int threads, ReelDecoderPool **pool,
         ret = AVERROR(ENOMEM);
         goto fail;
     }
-    if ((ret = avcodec_parameters_to_context(dec, fmt->streams[st]->codecpar)) < 0)
+    if ((ret = avcodec_parameters_to_context(dec, par)) < 0)
         goto fail;
     dec->pkt_timebase = fmt->streams[st]->time_base;
     dec->thread_count = threads;
@@ -123,7 +159,7 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
     /* one thread: frame threads would decode a frame per thread before the
      * first came out, and start and fill a pool per thread (~0.1 s for a
      * 1080p source here, for one frame that takes ~5 ms alone) */
-    if ((ret = reel_media_open_video(path, 1, &pool, &fmt, &dec, &st)) < 0) {
+    if ((ret = reel_media_open_video(path, 1, NULL, &pool, &fmt, &dec, &st)) < 0) {
         if (ret == AVERROR_STREAM_NOT_FOUND)
             ret = reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no video stream", what, path);
         else
@@ -187,6 +223,12 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
     info->rotation = fmod(display_rotation(s) + rotation, 360.0);
     reel_rotated_size(info->width, info->height, info->rotation, &info->rot_width,
                       &info->rot_height);
+    if (!(info->par = avcodec_parameters_alloc()) ||
+        avcodec_parameters_copy(info->par, s->codecpar) < 0) {
+        reel_source_info_uninit(info);
+        ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "%s: out of memory", what);
+        goto end;
+    }
     ret = 0;
 end:
     av_frame_free(&frame);
@@ -289,7 +331,15 @@ int reel_media_probe_clips(const ReelJob *job, ReelSourceInfo *info, char *errms
                 snprintf(errmsg, REEL_ERRMSG_SIZE, "%s", w.err[k]);
             break;
         }
-        info[k] = info[first[k]];
+        if (first[k] != k) { /* the same source: its own copy of the parameters */
+            info[k] = info[first[k]];
+            info[k].par = NULL;
+            if (!(info[k].par = avcodec_parameters_alloc()) ||
+                avcodec_parameters_copy(info[k].par, info[first[k]].par) < 0) {
+                ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
+                break;
+            }
+        }
     }
 end:
     free(first);

@@ -4,7 +4,8 @@
  * source, decoded both ways with frame threads, has the same pixels; the
  * frames came from the pools (lines and planes 64-byte aligned) except where
  * the pools step aside (a palette); a change of frame size mid-stream gets a
- * new pool; frames outlive their decoder.
+ * new pool; frames outlive their decoder. A source opened with what its probe
+ * found decodes as when opened alone.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
 
+#include "core/error.h"
 #include "media/framepool.h"
 #include "media/media_int.h"
 #include "media_util.h"
@@ -33,13 +35,19 @@ typedef struct Decoding {
     int stream, eof;
 } Decoding;
 
-static void open_decoding(Decoding *d, const char *path, int pooled)
+static void open_known(Decoding *d, const char *path, int pooled, const ReelSourceInfo *known)
 {
     memset(d, 0, sizeof(*d));
-    assert_int_equal(
-        reel_media_open_video(path, 0, pooled ? &d->pool : NULL, &d->fmt, &d->dec, &d->stream), 0);
+    assert_int_equal(reel_media_open_video(path, 0, known, pooled ? &d->pool : NULL, &d->fmt,
+                                           &d->dec, &d->stream),
+                     0);
     assert_true(pooled == (d->pool != NULL));
     assert_non_null(d->pkt = av_packet_alloc());
+}
+
+static void open_decoding(Decoding *d, const char *path, int pooled)
+{
+    open_known(d, path, pooled, NULL);
 }
 
 /* the next frame, or NULL at the end */
@@ -206,6 +214,72 @@ static void test_size_change(void **state)
     assert_true(served >= frames);
 }
 
+/*
+ * Opened with what a probe found, a source in a container with a header skips
+ * avformat_find_stream_info (an H.264 stream's pixel format is then still
+ * unknown to the demuxer: it is what that search decodes frames to learn) and
+ * decodes the same frames, with the same times, as when opened alone; MPEG-TS,
+ * whose streams appear as packets come, searches as before.
+ */
+static void test_open_with_probe(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *args;
+        int skips;
+    } cases[] = {
+        {"h264_420.mp4", SRC(322, 182, 2) " -c:v libx264 -bf 3 -pix_fmt yuv420p", 1},
+        {"h264_pyramid.mkv", SRC(200, 120, 2) " -c:v libx264 -x264-params "
+                                              "bframes=3:b-pyramid=normal -pix_fmt yuv420p", 1},
+        {"hevc_10bit.mp4", SRC(320, 240, 1) " -c:v libx265 -x265-params log-level=error "
+                                            "-pix_fmt yuv420p10le", 1},
+        {"vp9.webm", SRC(200, 120, 1) " -c:v libvpx-vp9 -deadline realtime -pix_fmt yuv420p", 1},
+        {"mpeg4_b.avi", SRC(176, 144, 1) " -c:v mpeg4 -bf 2 -q:v 3", 1},
+        {"h264.ts", SRC(200, 120, 2) " -c:v libx264 -bf 3 -pix_fmt yuv420p", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *path = data(cases[i].name);
+        char err[REEL_ERRMSG_SIZE];
+        ReelSourceInfo info;
+        Decoding alone, known;
+        AVFrame *a, *b;
+        int n = 0;
+
+        make(cases[i].name, cases[i].args);
+        assert_int_equal(reel_media_probe(path, "clips[0].source", 0.0, &info, err), 0);
+        assert_non_null(info.par);
+        open_decoding(&alone, path, 1);
+        open_known(&known, path, 1, &info);
+        assert_int_equal(known.stream, alone.stream);
+        enum AVPixelFormat demuxer_fmt = known.fmt->streams[known.stream]->codecpar->format;
+        if (cases[i].skips && alone.dec->codec_id == AV_CODEC_ID_H264)
+            assert_int_equal(demuxer_fmt, AV_PIX_FMT_NONE);
+        if (!cases[i].skips)
+            assert_int_not_equal(demuxer_fmt, AV_PIX_FMT_NONE);
+        assert_int_equal(known.dec->has_b_frames, alone.dec->has_b_frames);
+        while ((a = next_frame(&alone))) {
+            b = next_frame(&known);
+            if (!b)
+                fail_msg("%s: opened with the probe's, it ended at frame %d", path, n);
+            assert_same_pixels(a, b, n);
+            if (a->best_effort_timestamp != b->best_effort_timestamp)
+                fail_msg("%s: frame %d at %lld, alone at %lld", path, n,
+                         (long long)b->best_effort_timestamp, (long long)a->best_effort_timestamp);
+            av_frame_free(&a);
+            av_frame_free(&b);
+            n++;
+        }
+        assert_null(next_frame(&known));
+        print_message("%s: %d frames alike, %s\n", cases[i].name, n,
+                      demuxer_fmt == AV_PIX_FMT_NONE ? "no search" : "searched");
+        assert_true(n >= 20);
+        close_decoding(&alone);
+        close_decoding(&known);
+        reel_source_info_uninit(&info);
+        assert_null(info.par);
+    }
+}
+
 int main(void)
 {
     const char *d = getenv("REEL_TEST_DATA");
@@ -215,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_codecs),
         cmocka_unit_test(test_palette_keeps_libavcodec),
         cmocka_unit_test(test_size_change),
+        cmocka_unit_test(test_open_with_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
