@@ -35,8 +35,8 @@ static int holds_known(const AVFormatContext *fmt, const ReelSourceInfo *known)
 {
     const AVCodecParameters *par;
 
-    if (!known || !known->par || (fmt->ctx_flags & AVFMTCTX_NOHEADER) ||
-        known->video_stream < 0 || (unsigned)known->video_stream >= fmt->nb_streams)
+    if (!known || !known->par || (fmt->ctx_flags & AVFMTCTX_NOHEADER) || known->video_stream < 0 ||
+        (unsigned)known->video_stream >= fmt->nb_streams)
         return 0;
     par = fmt->streams[known->video_stream]->codecpar;
     return par->codec_type == AVMEDIA_TYPE_VIDEO && par->codec_id == known->par->codec_id;

@@ -229,10 +229,14 @@ static void test_open_with_probe(void **state)
         int skips;
     } cases[] = {
         {"h264_420.mp4", SRC(322, 182, 2) " -c:v libx264 -bf 3 -pix_fmt yuv420p", 1},
-        {"h264_pyramid.mkv", SRC(200, 120, 2) " -c:v libx264 -x264-params "
-                                              "bframes=3:b-pyramid=normal -pix_fmt yuv420p", 1},
-        {"hevc_10bit.mp4", SRC(320, 240, 1) " -c:v libx265 -x265-params log-level=error "
-                                            "-pix_fmt yuv420p10le", 1},
+        {"h264_pyramid.mkv",
+         SRC(200, 120, 2) " -c:v libx264 -x264-params "
+                          "bframes=3:b-pyramid=normal -pix_fmt yuv420p",
+         1},
+        {"hevc_10bit.mp4",
+         SRC(320, 240, 1) " -c:v libx265 -x265-params log-level=error "
+                          "-pix_fmt yuv420p10le",
+         1},
         {"vp9.webm", SRC(200, 120, 1) " -c:v libvpx-vp9 -deadline realtime -pix_fmt yuv420p", 1},
         {"mpeg4_b.avi", SRC(176, 144, 1) " -c:v mpeg4 -bf 2 -q:v 3", 1},
         {"h264.ts", SRC(200, 120, 2) " -c:v libx264 -bf 3 -pix_fmt yuv420p", 0},
