@@ -361,6 +361,65 @@ static AVFrame *decoder_next(Decoder *d, double *t)
     return NULL;
 }
 
+static int key_frame(const AVFrame *f)
+{
+#if LIBAVUTIL_VERSION_INT >= AV_VERSION_INT(58, 29, 100)
+    return !!(f->flags & AV_FRAME_FLAG_KEY);
+#else
+    return f->key_frame;
+#endif
+}
+
+/*
+ * Seek d to source time `at` (<= 0: the start) and decode the first frame
+ * from there, its time in *t. NULL when nothing decodes.
+ */
+static AVFrame *decode_from(Decoder *d, double at, const char *what, double *t)
+{
+    int64_t ts = (int64_t)floor((fmax(at, 0.0) + d->t0) / d->tb);
+    int r;
+
+    /* the start: byte 0 where the demuxer can go there (MPEG-TS: a seek to
+     * the first frame's time may land inside its packet and lose it) */
+    if (at <= 0.0 && !(d->fmt->iformat->flags & AVFMT_NO_BYTE_SEEK))
+        r = av_seek_frame(d->fmt, -1, 0, AVSEEK_FLAG_BYTE);
+    else
+        r = av_seek_frame(d->fmt, d->stream, ts, AVSEEK_FLAG_BACKWARD);
+    if (r < 0)
+        reel_log(REEL_LOG_WARNING, "export", "%s: seek to %.3f s failed, decoding on", what, at);
+    avcodec_flush_buffers(d->dec);
+    d->eof = 0;
+    return decoder_next(d, t);
+}
+
+/*
+ * The first frame a trimmed clip needs: the last one at or before source time
+ * `want` (its first output frame's), or the first of the file. A seek to
+ * `start` lands on a key frame before it in a file with an index (MP4, MOV,
+ * Matroska). In one without (MPEG-TS, MPEG-PS), it lands on the packet at that
+ * time, and the decoder then skips to the next key frame, which may lie after
+ * `want`: the frames in between would be missing, the later one shown in
+ * their place. So a landing later than `want`, or on a frame that is not a
+ * key frame, seeks again 1, 2, 4... s earlier, down to the start.
+ */
+static AVFrame *seek_clip(Decoder *d, double start, double want, const char *what, double *t)
+{
+    double back = 0.0;
+
+    for (;;) {
+        double at = start - back;
+        AVFrame *f = decode_from(d, at, what, t);
+
+        if (at <= 0.0 || (f && key_frame(f) && *t <= want + 1e-6))
+            return f;
+        reel_log(REEL_LOG_DEBUG, "export", "%s: a seek to %.3f s landed at %s; seeking earlier",
+                 what, at,
+                 f ? (key_frame(f) ? "a later frame" : "a frame not a key frame") : "the end");
+        av_frame_free(&f);
+        back = back > 0.0 ? 2.0 * back : 1.0;
+    }
+}
+
 static int decode_clip(Export *ex, int k)
 {
     const ReelClip *clip = &ex->job->clips[k];
@@ -382,13 +441,11 @@ static int decode_clip(Export *ex, int k)
     }
     d.tb = av_q2d(d.fmt->streams[d.stream]->time_base);
     d.t0 = ex->src[k].t0;
-    if (clip->trim_start > 0.0) {
-        int64_t ts = (int64_t)floor((clip->trim_start + d.t0) / d.tb);
-        if (av_seek_frame(d.fmt, d.stream, ts, AVSEEK_FLAG_BACKWARD) < 0)
-            reel_log(REEL_LOG_WARNING, "export", "%s: seek failed, decoding from the start", what);
-        avcodec_flush_buffers(d.dec);
-    }
-    cur = decoder_next(&d, &tcur);
+    if (clip->trim_start > 0.0)
+        cur = seek_clip(&d, clip->trim_start, reel_clip_source_time(clip, &cf, ex->fps, 0, NULL),
+                        what, &tcur);
+    else
+        cur = decoder_next(&d, &tcur);
     if (!cur) {
         ret = ex_fail(ex, REEL_ERROR_MEDIA, "%s: %s has no decodable frames at %.3f s", what,
                       clip->source, clip->trim_start);

@@ -506,6 +506,53 @@ static void test_60fps_real_speed(void **state)
     reel_job_free(&job);
 }
 
+/*
+ * A trimmed clip starts on the right frame whatever the container: an MPEG-TS
+ * file has no index, so a seek lands on the packet at the trim's time and the
+ * decoder skips to the next key frame (here 1 s later). Before the fix the
+ * reel showed that key frame in place of the 15 frames before it. luma = 16 +
+ * 2 * source frame number; key frames every 30, B-frames between.
+ */
+static void test_trim_without_index(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"count_g30.ts", "count_g30.mp4"};
+    struct stat sb;
+
+    if (stat(data("count_g30.ts"), &sb) != 0)
+        sh("ffmpeg -v error -y -f lavfi -i \"color=black:s=64x64:r=30,"
+           "geq=lum='16+2*N':cb=128:cr=128\" -t 3 -c:v libx264 -preset veryfast -crf 4 -g 30 "
+           "-bf 2 -pix_fmt yuv420p %s",
+           data("count_g30.ts"));
+    if (stat(data("count_g30.mp4"), &sb) != 0) /* the same stream, with an index */
+        sh("ffmpeg -v error -y -i %s -c copy %s", data("count_g30.ts"), data("count_g30.mp4"));
+    for (int i = 0; i < 2; i++) {
+        char json[512], out[64];
+        snprintf(json, sizeof(json),
+                 "{\"clips\":[{\"source\":\"%s\",\"trimRange\":{\"start\":0.5,"
+                 "\"end\":2.0}}],\"globalAspectRatio\":\"1:1\",\"output\":{\"width\":64,"
+                 "\"height\":64,\"fps\":30,\"crf\":1,\"include_audio\":false,"
+                 "\"upscale\":{\"mode\":\"off\"}}}",
+                 names[i]);
+        snprintf(out, sizeof(out), "%s_trim.mp4", names[i]);
+        ReelJob *job = job_of(json);
+        export_ok(job, data(out));
+        int keep[] = {0, 7, 14, 15, 44};
+        Frames fr = decode_frames(data(out), keep, 5);
+        assert_int_equal(fr.count, 45); /* 0.5 s to 2.0 s */
+        for (int k = 0; k < 5; k++) {
+            int n = keep[k];
+            double y = 16 + px(&fr, n, 32, 32)[1] * 219.0 / 255.0;
+            double want = 16 + 2.0 * (15 + n);
+            if (fabs(y - want) > 3)
+                fail_msg("%s: output frame %d shows luma %.1f, expected %.1f (source frame %d)",
+                         names[i], n, y, want, 15 + n);
+        }
+        frames_free(&fr);
+        reel_job_free(&job);
+    }
+}
+
 static void test_silent_clip(void **state)
 {
     gen("silent.mp4", "testsrc=size=160x120:rate=30", NULL, 1);
@@ -1162,6 +1209,7 @@ int main(void)
         cmocka_unit_test(test_dissolve_and_fade),
         cmocka_unit_test(test_fade_dark),
         cmocka_unit_test(test_60fps_real_speed),
+        cmocka_unit_test(test_trim_without_index),
         cmocka_unit_test(test_silent_clip),
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_upscale_small),
