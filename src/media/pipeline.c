@@ -319,6 +319,7 @@ typedef struct Decoder {
     int stream;
     double tb, t0;
     int eof;
+    int to_key; /* after a seek: packets before the next key frame's are dropped */
     double last_t;
 } Decoder;
 
@@ -353,7 +354,10 @@ static AVFrame *decoder_next(Decoder *d, double *t)
             avcodec_send_packet(d->dec, NULL);
             continue;
         }
-        if (d->pkt->stream_index == d->stream && avcodec_send_packet(d->dec, d->pkt) < 0)
+        if (d->pkt->stream_index == d->stream && d->to_key)
+            d->to_key = !(d->pkt->flags & AV_PKT_FLAG_KEY);
+        if (d->pkt->stream_index == d->stream && !d->to_key &&
+            avcodec_send_packet(d->dec, d->pkt) < 0)
             reel_log(REEL_LOG_WARNING, "export", "skipping a damaged video packet");
         av_packet_unref(d->pkt);
     }
@@ -389,6 +393,9 @@ static AVFrame *decode_from(Decoder *d, double at, const char *what, double *t)
         reel_log(REEL_LOG_WARNING, "export", "%s: seek to %.3f s failed, decoding on", what, at);
     avcodec_flush_buffers(d->dec);
     d->eof = 0;
+    /* where the seek landed between key frames (no index), the packets up to
+     * the next one only make the decoder complain of missing references */
+    d->to_key = at > 0.0;
     return decoder_next(d, t);
 }
 
