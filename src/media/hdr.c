@@ -7,9 +7,10 @@
  * the BT.2100 OOTF for a 1000 cd/m2 display, which depends on the pixel's
  * luminance), BT.2020 to BT.709 primaries, colours outside BT.709 clipped,
  * then light above 0.8 rolled off towards 1.0 (on the largest component, so
- * that hue stays: extended Reinhard, slope 1 at 0.8, 1.0 at the 1000 cd/m2
- * peak), then encoded for an SDR display (BT.1886's 2.4 power inverted)
- * through a table.
+ * that hue stays: extended Reinhard, slope 1 at 0.8, 1.0 at the peak: HLG's
+ * 1000 cd/m2 display; PQ's source peak, its MaxCLL or its mastering display's,
+ * 1000 cd/m2 when the file says neither), then encoded for an SDR display
+ * (BT.1886's 2.4 power inverted) through a table.
  */
 #include "media/hdr.h"
 
@@ -22,12 +23,14 @@
 #define YS_STEPS 4096     /* HLG's OOTF gain's table: scene luminance 0..1 */
 
 static const double ref_white = 203.0; /* cd/m2 (BT.2408 HDR reference white) */
-static const double peak = 1000.0;     /* cd/m2: HLG's nominal display; PQ's assumed master */
+static const double peak = 1000.0;     /* cd/m2: HLG's nominal display; PQ's when not known */
 static const float knee = 0.8f;        /* light kept as it is up to here */
 
 struct ReelToneMap {
     ReelHdrKind kind;
     int bt2020;                    /* BT.2020 primaries to map to BT.709's */
+    double peak;                   /* cd/m2: the light that lands on SDR white */
+    float w;                       /* the roll-off's white point (map_codes) */
     float light[65536];            /* code -> light (HLG: scene light 0..1) */
     float ootf[YS_STEPS + 1];      /* HLG: scene luminance -> display gain, in SDR white */
     uint8_t oetf[LIGHT_STEPS + 1]; /* light -> 8-bit R'G'B' */
@@ -74,7 +77,15 @@ static double pq_display(double v)
     return 10000.0 * pow(fmax(n - c1, 0.0) / d, 1.0 / m1);
 }
 
-ReelToneMap *reel_tonemap_new(ReelHdrKind kind, int bt2020)
+/* The light a map for kind lands on SDR white, given the source's PQ peak. */
+static double white_of(ReelHdrKind kind, double pq_peak)
+{
+    if (kind != REEL_HDR_PQ || !(pq_peak > 0.0))
+        return peak;
+    return fmin(fmax(pq_peak, ref_white), 10000.0);
+}
+
+ReelToneMap *reel_tonemap_new(ReelHdrKind kind, int bt2020, double pq_peak)
 {
     ReelToneMap *t;
 
@@ -82,6 +93,8 @@ ReelToneMap *reel_tonemap_new(ReelHdrKind kind, int bt2020)
         return NULL;
     t->kind = kind;
     t->bt2020 = bt2020;
+    t->peak = white_of(kind, pq_peak);
+    t->w = (float)((t->peak / ref_white - knee) / (1.0 - knee));
     for (int i = 0; i < 65536; i++) {
         double v = i / 65535.0;
         t->light[i] = (float)(kind == REEL_HDR_HLG  ? hlg_scene(v)
@@ -104,9 +117,9 @@ void reel_tonemap_free(ReelToneMap **t)
     *t = NULL;
 }
 
-int reel_tonemap_is(const ReelToneMap *t, ReelHdrKind kind, int bt2020)
+int reel_tonemap_is(const ReelToneMap *t, ReelHdrKind kind, int bt2020, double pq_peak)
 {
-    return t && t->kind == kind && t->bt2020 == bt2020;
+    return t && t->kind == kind && t->bt2020 == bt2020 && t->peak == white_of(kind, pq_peak);
 }
 
 /* BT.2020 to BT.709 primaries, in light (BT.2087) */
@@ -172,7 +185,7 @@ CLONES static void map_codes(const ReelToneMap *t, int n, int *ir, int *ig, int 
             float gain = t->ootf[(int)(ys * YS_STEPS + 0.5f)];
             r[i] *= gain, g[i] *= gain, b[i] *= gain;
         }
-    const float w = (float)((peak / ref_white - knee) / (1.0 - knee));
+    const float w = t->w;
     for (int i = 0; i < n; i++) {
         float o0 = m[0] * r[i] + m[1] * g[i] + m[2] * b[i];
         float o1 = m[3] * r[i] + m[4] * g[i] + m[5] * b[i];

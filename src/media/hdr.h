@@ -30,12 +30,16 @@ typedef struct ReelToneMap ReelToneMap;
 
 /**
  * Tables for one kind (~300 KB); bt2020: the source's primaries are BT.2020
- * (else BT.709's, kept). NULL when out of memory or kind is NONE.
+ * (else BT.709's, kept). pq_peak: a PQ source's brightest light in cd/m2 (its
+ * MaxCLL, else its mastering display's peak; 0: unknown, 1000 taken), which
+ * the roll-off lands on SDR white; kept within 203 (reference white) and
+ * 10000. Other kinds ignore it (HLG is relative to its nominal 1000 cd/m2
+ * display). NULL when out of memory or kind is NONE.
  */
-ReelToneMap *reel_tonemap_new(ReelHdrKind kind, int bt2020);
+ReelToneMap *reel_tonemap_new(ReelHdrKind kind, int bt2020, double pq_peak);
 void reel_tonemap_free(ReelToneMap **t);
-/** Whether t was made for kind and primaries (NULL: for nothing). */
-int reel_tonemap_is(const ReelToneMap *t, ReelHdrKind kind, int bt2020);
+/** Whether t was made for kind, primaries and peak (NULL: for nothing). */
+int reel_tonemap_is(const ReelToneMap *t, ReelHdrKind kind, int bt2020, double pq_peak);
 
 /**
  * w x h pixels of full-range R'G'B' (RGB48, native endian; src_stride in

@@ -21,6 +21,8 @@ typedef struct ReelSourceInfo {
     double t0;                 /**< first decoded video frame's time, seconds: source time 0 */
     double duration;           /**< seconds of source time from t0 to the stream's end */
     int video_stream;
+    double pq_peak;         /**< the brightest light its metadata declares, cd/m2: MaxCLL, else
+                                 the mastering display's peak (HDR10); 0 when it declares none */
     AVCodecParameters *par; /**< the video stream's, as avformat_find_stream_info left them
                                  (reel_media_open_video then need not run it again); owned */
 } ReelSourceInfo;

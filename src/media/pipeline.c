@@ -549,6 +549,7 @@ typedef struct Transform {
     size_t rgb_size, rot_size, up_size, scaled_size;
     AVFrame *turned;  /* a source frame turned a quarter or a half, in YUV (turn_yuv) */
     ReelToneMap *hdr; /* an HDR or BT.2020 source's way to BT.709 (media/hdr.h) */
+    double pq_peak;   /* the current clip's source peak, cd/m2 (0: unknown; hdr.h) */
     uint8_t *rgb48;   /* its RGB48 before that (RGB path) */
     size_t rgb48_size;
     AVFrame *mapped; /* a region brought to BT.709 4:2:0 (YUV path: convert_region) */
@@ -610,9 +611,9 @@ static int tonemap_for(Export *ex, Transform *tr, const AVFrame *f, ReelHdrKind 
 {
     int bt2020 = f->color_primaries == AVCOL_PRI_BT2020 ||
                  (hdr != REEL_HDR_WIDE && f->color_primaries == AVCOL_PRI_UNSPECIFIED);
-    if (!reel_tonemap_is(tr->hdr, hdr, bt2020)) {
+    if (!reel_tonemap_is(tr->hdr, hdr, bt2020, tr->pq_peak)) {
         reel_tonemap_free(&tr->hdr);
-        if (!(tr->hdr = reel_tonemap_new(hdr, bt2020)))
+        if (!(tr->hdr = reel_tonemap_new(hdr, bt2020, tr->pq_peak)))
             return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
     }
     return 0;
@@ -1194,6 +1195,7 @@ static int transform_item(Export *ex, Transform *tr, int lane, DecItem *it, AVFr
     AVFrame *out;
     ReelRect r;
 
+    tr->pq_peak = ex->src[it->clip].pq_peak;
     if (turn != 0.0 && fmod(turn, 90.0) == 0.0) { /* a quarter or half turn: in YUV if it can */
         const AVFrame *t = turn_yuv(tr, f, turn);
         if (t) {

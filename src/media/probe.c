@@ -16,6 +16,7 @@
 
 #include <libavcodec/avcodec.h>
 #include <libavutil/display.h>
+#include <libavutil/mastering_display_metadata.h>
 
 #include "core/error.h"
 #include "core/job.h"
@@ -114,6 +115,32 @@ void reel_rotated_size(int W, int H, double deg, int *rw, int *rh)
         *rw = (int)ceil(W * c + H * s - 1e-9);
         *rh = (int)ceil(W * s + H * c - 1e-9);
     }
+}
+
+/*
+ * The brightest light an HDR10 source declares, in cd/m2: its content light
+ * level (MaxCLL), else its mastering display's peak luminance, as the
+ * container has them (MP4's clli and mdcv boxes, Matroska's colour
+ * elements), else as the first frame's SEI has them; 0 when none is given.
+ * These are the figures a display tone maps HDR10 to its own peak by.
+ */
+static double declared_peak(const AVStream *s, const AVFrame *f)
+{
+    const AVContentLightMetadata *cll =
+        (const void *)av_stream_get_side_data(s, AV_PKT_DATA_CONTENT_LIGHT_LEVEL, NULL);
+    const AVMasteringDisplayMetadata *md =
+        (const void *)av_stream_get_side_data(s, AV_PKT_DATA_MASTERING_DISPLAY_METADATA, NULL);
+    const AVFrameSideData *sd;
+
+    if (!cll && (sd = av_frame_get_side_data(f, AV_FRAME_DATA_CONTENT_LIGHT_LEVEL)))
+        cll = (const void *)sd->data;
+    if (!md && (sd = av_frame_get_side_data(f, AV_FRAME_DATA_MASTERING_DISPLAY_METADATA)))
+        md = (const void *)sd->data;
+    if (cll && cll->MaxCLL > 0)
+        return cll->MaxCLL;
+    if (md && md->has_luminance && md->max_luminance.den > 0 && md->max_luminance.num > 0)
+        return av_q2d(md->max_luminance);
+    return 0.0;
 }
 
 /*
@@ -221,6 +248,7 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
         goto end;
     }
     info->rotation = fmod(display_rotation(s) + rotation, 360.0);
+    info->pq_peak = declared_peak(s, frame);
     reel_rotated_size(info->width, info->height, info->rotation, &info->rot_width,
                       &info->rot_height);
     if (!(info->par = avcodec_parameters_alloc()) ||

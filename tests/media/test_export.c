@@ -1077,6 +1077,85 @@ static void test_hdr_sources(void **state)
 /* SDR sources in other colours than the reel's (BT.601's matrix, full range)
  * come out in BT.709 limited range with their colours, by both routes: in
  * YUV (no AI, the default) and through RGB (CLIPREEL_CONVERT=rgb) */
+/* PQ greys of HDR_PATCHES light levels (cd/m2), 32x32 each, lossless HEVC, the
+ * x265 options x265 (HDR10 metadata) added */
+static void make_pq_greys(const char *path, const double *nits, const char *x265)
+{
+    uint16_t px[HDR_PATCHES][3];
+    char cmd[2048];
+
+    for (int k = 0; k < HDR_PATCHES; k++) {
+        double y = pow(nits[k] / 10000.0, 2610.0 / 16384);
+        double e = pow((3424.0 / 4096 + 2413.0 / 128 * y) / (1 + 2392.0 / 128 * y), 2523.0 / 32);
+        px[k][0] = px[k][1] = px[k][2] = (uint16_t)lrint(e * 65535);
+    }
+    snprintf(cmd, sizeof(cmd),
+             "ffmpeg -v error -y -f rawvideo -pix_fmt rgb48le -s %dx32 -r 30 -i - -vf "
+             "scale=out_color_matrix=bt2020:out_range=tv,format=yuv420p10le -colorspace bt2020nc "
+             "-color_primaries bt2020 -color_trc smpte2084 -color_range tv -c:v libx265 "
+             "-x265-params 'log-level=error:lossless=1%s%s' %s",
+             32 * HDR_PATCHES, *x265 ? ":" : "", x265, path);
+    pipe_patches(cmd, px, 2);
+}
+
+/* The SDR code a grey of `nits` should get when the roll-off lands `peak` on
+ * white (docs/internals/media.md, HDR: reference white 203 cd/m2, knee 0.8) */
+static double pq_grey_code(double nits, double peak)
+{
+    double l = nits / 203.0, w = (peak / 203.0 - 0.8) / 0.2;
+    if (l > 0.8) {
+        double s = (l - 0.8) / 0.2;
+        l = fmin(0.8 + 0.2 * s * (1 + s / (w * w)) / (1 + s), 1.0);
+    }
+    return 255.0 * pow(l, 1 / 2.4);
+}
+
+/*
+ * An HDR10 source's declared peak is what its roll-off lands on white: its
+ * MaxCLL, else its mastering display's peak, else 1000 cd/m2. A master of 250
+ * cd/m2 then shows its brightest grey as white (255) instead of 248.
+ */
+static void test_pq_declared_peak(void **state)
+{
+    static const double nits[HDR_PATCHES] = {100, 160, 203, 230, 250, 300, 400, 1000};
+    static const struct {
+        const char *x265, *what;
+        double peak;
+    } cases[] = {
+        {"", "no metadata", 1000},
+        {"max-cll=250,100", "MaxCLL 250", 250},
+        {"master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(2500000,50)",
+         "mastering display of 250", 250},
+        {"max-cll=250,100:master-display=G(13250,34500)B(7500,3000)R(34000,16000)"
+         "WP(15635,16450)L(40000000,50)",
+         "MaxCLL 250 on a mastering display of 4000", 250},
+    };
+    uint8_t got[HDR_PATCHES][3];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        for (int rgb = 0; rgb < 2; rgb++) {
+            if (rgb)
+                setenv("CLIPREEL_CONVERT", "rgb", 1);
+            make_pq_greys(data("pq_greys.mp4"), nits, cases[i].x265);
+            hdr_reel_patches(data("pq_greys.mp4"), 0, got);
+            unsetenv("CLIPREEL_CONVERT");
+            /* 3 levels, as test_hdr_sources allows (the 10-bit source's rounding and
+             * the reel's encode); a peak taken wrongly moves the 250 cd/m2 grey by 7 */
+            for (int k = 0; k < HDR_PATCHES; k++) {
+                double want = pq_grey_code(nits[k], cases[i].peak);
+                if (fabs(got[k][1] - want) > 3)
+                    fail_msg("%s, %s route: %g cd/m2 at %d, want %.1f", cases[i].what,
+                             rgb ? "RGB" : "YUV", nits[k], got[k][1], want);
+            }
+            print_message("%s, %s route:", cases[i].what, rgb ? "RGB" : "YUV");
+            for (int k = 0; k < HDR_PATCHES; k++)
+                print_message(" %g cd/m2 %d (%.1f)", nits[k], got[k][1],
+                              pq_grey_code(nits[k], cases[i].peak));
+            print_message("\n");
+        }
+}
+
 static void test_sdr_colours(void **state)
 {
     static const uint8_t want[HDR_PATCHES][3] = {{200, 30, 30},   {30, 200, 30},   {30, 30, 200},
@@ -1220,6 +1299,7 @@ int main(void)
         cmocka_unit_test(test_display_rotation),
         cmocka_unit_test(test_hdr_sources),
         cmocka_unit_test(test_sdr_colours),
+        cmocka_unit_test(test_pq_declared_peak),
         cmocka_unit_test(test_bad_output),
         cmocka_unit_test(test_outputs_over_inputs),
         cmocka_unit_test(test_cancel),
