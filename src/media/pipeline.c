@@ -383,9 +383,11 @@ static AVFrame *decode_from(Decoder *d, double at, const char *what, double *t)
     int64_t ts = (int64_t)floor((fmax(at, 0.0) + d->t0) / d->tb);
     int r;
 
-    /* the start: byte 0 where the demuxer can go there (MPEG-TS: a seek to
-     * the first frame's time may land inside its packet and lose it) */
-    if (at <= 0.0 && !(d->fmt->iformat->flags & AVFMT_NO_BYTE_SEEK))
+    /* the start of a stream of packets with times but no index (MPEG-TS, PS):
+     * byte 0, since a seek to the first frame's time may land inside that
+     * frame's packets and lose it */
+    if (at <= 0.0 && (d->fmt->iformat->flags & AVFMT_TS_DISCONT) &&
+        !(d->fmt->iformat->flags & AVFMT_NO_BYTE_SEEK))
         r = av_seek_frame(d->fmt, -1, 0, AVSEEK_FLAG_BYTE);
     else
         r = av_seek_frame(d->fmt, d->stream, ts, AVSEEK_FLAG_BACKWARD);

@@ -124,18 +124,32 @@ void reel_rotated_size(int W, int H, double deg, int *rw, int *rh)
  * elements), else as the first frame's SEI has them; 0 when none is given.
  * These are the figures a display tone maps HDR10 to its own peak by.
  */
+static const void *stream_data(const AVStream *s, enum AVPacketSideDataType type, size_t need)
+{
+    size_t size = 0;
+    const uint8_t *p = av_stream_get_side_data(s, type, &size);
+
+    return p && size >= need ? p : NULL;
+}
+
+static const void *frame_data(const AVFrame *f, enum AVFrameSideDataType type, size_t need)
+{
+    const AVFrameSideData *sd = av_frame_get_side_data(f, type);
+
+    return sd && sd->size >= need ? sd->data : NULL;
+}
+
 static double declared_peak(const AVStream *s, const AVFrame *f)
 {
     const AVContentLightMetadata *cll =
-        (const void *)av_stream_get_side_data(s, AV_PKT_DATA_CONTENT_LIGHT_LEVEL, NULL);
+        stream_data(s, AV_PKT_DATA_CONTENT_LIGHT_LEVEL, sizeof(*cll));
     const AVMasteringDisplayMetadata *md =
-        (const void *)av_stream_get_side_data(s, AV_PKT_DATA_MASTERING_DISPLAY_METADATA, NULL);
-    const AVFrameSideData *sd;
+        stream_data(s, AV_PKT_DATA_MASTERING_DISPLAY_METADATA, sizeof(*md));
 
-    if (!cll && (sd = av_frame_get_side_data(f, AV_FRAME_DATA_CONTENT_LIGHT_LEVEL)))
-        cll = (const void *)sd->data;
-    if (!md && (sd = av_frame_get_side_data(f, AV_FRAME_DATA_MASTERING_DISPLAY_METADATA)))
-        md = (const void *)sd->data;
+    if (!cll)
+        cll = frame_data(f, AV_FRAME_DATA_CONTENT_LIGHT_LEVEL, sizeof(*cll));
+    if (!md)
+        md = frame_data(f, AV_FRAME_DATA_MASTERING_DISPLAY_METADATA, sizeof(*md));
     if (cll && cll->MaxCLL > 0)
         return cll->MaxCLL;
     if (md && md->has_luminance && md->max_luminance.den > 0 && md->max_luminance.num > 0)
