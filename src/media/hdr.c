@@ -354,10 +354,9 @@ CLONES static void block_means(int n, int rows, const float (*cb)[CHUNK], const 
     }
 }
 
-void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *const dst[3],
-                      const int dst_stride[3])
+/* The region's codes to Y' 0..1 and Cb, Cr -0.5..0.5, and those to R'G'B' */
+static Coefs coefs_of(const ReelYuvRegion *s)
 {
-    const int wide = s->depth > 8;
     const float one = (float)(1 << (s->depth - 8)); /* an 8-bit step in the source's codes */
     const float kr = (float)s->kr, kb = (float)s->kb, kg = 1.0f - kr - kb;
     Coefs k = {.y0 = s->full_range ? 0.0f : 16.0f * one,
@@ -368,6 +367,44 @@ void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *con
                .bu = 2.0f * (1.0f - kb)};
     k.gu = -k.bu * kb / kg;
     k.gv = -k.rv * kr / kg;
+    return k;
+}
+
+/* n pixels' R'G'B' (0..1) as RGB24 bytes */
+CLONES static void to_bytes(int n, const float *r, const float *g, const float *b, uint8_t *d)
+{
+    for (int i = 0; i < n; i++) {
+        d[3 * i] = (uint8_t)(int)(255.0f * r[i] + 0.5f);
+        d[3 * i + 1] = (uint8_t)(int)(255.0f * g[i] + 0.5f);
+        d[3 * i + 2] = (uint8_t)(int)(255.0f * b[i] + 0.5f);
+    }
+}
+
+void reel_tonemap_yuv_rgb(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *dst,
+                          ptrdiff_t dst_stride)
+{
+    const int wide = s->depth > 8;
+    const Coefs k = coefs_of(s);
+    float yv[CHUNK], u[CHUNK], v[CHUNK], r[CHUNK], g[CHUNK], b[CHUNK];
+
+    for (int y = 0; y < s->height; y++)
+        for (int x0 = 0; x0 < s->width; x0 += CHUNK) {
+            int n = s->width - x0 < CHUNK ? s->width - x0 : CHUNK;
+            load_chroma(s, &k, 1, y, x0, n, u);
+            load_chroma(s, &k, 2, y, x0, n, v);
+            load_row(s->plane[0] + y * s->stride[0], wide, x0, n, k.y0, k.ys, yv);
+            to_rgb_signal(&k, yv, u, v, n, r, g, b);
+            if (t)
+                tone_chunk(t, n, r, g, b);
+            to_bytes(n, r, g, b, dst + y * dst_stride + 3 * x0);
+        }
+}
+
+void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *const dst[3],
+                      const int dst_stride[3])
+{
+    const int wide = s->depth > 8;
+    const Coefs k = coefs_of(s);
     float yv[CHUNK], u[CHUNK], v[CHUNK], r[CHUNK], g[CHUNK], b[CHUNK], cb[2][CHUNK], cr[2][CHUNK];
 
     for (int by = 0; by < s->height; by += 2) {

@@ -71,4 +71,14 @@ typedef struct ReelYuvRegion {
 void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *src, uint8_t *const dst[3],
                       const int dst_stride[3]);
 
+/**
+ * The region to RGB24 (BT.709 SDR R'G'B', width x height, dst_stride bytes a
+ * line): each pixel as reel_tonemap_yuv takes it to R'G'B' and through t,
+ * written out per pixel, for what wants RGB (the model). Exact where
+ * swscale's 16-bit R'G'B' from limited-range Y'CbCr is 256/257 of the value
+ * (~2 levels after PQ's curve in mid-tones).
+ */
+void reel_tonemap_yuv_rgb(const ReelToneMap *t, const ReelYuvRegion *src, uint8_t *dst,
+                          ptrdiff_t dst_stride);
+
 #endif

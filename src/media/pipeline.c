@@ -621,6 +621,66 @@ static int tonemap_for(Export *ex, Transform *tr, const AVFrame *f, ReelHdrKind 
     return 0;
 }
 
+/* The red and blue weights of a source's Y'CbCr matrix, the one the RGB path
+ * has swscale use (sws_cs_of). */
+static void luma_weights(int colorspace, double *kr, double *kb)
+{
+    switch (sws_cs_of(colorspace)) {
+    case SWS_CS_ITU709:
+        *kr = 0.2126, *kb = 0.0722;
+        break;
+    case SWS_CS_BT2020:
+        *kr = 0.2627, *kb = 0.0593;
+        break;
+    case SWS_CS_SMPTE240M:
+        *kr = 0.212, *kb = 0.087;
+        break;
+    case SWS_CS_FCC:
+        *kr = 0.30, *kb = 0.11;
+        break;
+    default:
+        *kr = 0.299, *kb = 0.114;
+        break;
+    }
+}
+
+/* Whether a frame the YUV path cannot take as it is (yuv_direct) can be
+ * brought to BT.709 in YUV (convert_region): planar Y'CbCr of 8 to 16 bits,
+ * chroma subsampled at most 2x each way. */
+static int yuv_convertible(const AVFrame *f)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    return d && (d->flags & AV_PIX_FMT_FLAG_PLANAR) && d->nb_components == 3 &&
+           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_BE | AV_PIX_FMT_FLAG_HWACCEL |
+                         AV_PIX_FMT_FLAG_PAL)) &&
+           d->comp[0].depth >= 8 && d->comp[0].depth <= 16 && d->log2_chroma_w <= 1 &&
+           d->log2_chroma_h <= 1;
+}
+
+/* Region g of f (planar Y'CbCr of 8-16 bits, yuv_convertible) as
+ * reel_tonemap_yuv and reel_tonemap_yuv_rgb read it */
+static void yuv_region(const AVFrame *f, const ReelRect *g, ReelHdrKind hdr, ReelYuvRegion *src)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    const uint8_t *planes[4] = {NULL};
+
+    *src = (ReelYuvRegion){.width = g->width,
+                           .height = g->height,
+                           .log2_cw = d->log2_chroma_w,
+                           .log2_ch = d->log2_chroma_h,
+                           .depth = d->comp[0].depth,
+                           .full_range = full_range(f)};
+    region_planes(f, d, g->x, g->y, planes);
+    for (int p = 0; p < 3; p++) {
+        src->plane[p] = planes[p];
+        src->stride[p] = f->linesize[p];
+    }
+    /* untagged: BT.2020's matrix for HDR, BT.601's for SDR (as the RGB path) */
+    luma_weights(hdr && f->colorspace == AVCOL_SPC_UNSPECIFIED ? AVCOL_SPC_BT2020_NCL
+                                                               : f->colorspace,
+                 &src->kr, &src->kb);
+}
+
 /* Region (x, y, w, h) of a frame as packed RGB24 in tr->rgb (stride 3 * w):
  * only what the crop needs is converted. */
 static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *reg)
@@ -650,11 +710,20 @@ static int to_rgb(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *r
     }
     if (!desc)
         return ex_fail(ex, REEL_ERROR_MEDIA, "unsupported source pixel format %d", f->format);
-    /* HDR or BT.2020: swscale to 16-bit R'G'B', then to BT.709 light and signal */
     ReelHdrKind hdr = reel_hdr_kind(f->color_trc, f->color_primaries);
     enum AVPixelFormat rgb_fmt = hdr ? AV_PIX_FMT_RGB48 : AV_PIX_FMT_RGB24;
     if (hdr && (ret = tonemap_for(ex, tr, f, hdr)) < 0)
         return ret;
+    if (hdr && yuv_convertible(f)) { /* HDR or BT.2020 from planar Y'CbCr: decoded here */
+        ReelYuvRegion yr;
+        if (grow(&tr->rgb, &tr->rgb_size, (size_t)reg->width * reg->height * 3 + 64) < 0)
+            return ex_fail(ex, REEL_ERR(ENOMEM), "out of memory");
+        yuv_region(f, reg, hdr, &yr);
+        reel_tonemap_yuv_rgb(tr->hdr, &yr, tr->rgb, (ptrdiff_t)reg->width * 3);
+        return 0;
+    }
+    /* other HDR or BT.2020 formats: swscale to 16-bit R'G'B', then to BT.709
+     * light and signal */
     if (!tr->to_rgb || reg->width != tr->src_w || reg->height != tr->src_h ||
         f->format != tr->src_fmt || cs != tr->src_cs || full != tr->src_range ||
         (int)hdr != tr->src_hdr) {
@@ -797,42 +866,6 @@ static int yuv_direct(const AVFrame *f)
            f->format != AV_PIX_FMT_YUVJ444P;
 }
 
-/* The red and blue weights of a source's Y'CbCr matrix, the one the RGB path
- * has swscale use (sws_cs_of). */
-static void luma_weights(int colorspace, double *kr, double *kb)
-{
-    switch (sws_cs_of(colorspace)) {
-    case SWS_CS_ITU709:
-        *kr = 0.2126, *kb = 0.0722;
-        break;
-    case SWS_CS_BT2020:
-        *kr = 0.2627, *kb = 0.0593;
-        break;
-    case SWS_CS_SMPTE240M:
-        *kr = 0.212, *kb = 0.087;
-        break;
-    case SWS_CS_FCC:
-        *kr = 0.30, *kb = 0.11;
-        break;
-    default:
-        *kr = 0.299, *kb = 0.114;
-        break;
-    }
-}
-
-/* Whether a frame the YUV path cannot take as it is (yuv_direct) can be
- * brought to BT.709 in YUV (convert_region): planar Y'CbCr of 8 to 16 bits,
- * chroma subsampled at most 2x each way. */
-static int yuv_convertible(const AVFrame *f)
-{
-    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
-    return d && (d->flags & AV_PIX_FMT_FLAG_PLANAR) && d->nb_components == 3 &&
-           !(d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_BE | AV_PIX_FMT_FLAG_HWACCEL |
-                         AV_PIX_FMT_FLAG_PAL)) &&
-           d->comp[0].depth >= 8 && d->comp[0].depth <= 16 && d->log2_chroma_w <= 1 &&
-           d->log2_chroma_h <= 1;
-}
-
 /* Region g of a frame (yuv_convertible) in the reel's colours, into
  * tr->mapped: 8-bit 4:2:0, BT.709 limited range, g's size, for the YUV path's
  * scaler. The source's matrix and range undone, and HDR or BT.2020 tone-mapped,
@@ -840,15 +873,8 @@ static int yuv_convertible(const AVFrame *f)
  * Lanczos (docs/internals/media.md, Colour). */
 static const AVFrame *convert_region(Export *ex, Transform *tr, const AVFrame *f, const ReelRect *g)
 {
-    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
     ReelHdrKind hdr = reel_hdr_kind(f->color_trc, f->color_primaries);
-    ReelYuvRegion src = {.width = g->width,
-                         .height = g->height,
-                         .log2_cw = d->log2_chroma_w,
-                         .log2_ch = d->log2_chroma_h,
-                         .depth = d->comp[0].depth,
-                         .full_range = full_range(f)};
-    const uint8_t *planes[4] = {NULL};
+    ReelYuvRegion src;
     AVFrame *m = tr->mapped;
 
     if (hdr && tonemap_for(ex, tr, f, hdr) < 0)
@@ -867,15 +893,7 @@ static const AVFrame *convert_region(Export *ex, Transform *tr, const AVFrame *f
         m->color_primaries = AVCOL_PRI_BT709;
         m->color_trc = AVCOL_TRC_BT709;
     }
-    region_planes(f, d, g->x, g->y, planes);
-    for (int p = 0; p < 3; p++) {
-        src.plane[p] = planes[p];
-        src.stride[p] = f->linesize[p];
-    }
-    /* untagged: BT.2020's matrix for HDR, BT.601's for SDR (as the RGB path) */
-    luma_weights(hdr && f->colorspace == AVCOL_SPC_UNSPECIFIED ? AVCOL_SPC_BT2020_NCL
-                                                               : f->colorspace,
-                 &src.kr, &src.kb);
+    yuv_region(f, g, hdr, &src);
     reel_tonemap_yuv(hdr ? tr->hdr : NULL, &src, m->data, m->linesize);
     return m;
 nomem:
