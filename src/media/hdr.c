@@ -380,22 +380,31 @@ CLONES static void to_bytes(int n, const float *r, const float *g, const float *
     }
 }
 
+/* n pixels of row y from x0: R'G'B' (0..1) of the region's Y'CbCr, through t
+ * when there is one */
+static void map_stretch(const ReelToneMap *t, const ReelYuvRegion *s, const Coefs *k, int y, int x0,
+                        int n, float *r, float *g, float *b)
+{
+    float yv[CHUNK], u[CHUNK], v[CHUNK];
+
+    load_chroma(s, k, 1, y, x0, n, u);
+    load_chroma(s, k, 2, y, x0, n, v);
+    load_row(s->plane[0] + y * s->stride[0], s->depth > 8, x0, n, k->y0, k->ys, yv);
+    to_rgb_signal(k, yv, u, v, n, r, g, b);
+    if (t)
+        tone_chunk(t, n, r, g, b);
+}
+
 void reel_tonemap_yuv_rgb(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *dst,
                           ptrdiff_t dst_stride)
 {
-    const int wide = s->depth > 8;
     const Coefs k = coefs_of(s);
-    float yv[CHUNK], u[CHUNK], v[CHUNK], r[CHUNK], g[CHUNK], b[CHUNK];
+    float r[CHUNK], g[CHUNK], b[CHUNK];
 
     for (int y = 0; y < s->height; y++)
         for (int x0 = 0; x0 < s->width; x0 += CHUNK) {
             int n = s->width - x0 < CHUNK ? s->width - x0 : CHUNK;
-            load_chroma(s, &k, 1, y, x0, n, u);
-            load_chroma(s, &k, 2, y, x0, n, v);
-            load_row(s->plane[0] + y * s->stride[0], wide, x0, n, k.y0, k.ys, yv);
-            to_rgb_signal(&k, yv, u, v, n, r, g, b);
-            if (t)
-                tone_chunk(t, n, r, g, b);
+            map_stretch(t, s, &k, y, x0, n, r, g, b);
             to_bytes(n, r, g, b, dst + y * dst_stride + 3 * x0);
         }
 }
@@ -403,9 +412,8 @@ void reel_tonemap_yuv_rgb(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t 
 void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *const dst[3],
                       const int dst_stride[3])
 {
-    const int wide = s->depth > 8;
     const Coefs k = coefs_of(s);
-    float yv[CHUNK], u[CHUNK], v[CHUNK], r[CHUNK], g[CHUNK], b[CHUNK], cb[2][CHUNK], cr[2][CHUNK];
+    float r[CHUNK], g[CHUNK], b[CHUNK], cb[2][CHUNK], cr[2][CHUNK];
 
     for (int by = 0; by < s->height; by += 2) {
         int rows = by + 1 < s->height ? 2 : 1;
@@ -414,12 +422,7 @@ void reel_tonemap_yuv(const ReelToneMap *t, const ReelYuvRegion *s, uint8_t *con
             int n = s->width - x0 < CHUNK ? s->width - x0 : CHUNK;
             for (int j = 0; j < rows; j++) {
                 int y = by + j;
-                load_chroma(s, &k, 1, y, x0, n, u);
-                load_chroma(s, &k, 2, y, x0, n, v);
-                load_row(s->plane[0] + y * s->stride[0], wide, x0, n, k.y0, k.ys, yv);
-                to_rgb_signal(&k, yv, u, v, n, r, g, b);
-                if (t)
-                    tone_chunk(t, n, r, g, b);
+                map_stretch(t, s, &k, y, x0, n, r, g, b);
                 to_709(n, r, g, b, dst[0] + y * dst_stride[0] + x0, cb[j], cr[j]);
             }
             block_means(n, rows, (const float(*)[CHUNK])cb, (const float(*)[CHUNK])cr, du + x0 / 2,
