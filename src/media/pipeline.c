@@ -321,7 +321,21 @@ typedef struct Decoder {
     int eof;
     int to_key; /* after a seek: packets before the next key frame's are dropped */
     double last_t;
+    double slack; /* how late a frame's time may read and still count as due (frame_slack) */
 } Decoder;
+
+/*
+ * A frame is due at output time t when its time is t or less, give or take
+ * its container's rounding: Matroska and WebM keep times in milliseconds, so a
+ * 30 fps frame 66.67 ms in reads 67, and taken as it reads it would come one
+ * output frame late (every third frame dropped and its neighbour shown twice,
+ * until stop 21); QuickTime's 1/600 s ticks round 29.97 fps the same way. So
+ * half a tick, at most 1 ms (far below any frame interval), plus 1 us.
+ */
+static double frame_slack(AVRational tb)
+{
+    return fmin(0.5 * av_q2d(tb), 1e-3) + 1e-6;
+}
 
 static void decoder_close(Decoder *d)
 {
@@ -419,7 +433,7 @@ static AVFrame *seek_clip(Decoder *d, double start, double want, const char *wha
         double at = start - back;
         AVFrame *f = decode_from(d, at, what, t);
 
-        if (at <= 0.0 || (f && key_frame(f) && *t <= want + 1e-6))
+        if (at <= 0.0 || (f && key_frame(f) && *t <= want + d->slack))
             return f;
         reel_log(REEL_LOG_DEBUG, "export", "%s: a seek to %.3f s landed at %s; seeking earlier",
                  what, at,
@@ -449,6 +463,7 @@ static int decode_clip(Export *ex, int k)
         goto end;
     }
     d.tb = av_q2d(d.fmt->streams[d.stream]->time_base);
+    d.slack = frame_slack(d.fmt->streams[d.stream]->time_base);
     d.t0 = ex->src[k].t0;
     if (clip->trim_start > 0.0)
         cur = seek_clip(&d, clip->trim_start, reel_clip_source_time(clip, &cf, ex->fps, 0, NULL),
@@ -463,7 +478,7 @@ static int decode_clip(Export *ex, int k)
     next = decoder_next(&d, &tnext);
     for (int64_t n = 0; n < cf.nb_frames; n++) {
         double t = reel_clip_source_time(clip, &cf, ex->fps, n, NULL);
-        while (next && tnext <= t + 1e-6) {
+        while (next && tnext <= t + d.slack) {
             av_frame_free(&cur);
             cur = next;
             tcur = tnext;

@@ -181,6 +181,29 @@ static double display_rotation(const AVStream *s)
     return fmod(fmod(a, 360.0) + 360.0, 360.0);
 }
 
+/*
+ * The end of stream st, in seconds, from its packets' times: the rest of the
+ * file read (demuxed, not decoded), for a file whose header gives no duration
+ * (a Matroska file written to a pipe, which has no index either). -1 when no
+ * packet has a time.
+ */
+static double read_to_end(AVFormatContext *fmt, AVPacket *pkt, int st)
+{
+    const AVStream *s = fmt->streams[st];
+    int64_t last = AV_NOPTS_VALUE;
+
+    while (av_read_frame(fmt, pkt) >= 0) {
+        int64_t t = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+        if (pkt->stream_index == st && t != AV_NOPTS_VALUE) {
+            t += pkt->duration > 0 ? pkt->duration : 0;
+            if (last == AV_NOPTS_VALUE || t > last)
+                last = t;
+        }
+        av_packet_unref(pkt);
+    }
+    return last == AV_NOPTS_VALUE ? -1.0 : last * av_q2d(s->time_base);
+}
+
 int reel_media_probe(const char *path, const char *what, double rotation, ReelSourceInfo *info,
                      char *errmsg)
 {
@@ -250,6 +273,8 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
             fmt->start_time != AV_NOPTS_VALUE ? fmt->start_time / (double)AV_TIME_BASE : 0;
         end = start + fmt->duration / (double)AV_TIME_BASE;
     }
+    if (end <= info->t0) /* none declared (a Matroska file written to a pipe) */
+        end = read_to_end(fmt, pkt, st);
     if (end <= info->t0) {
         ret =
             reel_fail(errmsg, REEL_ERROR_MEDIA, "%s: %s has no duration (truncated?)", what, path);

@@ -516,7 +516,7 @@ static void test_60fps_real_speed(void **state)
 static void test_trim_without_index(void **state)
 {
     (void)state;
-    static const char *const names[] = {"count_g30.ts", "count_g30.mp4"};
+    static const char *const names[] = {"count_g30.ts", "count_g30.mp4", "count_g30_pipe.mkv"};
     struct stat sb;
 
     if (stat(data("count_g30.ts"), &sb) != 0)
@@ -526,7 +526,10 @@ static void test_trim_without_index(void **state)
            data("count_g30.ts"));
     if (stat(data("count_g30.mp4"), &sb) != 0) /* the same stream, with an index */
         sh("ffmpeg -v error -y -i %s -c copy %s", data("count_g30.ts"), data("count_g30.mp4"));
-    for (int i = 0; i < 2; i++) {
+    if (stat(data("count_g30_pipe.mkv"), &sb) != 0) /* written to a pipe: no index, no duration */
+        sh("ffmpeg -v error -i %s -c copy -f matroska - > %s", data("count_g30.ts"),
+           data("count_g30_pipe.mkv"));
+    for (int i = 0; i < 3; i++) {
         char json[512], out[64];
         snprintf(json, sizeof(json),
                  "{\"clips\":[{\"source\":\"%s\",\"trimRange\":{\"start\":0.5,"
@@ -550,6 +553,53 @@ static void test_trim_without_index(void **state)
         }
         frames_free(&fr);
         reel_job_free(&job);
+    }
+}
+
+/*
+ * Every frame of a Matroska source in its place: Matroska keeps times in
+ * milliseconds, so a 30 fps frame 66.67 ms in reads 67. Before stop 21 every
+ * third frame was dropped and its neighbour shown twice (0 1 1 3 4 4 ...).
+ * luma = 16 + 3 * source frame number, read from the reel's Y plane.
+ */
+static void test_millisecond_times(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"count30.mkv", "count30.webm"};
+    static const char *const codecs[] = {"-c:v libx264 -crf 4 -g 30 -bf 2",
+                                         "-c:v libvpx-vp9 -lossless 1"};
+    struct stat sb;
+
+    for (int i = 0; i < 2; i++) {
+        char cmd[1024], out[64];
+        if (stat(data(names[i]), &sb) != 0)
+            sh("ffmpeg -v error -y -f lavfi -i \"color=black:s=64x64:r=30,geq=lum='16+3*N':"
+               "cb=128:cr=128\" -t 2 %s -pix_fmt yuv420p %s",
+               codecs[i], data(names[i]));
+        snprintf(cmd, sizeof(cmd),
+                 "{\"clips\":[{\"source\":\"%s\"}],\"globalAspectRatio\":\"1:1\",\"output\":"
+                 "{\"width\":64,\"height\":64,\"fps\":30,\"crf\":1,\"include_audio\":false,"
+                 "\"upscale\":{\"mode\":\"off\"}}}",
+                 names[i]);
+        snprintf(out, sizeof(out), "%s_reel.mp4", names[i]);
+        ReelJob *job = job_of(cmd);
+        export_ok(job, data(out));
+        reel_job_free(&job);
+        snprintf(cmd, sizeof(cmd), "ffmpeg -v error -i %s -f rawvideo -pix_fmt yuv420p -",
+                 data(out));
+        FILE *f = popen(cmd, "r");
+        static uint8_t frame[64 * 64 * 3 / 2];
+        int n = 0;
+        assert_non_null(f);
+        while (fread(frame, 1, sizeof(frame), f) == sizeof(frame)) {
+            int y = frame[32 * 64 + 32];
+            if (abs(y - (16 + 3 * n)) > 1)
+                fail_msg("%s: output frame %d shows source frame %.1f", names[i], n,
+                         (y - 16) / 3.0);
+            n++;
+        }
+        assert_int_equal(pclose(f), 0);
+        assert_int_equal(n, 60);
     }
 }
 
@@ -1297,6 +1347,7 @@ int main(void)
         cmocka_unit_test(test_fade_dark),
         cmocka_unit_test(test_60fps_real_speed),
         cmocka_unit_test(test_trim_without_index),
+        cmocka_unit_test(test_millisecond_times),
         cmocka_unit_test(test_silent_clip),
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_upscale_small),
