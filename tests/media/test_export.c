@@ -506,6 +506,22 @@ static void test_60fps_real_speed(void **state)
     reel_job_free(&job);
 }
 
+/* A 64x64 reel at 30 fps of source `name` (0.5 s to 2.0 s of it when trimmed),
+ * near lossless, into data(out) */
+static void export_counter(const char *name, int trimmed, char *out, size_t size)
+{
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"clips\":[{\"source\":\"%s\"%s}],\"globalAspectRatio\":\"1:1\",\"output\":"
+             "{\"width\":64,\"height\":64,\"fps\":30,\"crf\":1,\"include_audio\":false,"
+             "\"upscale\":{\"mode\":\"off\"}}}",
+             name, trimmed ? ",\"trimRange\":{\"start\":0.5,\"end\":2.0}" : "");
+    snprintf(out, size, "%s_%s.mp4", name, trimmed ? "trim" : "reel");
+    ReelJob *job = job_of(json);
+    export_ok(job, data(out));
+    reel_job_free(&job);
+}
+
 /*
  * A trimmed clip starts on the right frame whatever the container: an MPEG-TS
  * file has no index, so a seek lands on the packet at the trim's time and the
@@ -530,16 +546,8 @@ static void test_trim_without_index(void **state)
         sh("ffmpeg -v error -i %s -c copy -f matroska - > %s", data("count_g30.ts"),
            data("count_g30_pipe.mkv"));
     for (int i = 0; i < 3; i++) {
-        char json[512], out[64];
-        snprintf(json, sizeof(json),
-                 "{\"clips\":[{\"source\":\"%s\",\"trimRange\":{\"start\":0.5,"
-                 "\"end\":2.0}}],\"globalAspectRatio\":\"1:1\",\"output\":{\"width\":64,"
-                 "\"height\":64,\"fps\":30,\"crf\":1,\"include_audio\":false,"
-                 "\"upscale\":{\"mode\":\"off\"}}}",
-                 names[i]);
-        snprintf(out, sizeof(out), "%s_trim.mp4", names[i]);
-        ReelJob *job = job_of(json);
-        export_ok(job, data(out));
+        char out[64];
+        export_counter(names[i], 1, out, sizeof(out));
         int keep[] = {0, 7, 14, 15, 44};
         Frames fr = decode_frames(data(out), keep, 5);
         assert_int_equal(fr.count, 45); /* 0.5 s to 2.0 s */
@@ -552,7 +560,6 @@ static void test_trim_without_index(void **state)
                          names[i], n, y, want, 15 + n);
         }
         frames_free(&fr);
-        reel_job_free(&job);
     }
 }
 
@@ -576,15 +583,7 @@ static void test_millisecond_times(void **state)
             sh("ffmpeg -v error -y -f lavfi -i \"color=black:s=64x64:r=30,geq=lum='16+3*N':"
                "cb=128:cr=128\" -t 2 %s -pix_fmt yuv420p %s",
                codecs[i], data(names[i]));
-        snprintf(cmd, sizeof(cmd),
-                 "{\"clips\":[{\"source\":\"%s\"}],\"globalAspectRatio\":\"1:1\",\"output\":"
-                 "{\"width\":64,\"height\":64,\"fps\":30,\"crf\":1,\"include_audio\":false,"
-                 "\"upscale\":{\"mode\":\"off\"}}}",
-                 names[i]);
-        snprintf(out, sizeof(out), "%s_reel.mp4", names[i]);
-        ReelJob *job = job_of(cmd);
-        export_ok(job, data(out));
-        reel_job_free(&job);
+        export_counter(names[i], 0, out, sizeof(out));
         snprintf(cmd, sizeof(cmd), "ffmpeg -v error -i %s -f rawvideo -pix_fmt yuv420p -",
                  data(out));
         FILE *f = popen(cmd, "r");
