@@ -368,11 +368,12 @@ static AVFrame *decoder_next(Decoder *d, double *t)
             avcodec_send_packet(d->dec, NULL);
             continue;
         }
-        if (d->pkt->stream_index == d->stream && d->to_key)
-            d->to_key = !(d->pkt->flags & AV_PKT_FLAG_KEY);
-        if (d->pkt->stream_index == d->stream && !d->to_key &&
-            avcodec_send_packet(d->dec, d->pkt) < 0)
-            reel_log(REEL_LOG_WARNING, "export", "skipping a damaged video packet");
+        if (d->pkt->stream_index == d->stream) {
+            if (d->to_key)
+                d->to_key = !(d->pkt->flags & AV_PKT_FLAG_KEY);
+            if (!d->to_key && avcodec_send_packet(d->dec, d->pkt) < 0)
+                reel_log(REEL_LOG_WARNING, "export", "skipping a damaged video packet");
+        }
         av_packet_unref(d->pkt);
     }
     av_frame_free(&f);

@@ -26,6 +26,16 @@ void reel_source_info_uninit(ReelSourceInfo *info)
     avcodec_parameters_free(&info->par);
 }
 
+/* A copy of par, or NULL when out of memory */
+static AVCodecParameters *par_copy(const AVCodecParameters *par)
+{
+    AVCodecParameters *c = avcodec_parameters_alloc();
+
+    if (c && avcodec_parameters_copy(c, par) < 0)
+        avcodec_parameters_free(&c);
+    return c;
+}
+
 /*
  * Whether fmt, just opened, holds the stream a probe of the same file found,
  * as it found it: a container whose header lists its streams (not MPEG-TS,
@@ -117,13 +127,7 @@ void reel_rotated_size(int W, int H, double deg, int *rw, int *rh)
     }
 }
 
-/*
- * The brightest light an HDR10 source declares, in cd/m2: its content light
- * level (MaxCLL), else its mastering display's peak luminance, as the
- * container has them (MP4's clli and mdcv boxes, Matroska's colour
- * elements), else as the first frame's SEI has them; 0 when none is given.
- * These are the figures a display tone maps HDR10 to its own peak by.
- */
+/* Side data of a stream or a frame, when it is whole */
 static const void *stream_data(const AVStream *s, enum AVPacketSideDataType type, size_t need)
 {
     size_t size = 0;
@@ -139,6 +143,13 @@ static const void *frame_data(const AVFrame *f, enum AVFrameSideDataType type, s
     return sd && sd->size >= need ? sd->data : NULL;
 }
 
+/*
+ * The brightest light an HDR10 source declares, in cd/m2: its content light
+ * level (MaxCLL), else its mastering display's peak luminance, as the
+ * container has them (MP4's clli and mdcv boxes, Matroska's colour
+ * elements), else as the first frame's SEI has them; 0 when none is given.
+ * These are the figures a display tone maps HDR10 to its own peak by.
+ */
 static double declared_peak(const AVStream *s, const AVFrame *f)
 {
     const AVContentLightMetadata *cll =
@@ -290,9 +301,7 @@ int reel_media_probe(const char *path, const char *what, double rotation, ReelSo
     info->pq_peak = declared_peak(s, frame);
     reel_rotated_size(info->width, info->height, info->rotation, &info->rot_width,
                       &info->rot_height);
-    if (!(info->par = avcodec_parameters_alloc()) ||
-        avcodec_parameters_copy(info->par, s->codecpar) < 0) {
-        reel_source_info_uninit(info);
+    if (!(info->par = par_copy(s->codecpar))) {
         ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "%s: out of memory", what);
         goto end;
     }
@@ -400,9 +409,7 @@ int reel_media_probe_clips(const ReelJob *job, ReelSourceInfo *info, char *errms
         }
         if (first[k] != k) { /* the same source: its own copy of the parameters */
             info[k] = info[first[k]];
-            info[k].par = NULL;
-            if (!(info[k].par = avcodec_parameters_alloc()) ||
-                avcodec_parameters_copy(info[k].par, info[first[k]].par) < 0) {
+            if (!(info[k].par = par_copy(info[first[k]].par))) {
                 ret = reel_fail(errmsg, REEL_ERR(ENOMEM), "out of memory");
                 break;
             }
